@@ -1,0 +1,1 @@
+"""Accounts and sessions: WeChat login, tokens, invitations, staff and patient binding."""

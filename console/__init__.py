@@ -1,0 +1,1 @@
+"""Web console for admins and the admission desk (server-rendered pages)."""

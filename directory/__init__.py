@@ -1,0 +1,1 @@
+"""The consortium directory: institutions, departments, staff; the demo seed."""

@@ -1,0 +1,1 @@
+"""Who is told what: templates, limits, masking, channels (issue 5)."""

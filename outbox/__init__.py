@@ -1,0 +1,1 @@
+"""Transactional outbox and its dispatcher (issue 5)."""

@@ -1,0 +1,1 @@
+"""Signed slip tokens, QR rendering and scanned-code parsing."""

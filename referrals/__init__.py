@@ -1,0 +1,1 @@
+"""The referral domain: state machine, commands, access rules, statistics (issue 4)."""

@@ -1,0 +1,188 @@
+"""One typed Settings object read from the environment; the defaults are embedded mode."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+ROOT = Path(__file__).resolve().parent
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the environment variable."""
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _key32(name: str, raw: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, TypeError):
+        raise SettingsError(f"{name} must be 32 bytes in URL-safe base64") from None
+    if len(key) != 32:
+        raise SettingsError(f"{name} must be 32 bytes in URL-safe base64, got {len(key)} bytes")
+    return key
+
+
+def _dev_key(data_dir: Path, filename: str) -> bytes:
+    """A key generated once per embedded installation and kept beside its database."""
+    path = data_dir / filename
+    if path.exists():
+        return _key32(filename, path.read_text().strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    path.write_text(base64.urlsafe_b64encode(key).decode())
+    path.chmod(0o600)
+    return key
+
+
+@dataclass(frozen=True)
+class Settings:
+    # (environment variable, description) live in ENV_DOC below, in the same order.
+    database_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "rc:"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    data_dir: Path = ROOT / "var"
+    wechat_appid: str = "wx-sandbox-appid"
+    wechat_secret: str = "sandbox-secret"
+    wechat_api_base: str = ""
+    wechat_timeout: float = 5.0
+    wechat_push_token: str = "sandbox-push-token"
+    wechat_aes_key: str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+    jwt_secret: str = ""
+    access_ttl: int = 15 * 60
+    refresh_ttl: int = 30 * 24 * 3600
+    invitation_ttl: int = 7 * 24 * 3600
+    data_key: bytes = field(default=b"", repr=False)
+    lookup_key: bytes = field(default=b"", repr=False)
+    his_timeout: float = 10.0
+    embedded_his: bool = True
+    seed_demo: bool = False
+    background_tasks: bool = True
+    max_body: int = 1024 * 1024
+    log_level: str = "INFO"
+
+    @property
+    def embedded_db(self) -> bool:
+        return not self.database_url or self.database_url.startswith("sqlite")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite://{self.data_dir / 'referral.sqlite3'}"
+
+    @property
+    def embedded_wechat(self) -> bool:
+        return not self.wechat_api_base
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(cls):
+            name = f.name.upper()
+            if name not in env:
+                continue
+            raw = env[name]
+            if f.type in ("int",):
+                values[f.name] = _int(name, raw)
+            elif f.type == "float":
+                try:
+                    values[f.name] = float(raw)
+                except ValueError:
+                    raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+            elif f.type == "bool":
+                values[f.name] = _bool(name, raw)
+            elif f.type == "bytes":
+                values[f.name] = _key32(name, raw)
+            elif f.type == "Path":
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        settings = cls(**values)
+        settings._validate()
+        return settings.with_dev_secrets()
+
+    def _validate(self) -> None:
+        url = self.database_url
+        if url and not url.startswith(("sqlite://", "postgres://", "postgresql://")):
+            raise SettingsError("DATABASE_URL must start with sqlite:// or postgres://")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"PORT must be between 1 and 65535, got {self.port}")
+        if len(self.wechat_aes_key) != 43:
+            raise SettingsError("WECHAT_AES_KEY must be the 43-character EncodingAESKey")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        if not self.embedded_db or self.wechat_api_base:
+            # Production: secrets must be given, never generated.
+            missing = [n for n, v in (("JWT_SECRET", self.jwt_secret), ("DATA_KEY", self.data_key),
+                                      ("LOOKUP_KEY", self.lookup_key)) if not v]
+            if missing and not self.embedded_db:
+                raise SettingsError(f"{', '.join(missing)} must be set when DATABASE_URL is PostgreSQL")
+
+    def with_dev_secrets(self) -> "Settings":
+        """Embedded mode generates its secrets once and keeps them in DATA_DIR."""
+        changes = {}
+        if not self.jwt_secret:
+            changes["jwt_secret"] = base64.urlsafe_b64encode(_dev_key(self.data_dir, "jwt.key")).decode()
+        if not self.data_key:
+            changes["data_key"] = _dev_key(self.data_dir, "data.key")
+        if not self.lookup_key:
+            changes["lookup_key"] = _dev_key(self.data_dir, "lookup.key")
+        if not changes:
+            return self
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+ENV_DOC: list[tuple[str, str, str]] = [
+    ("DATABASE_URL", "(SQLite file in DATA_DIR)", "`postgres://user@host/db` in production; `sqlite:///path` otherwise"),
+    ("REDIS_URL", "(in-process stand-in)", "`redis://host:6379/0`: shared token, locks, wake-ups, pub/sub"),
+    ("REDIS_PREFIX", "`rc:`", "prefix of every Redis key this installation writes"),
+    ("HOST", "`127.0.0.1`", "address to listen on"),
+    ("PORT", "`8080`", "port to listen on"),
+    ("PUBLIC_URL", "(http://HOST:PORT)", "external base URL used in links and QR image URLs"),
+    ("DATA_DIR", "`./var`", "SQLite file, generated dev keys, attachments"),
+    ("WECHAT_APPID", "`wx-sandbox-appid`", "mini-program AppID"),
+    ("WECHAT_SECRET", "`sandbox-secret`", "mini-program AppSecret"),
+    ("WECHAT_API_BASE", "(built-in sandbox)", "`https://api.weixin.qq.com` in production"),
+    ("WECHAT_TIMEOUT", "`5`", "seconds for each WeChat call"),
+    ("WECHAT_PUSH_TOKEN", "`sandbox-push-token`", "message-push Token"),
+    ("WECHAT_AES_KEY", "(sandbox key)", "message-push EncodingAESKey (43 characters)"),
+    ("JWT_SECRET", "(generated in DATA_DIR)", "HMAC key for access tokens; required with PostgreSQL"),
+    ("ACCESS_TTL", "`900`", "access-token lifetime, seconds"),
+    ("REFRESH_TTL", "`2592000`", "refresh-token lifetime, seconds"),
+    ("INVITATION_TTL", "`604800`", "staff invitation lifetime, seconds"),
+    ("DATA_KEY", "(generated in DATA_DIR)", "AES-256-GCM key for ID and phone numbers, 32 bytes base64url"),
+    ("LOOKUP_KEY", "(generated in DATA_DIR)", "HMAC key for exact lookups of ID and phone numbers"),
+    ("HIS_TIMEOUT", "`10`", "seconds for each HIS call"),
+    ("EMBEDDED_HIS", "`true`", "mount the HIS simulator and use it for institutions without a URL"),
+    ("SEED_DEMO", "`false`", "seed the demo consortium on start if the database is empty"),
+    ("BACKGROUND_TASKS", "`true`", "run the token keeper and dispatcher inside this process"),
+    ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
+    ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
+]
