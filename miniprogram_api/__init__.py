@@ -1,0 +1,22 @@
+"""aiohttp routes for the mini-program and outside clients: thin handlers, schemas, OpenAPI."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from miniprogram_api import admin, auth, directory, his_launch, ops, patients
+from miniprogram_api.routing import Api
+
+API_MODULES = [ops, auth, directory, admin, patients, his_launch]
+
+
+def all_routes() -> list:
+    return [spec for module in API_MODULES for spec in module.api.routes]
+
+
+def setup(app: web.Application) -> None:
+    for module in API_MODULES:
+        module.api.install(app)
+
+
+__all__ = ["Api", "all_routes", "setup"]

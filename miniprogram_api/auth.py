@@ -1,0 +1,3 @@
+from miniprogram_api.routing import Api
+
+api = Api()
