@@ -96,6 +96,7 @@ class RouteSpec:
     responses: dict[int, str] = field(default_factory=dict)
     auth: bool = True
     content_type: str = "application/json"
+    status: int = 200
 
 
 class Api:
@@ -108,10 +109,10 @@ class Api:
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, auth: bool = True,
               responses: dict[int, str] | None = None,
-              content_type: str = "application/json") -> Callable[[Handler], Handler]:
+              content_type: str = "application/json", status: int = 200) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             self.routes.append(RouteSpec(method, path, handler, summary, tags or [], body, query,
-                                         response, responses or {}, auth, content_type))
+                                         response, responses or {}, auth, content_type, status))
             return handler
 
         return decorate

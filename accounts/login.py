@@ -1,0 +1,114 @@
+"""Logging in through WeChat and binding the WeChat user to a staff member or to patients."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from accounts.tokens import token_hash
+from errors import Conflict, DomainError, Gone, InvalidInput, NotFound, TooManyRequests, UpstreamUnavailable
+from models import Invitation, Patient, PatientBinding, Relation, Staff, WeChatAccount
+from security.crypto import PersonalDataCipher
+from security.idcard import InvalidIdNumber, InvalidPhone, parse_id_number, validate_phone
+from wechat.client import WeChatClient, WeChatError
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def resolve_login_code(wechat: WeChatClient, code: str) -> WeChatAccount:
+    """code2session, then the account of that openid (created on first sight)."""
+    try:
+        session = await wechat.code2session(code)
+    except WeChatError as exc:
+        raise _login_error(exc) from None
+    account, _ = await WeChatAccount.get_or_create(openid=session.openid,
+                                                   defaults={"unionid": session.unionid})
+    if session.unionid and account.unionid != session.unionid:
+        account.unionid = session.unionid
+        await account.save(update_fields=["unionid", "updated_at"])
+    return account
+
+
+def _login_error(exc: WeChatError) -> DomainError:
+    if exc.errcode in (40029, 40163):
+        return InvalidInput("登录凭证无效或已使用，请重新打开小程序后再试", code="INVALID_LOGIN_CODE",
+                            status=401)
+    if exc.errcode == 45011:
+        return TooManyRequests("登录过于频繁，请一分钟后再试", code="LOGIN_RATE_LIMITED")
+    if exc.errcode == 40226:
+        return DomainError("该微信账号存在风险，暂时无法登录", code="WECHAT_USER_BLOCKED", status=403)
+    return UpstreamUnavailable("微信服务暂时不可用，请稍后再试", code="WECHAT_UNAVAILABLE",
+                               detail={"errcode": exc.errcode})
+
+
+async def bind_staff(wechat: WeChatClient, code: str, invite_token: str) -> WeChatAccount:
+    """Use a one-time invitation: create the staff member it describes and bind this WeChat user."""
+    invitation = await Invitation.get_or_none(token_hash=token_hash(invite_token))
+    if invitation is None:
+        raise NotFound("邀请码无效，请向本机构管理员重新索取", code="INVITATION_NOT_FOUND")
+    if invitation.used_at is not None:
+        raise Gone("该邀请码已被使用，每个邀请码只能使用一次", code="INVITATION_USED")
+    if invitation.expires_at <= _now():
+        raise Gone("该邀请码已过期，请向本机构管理员重新索取", code="INVITATION_EXPIRED")
+    account = await resolve_login_code(wechat, code)
+    if account.staff_id is not None:  # type: ignore[attr-defined]
+        raise Conflict("该微信账号已绑定工作人员身份", code="ALREADY_BOUND")
+    async with in_transaction():
+        claimed = await Invitation.filter(id=invitation.id, used_at=None).update(used_at=_now())
+        if not claimed:
+            raise Gone("该邀请码已被使用，每个邀请码只能使用一次", code="INVITATION_USED")
+        staff = await Staff.create(institution_id=invitation.institution_id,  # type: ignore[attr-defined]
+                                   department_id=invitation.department_id,  # type: ignore[attr-defined]
+                                   name=invitation.name, roles=list(invitation.roles))
+        await Invitation.filter(id=invitation.id).update(used_by_id=staff.id)
+        bound = await WeChatAccount.filter(id=account.id, staff_id=None).update(staff_id=staff.id)
+        if not bound:
+            raise Conflict("该微信账号已绑定工作人员身份", code="ALREADY_BOUND")
+    await account.refresh_from_db()
+    return account
+
+
+async def bind_patient(wechat: WeChatClient, cipher: PersonalDataCipher, *, code: str, name: str,
+                       id_number: str, phone: str, relation: Relation) -> WeChatAccount:
+    """Real-name binding: a valid ID number, a name that matches the one on record, a mobile number."""
+    try:
+        identity = parse_id_number(id_number)
+    except InvalidIdNumber as exc:
+        raise InvalidInput(f"身份证号码有误：{exc}", code="INVALID_ID_NUMBER",
+                           detail={"fields": [{"field": "id_number", "reason": str(exc)}]}) from None
+    try:
+        mobile = validate_phone(phone)
+    except InvalidPhone as exc:
+        raise InvalidInput(f"手机号码有误：{exc}", code="INVALID_PHONE",
+                           detail={"fields": [{"field": "phone", "reason": str(exc)}]}) from None
+    name = name.strip()
+    account = await resolve_login_code(wechat, code)
+    id_hash = cipher.lookup_hash("id_number", identity.number)
+    patient = await Patient.get_or_none(id_number_hash=id_hash, deleted_at=None)
+    if patient is not None and patient.name != name:
+        raise InvalidInput("姓名与身份证号码不一致，请核对后重试", code="NAME_MISMATCH")
+    if relation == Relation.SELF:
+        has_self = await PatientBinding.filter(account_id=account.id, relation=Relation.SELF) \
+            .exclude(patient_id=patient.id if patient else 0).exists()
+        if has_self:
+            raise Conflict("该微信账号已绑定本人身份，家人请选择与本人的关系", code="SELF_ALREADY_BOUND")
+    try:
+        async with in_transaction():
+            if patient is None:
+                patient = await Patient.create(
+                    name=name, id_number_enc=cipher.encrypt(identity.number, "id_number"), id_number_hash=id_hash,
+                    gender=identity.gender, birth_date=identity.birth_date,
+                    phone_enc=cipher.encrypt(mobile, "phone"), phone_hash=cipher.lookup_hash("phone", mobile),
+                    verified_at=_now())
+            _, created = await PatientBinding.get_or_create(account_id=account.id, patient_id=patient.id,
+                                                            defaults={"relation": relation})
+    except IntegrityError:
+        # Two bindings of the same new patient raced; the other one created the record.
+        raise Conflict("该就诊人正在绑定中，请稍后刷新", code="BINDING_IN_PROGRESS") from None
+    if not created:
+        raise Conflict("该就诊人已绑定到您的账号", code="ALREADY_BOUND")
+    return account

@@ -1,0 +1,84 @@
+"""Who is calling: the bearer token resolved to a fresh view of the account, its staff roles and patients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from appkeys import KV_STORE, SETTINGS
+from errors import Forbidden, Unauthenticated
+from models import PatientBinding, Staff, WeChatAccount
+from accounts.tokens import verify_access_token
+
+PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("principal")
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: int
+    kind: str  # "staff" | "patient" | "unbound"
+    staff_id: int | None
+    institution_id: int | None
+    department_id: int | None
+    roles: frozenset[str]
+    patient_ids: tuple[int, ...]
+    token_jti: str = ""
+    token_expires_at: float = 0.0
+
+    def require_role(self, *roles: str) -> None:
+        """Raise Forbidden unless the caller is active staff holding one of `roles`."""
+        if self.staff_id is None or not self.roles.intersection(roles):
+            raise Forbidden("您没有权限进行此操作", code="ROLE_REQUIRED", detail={"roles": list(roles)})
+
+    def require_staff(self) -> None:
+        if self.staff_id is None:
+            raise Forbidden("仅限医联体工作人员使用", code="STAFF_ONLY")
+
+    def require_patient(self) -> None:
+        if not self.patient_ids:
+            raise Forbidden("请先完成就诊人实名绑定", code="PATIENT_BINDING_REQUIRED")
+
+
+def revoked_key(jti: str) -> str:
+    return f"auth:revoked:{jti}"
+
+
+async def load_principal(account: WeChatAccount, *, jti: str = "", expires_at: float = 0.0) -> Principal:
+    staff: Staff | None = None
+    if account.staff_id is not None:
+        staff = await Staff.get_or_none(id=account.staff_id, deleted_at=None, is_active=True)
+    patient_ids = tuple(await PatientBinding.filter(account_id=account.id, patient__deleted_at=None)
+                        .order_by("id").values_list("patient_id", flat=True))
+    kind = "staff" if staff else ("patient" if patient_ids else "unbound")
+    return Principal(
+        account_id=account.id,
+        kind=kind,
+        staff_id=staff.id if staff else None,
+        institution_id=staff.institution_id if staff else None,  # type: ignore[attr-defined]
+        department_id=staff.department_id if staff else None,  # type: ignore[attr-defined]
+        roles=frozenset(staff.roles) if staff else frozenset(),
+        patient_ids=patient_ids,
+        token_jti=jti,
+        token_expires_at=expires_at,
+    )
+
+
+async def authenticate(request: web.Request) -> Principal:
+    """The caller of this request (cached on the request); raises Unauthenticated."""
+    cached = request.get(PRINCIPAL)
+    if cached is not None:
+        return cached
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("请先登录", code="UNAUTHENTICATED")
+    claims = verify_access_token(request.app[SETTINGS].jwt_secret, token.strip())
+    if await request.app[KV_STORE].get(revoked_key(claims.jti)) is not None:
+        raise Unauthenticated("您已退出登录，请重新登录", code="TOKEN_REVOKED")
+    account = await WeChatAccount.get_or_none(public_id=claims.account)
+    if account is None:
+        raise Unauthenticated("账号不存在，请重新登录", code="TOKEN_INVALID")
+    principal = await load_principal(account, jti=claims.jti, expires_at=claims.expires_at)
+    request[PRINCIPAL] = principal
+    return principal
