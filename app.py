@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import sys
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 

@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from wechat.client import WeChatClient
     from wechat.sandbox import SandboxState
 
-SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
-DB: web.AppKey["TortoiseContext"] = web.AppKey("db")
-KV_STORE: web.AppKey["KV"] = web.AppKey("kv")
-HTTP: web.AppKey["ClientSession"] = web.AppKey("http")
-WECHAT: web.AppKey["WeChatClient"] = web.AppKey("wechat")
-WECHAT_SANDBOX: web.AppKey["SandboxState"] = web.AppKey("wechat_sandbox")
-CIPHER: web.AppKey["PersonalDataCipher"] = web.AppKey("cipher")
-METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+DB: web.AppKey[TortoiseContext] = web.AppKey("db")
+KV_STORE: web.AppKey[KV] = web.AppKey("kv")
+HTTP: web.AppKey[ClientSession] = web.AppKey("http")
+WECHAT: web.AppKey[WeChatClient] = web.AppKey("wechat")
+WECHAT_SANDBOX: web.AppKey[SandboxState] = web.AppKey("wechat_sandbox")
+CIPHER: web.AppKey[PersonalDataCipher] = web.AppKey("cipher")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 HIS: web.AppKey[Any] = web.AppKey("his")
 HIS_SIMULATOR: web.AppKey[Any] = web.AppKey("his_simulator")

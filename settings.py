@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 ROOT = Path(__file__).resolve().parent
 
@@ -96,7 +96,7 @@ class Settings:
         return not self.wechat_api_base
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
         env = os.environ if env is None else env
         values: dict = {}
         for f in fields(cls):
@@ -143,7 +143,7 @@ class Settings:
             if missing and not self.embedded_db:
                 raise SettingsError(f"{', '.join(missing)} must be set when DATABASE_URL is PostgreSQL")
 
-    def with_dev_secrets(self) -> "Settings":
+    def with_dev_secrets(self) -> Settings:
         """Embedded mode generates its secrets once and keeps them in DATA_DIR."""
         changes = {}
         if not self.jwt_secret:
@@ -160,7 +160,7 @@ class Settings:
 
 
 ENV_DOC: list[tuple[str, str, str]] = [
-    ("DATABASE_URL", "(SQLite file in DATA_DIR)", "`postgres://user@host/db` in production; `sqlite:///path` otherwise"),
+    ("DATABASE_URL", "(SQLite file in DATA_DIR)", "`postgres://user@host/db` in production, or `sqlite:///path`"),
     ("REDIS_URL", "(in-process stand-in)", "`redis://host:6379/0`: shared token, locks, wake-ups, pub/sub"),
     ("REDIS_PREFIX", "`rc:`", "prefix of every Redis key this installation writes"),
     ("HOST", "`127.0.0.1`", "address to listen on"),

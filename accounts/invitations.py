@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 
+from accounts.principal import Principal
 from accounts.tokens import new_secret_token, token_hash
 from errors import InvalidInput, NotFound
 from models import Department, Invitation, Role
-from accounts.principal import Principal
 
 
 async def create_invitation(admin: Principal, *, name: str, roles: list[str], department_id, ttl: int) -> tuple[
@@ -31,7 +31,7 @@ async def create_invitation(admin: Principal, *, name: str, roles: list[str], de
     invitation = await Invitation.create(
         institution_id=admin.institution_id, department=department, created_by_id=admin.staff_id,
         name=name.strip(), roles=sorted(set(roles)), token_hash=token_hash(token),
-        expires_at=datetime.now(timezone.utc) + timedelta(seconds=ttl))
+        expires_at=datetime.now(UTC) + timedelta(seconds=ttl))
     return invitation, token
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -16,7 +16,7 @@ from wechat.client import WeChatClient, WeChatError
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def resolve_login_code(wechat: WeChatClient, code: str) -> WeChatAccount:

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from accounts.tokens import verify_access_token
 from appkeys import KV_STORE, SETTINGS
 from errors import Forbidden, Unauthenticated
 from models import PatientBinding, Staff, WeChatAccount
-from accounts.tokens import verify_access_token
 
-PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("principal")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 
 @dataclass(frozen=True)

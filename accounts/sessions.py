@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
@@ -16,7 +16,7 @@ from settings import Settings
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def _new_refresh(settings: Settings, account: WeChatAccount, family: uuid.UUID) -> str:

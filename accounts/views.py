@@ -29,7 +29,7 @@ async def staff_view(staff: Staff) -> dict:
     }
 
 
-async def account_view(account: WeChatAccount, principal: "Principal", cipher=None) -> dict:
+async def account_view(account: WeChatAccount, principal: Principal, cipher=None) -> dict:
     staff = await Staff.get(id=principal.staff_id) if principal.staff_id else None
     bindings = await PatientBinding.filter(account_id=account.id, patient__deleted_at=None) \
         .order_by("id").prefetch_related("patient")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -76,5 +76,5 @@ async def remove_staff(admin: Principal, public_id: uuid.UUID) -> None:
     if staff.id == admin.staff_id:
         raise Conflict("不能删除自己的账号", code="CANNOT_REMOVE_SELF")
     async with in_transaction():
-        await Staff.filter(id=staff.id).update(deleted_at=datetime.now(timezone.utc), is_active=False)
+        await Staff.filter(id=staff.id).update(deleted_at=datetime.now(UTC), is_active=False)
         await WeChatAccount.filter(staff_id=staff.id).update(staff_id=None)

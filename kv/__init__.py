@@ -5,7 +5,9 @@ Both implement exactly the operations the code uses, so code written against `KV
 
 from __future__ import annotations
 
-from typing import AsyncContextManager, AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from typing import Protocol
 
 
 class LockNotAcquired(Exception):

@@ -15,7 +15,7 @@ class WeChatAccount(Record):
     staff = fields.OneToOneField("models.Staff", related_name="account", null=True, on_delete=fields.SET_NULL)
     last_login_at = fields.DatetimeField(null=True)
 
-    bindings: fields.ReverseRelation["PatientBinding"]
+    bindings: fields.ReverseRelation[PatientBinding]
 
     class Meta:
         table = "wechat_account"

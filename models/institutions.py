@@ -34,7 +34,7 @@ class Institution(SoftDeleted):
     # PEM public key the institution's HIS signs single-sign-on launch tokens with.
     launch_public_key = fields.TextField(default="")
 
-    departments: fields.ReverseRelation["Department"]
+    departments: fields.ReverseRelation[Department]
 
     class Meta:
         table = "institution"

@@ -66,7 +66,7 @@ class Patient(SoftDeleted):
     phone_hash = fields.CharField(max_length=64, default="", db_index=True)
     verified_at = fields.DatetimeField(null=True)
 
-    identifiers: fields.ReverseRelation["PatientIdentifier"]
+    identifiers: fields.ReverseRelation[PatientIdentifier]
 
     class Meta:
         table = "patient"

@@ -1,0 +1,127 @@
+"""The edges of the API: the error shape for every failure, body limits, the API document, ops routes."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from miniprogram_api import all_routes
+from tests.support import bearer, login, login_demo, seeded
+
+
+def _assert_error_shape(body: dict) -> None:
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert re.fullmatch(r"[A-Z][A-Z0-9_]+", error["code"])
+    assert re.search(r"[\u4e00-\u9fff]", error["message"]), "messages users read are in Chinese"
+    assert isinstance(error["detail"], dict)
+
+
+async def test_malformed_json_wrong_types_missing_fields(client):
+    resp = await client.post("/api/v1/auth/wx-login", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status == 422
+    body = await resp.json()
+    _assert_error_shape(body)
+    assert body["error"]["code"] == "MALFORMED_JSON"
+
+    resp = await client.post("/api/v1/auth/wx-login", json=[1, 2])
+    assert resp.status == 422
+
+    resp = await client.post("/api/v1/auth/wx-login", json={"code": 123})
+    assert resp.status == 422
+    body = await resp.json()
+    _assert_error_shape(body)
+    assert body["error"]["detail"]["fields"] == [{"field": "code", "reason": "应为文本"}]
+
+    resp = await client.post("/api/v1/auth/wx-login", json={})
+    body = await resp.json()
+    assert resp.status == 422 and body["error"]["detail"]["fields"][0]["reason"] == "缺少必填项"
+
+    resp = await client.post("/api/v1/auth/wx-login", data=b"\xff\xfe", headers={"Content-Type": "application/json"})
+    assert resp.status == 422
+
+
+async def test_body_over_one_mebibyte_is_413(client):
+    resp = await client.post("/api/v1/auth/wx-login", data=b"{" + b" " * (1024 * 1024 + 10) + b"}",
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 413
+    _assert_error_shape(await resp.json())
+
+
+async def test_unknown_route_and_method(client):
+    resp = await client.get("/api/v1/nothing-here")
+    assert resp.status == 404
+    _assert_error_shape(await resp.json())
+    resp = await client.delete("/api/v1/auth/wx-login")
+    assert resp.status == 405
+    _assert_error_shape(await resp.json())
+
+
+async def test_bad_query_values(client):
+    await seeded(client)
+    doctor = await login_demo(client, "SUBEI", "doctor")
+    resp = await client.get("/api/v1/institutions?limit=abc", headers=bearer(doctor))
+    assert resp.status == 422
+    _assert_error_shape(await resp.json())
+    resp = await client.get("/api/v1/institutions?limit=100000", headers=bearer(doctor))
+    assert resp.status == 422
+
+
+async def test_every_route_is_in_the_openapi_document(client, app):
+    resp = await client.get("/api/v1/openapi.json")
+    assert resp.status == 200
+    document = await resp.json()
+    assert document["openapi"].startswith("3.")
+    documented = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
+    served = set()
+    for resource in app.router.resources():
+        if isinstance(resource, web.PrefixedSubAppResource):
+            continue  # the WeChat sandbox and HIS simulator stand in for outside systems
+        for route in resource:
+            if route.method != "HEAD":
+                served.add((resource.canonical, route.method))
+    assert served, "the router has routes"
+    assert served - documented == set()
+    assert documented - served == set()
+    # Declared bodies and responses resolve to component schemas.
+    schemas = document["components"]["schemas"]
+    for spec in all_routes():
+        op = document["paths"][spec.path][spec.method.lower()]
+        if spec.body is not None:
+            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.rsplit("/", 1)[1] in schemas
+        for response in op["responses"].values():
+            schema = response["content"][next(iter(response["content"]))]["schema"]
+            if "$ref" in schema:
+                assert schema["$ref"].rsplit("/", 1)[1] in schemas
+
+
+async def test_health_readiness_and_metrics(client):
+    assert (await (await client.get("/healthz")).json()) == {"status": "ok"}
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["checks"] == {"database": "ok", "redis": "ok"}
+
+    await login(client, "o_metrics")
+    text = await (await client.get("/metrics")).text()
+    assert 'http_requests_total{method="POST",route="/api/v1/auth/wx-login",status="200"} 1.0' in text
+    assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_a_bug_is_a_500_with_the_error_shape_and_no_internals(aiohttp_client, settings):
+    from app import create_app
+
+    app = create_app(settings)
+
+    async def broken(request):
+        raise RuntimeError("secret internals 110105194912310021")
+
+    app.router.add_get("/boom", broken)
+    client = await aiohttp_client(app)
+    resp = await client.get("/boom")
+    assert resp.status == 500
+    body = await resp.json()
+    _assert_error_shape(body)
+    assert "secret" not in await resp.text()

@@ -1,0 +1,250 @@
+"""Login, tokens, refresh rotation, logout, staff invitations and patient binding, through the real app."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from accounts.tokens import issue_access_token
+from appkeys import SETTINGS
+from models import Invitation, Patient, WeChatAccount
+from tests.support import bearer, login, login_code, login_demo, seeded, valid_id
+
+
+async def test_login_of_bound_staff_returns_tokens_and_roles(client):
+    await seeded(client)
+    session = await login_demo(client, "SUBEI", "doctor")
+    assert session["token_type"] == "Bearer"
+    assert session["expires_in"] == 900
+    account = session["account"]
+    assert account["kind"] == "staff"
+    assert account["staff"]["roles"] == ["doctor"]
+    assert account["staff"]["institution"]["code"] == "SUBEI"
+    me = await client.get("/api/v1/me", headers=bearer(session))
+    assert me.status == 200
+    assert (await me.json())["staff"]["name"] == account["staff"]["name"]
+
+
+async def test_login_of_unknown_user_creates_unbound_account(client):
+    session = await login(client, "o_stranger_1")
+    assert session["account"]["kind"] == "unbound"
+    assert session["account"]["staff"] is None and session["account"]["patients"] == []
+    assert await WeChatAccount.filter(openid="o_stranger_1").count() == 1
+    again = await login(client, "o_stranger_1")
+    assert again["account"]["id"] == session["account"]["id"]
+
+
+async def test_reused_login_code_is_refused(client):
+    code = await login_code(client, "o_reuse")
+    first = await client.post("/api/v1/auth/wx-login", json={"code": code})
+    assert first.status == 200
+    second = await client.post("/api/v1/auth/wx-login", json={"code": code})
+    assert second.status == 401
+    body = await second.json()
+    assert body["error"]["code"] == "INVALID_LOGIN_CODE"
+    assert "重新" in body["error"]["message"]
+
+
+async def test_unknown_login_code_is_refused(client):
+    resp = await client.post("/api/v1/auth/wx-login", json={"code": "never-issued"})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "INVALID_LOGIN_CODE"
+
+
+async def test_missing_and_malformed_bearer_tokens(client):
+    assert (await client.get("/api/v1/me")).status == 401
+    resp = await client.get("/api/v1/me", headers={"Authorization": "Bearer not.a.jwt"})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "TOKEN_INVALID"
+    resp = await client.get("/api/v1/me", headers={"Authorization": "Basic abc"})
+    assert (await resp.json())["error"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_tampered_token_is_refused(client):
+    session = await login(client, "o_tamper")
+    header, payload, signature = session["access_token"].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["kind"] = "staff"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    resp = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {header}.{forged_payload}.{signature}"})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "TOKEN_INVALID"
+    other_key = jwt.encode(claims, "some-other-secret-that-is-long-enough-123", algorithm="HS256")
+    resp = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {other_key}"})
+    assert resp.status == 401
+    none_alg = jwt.encode(claims, None, algorithm="none")
+    resp = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {none_alg}"})
+    assert resp.status == 401
+
+
+async def test_expired_token_is_refused(client, app):
+    session = await login(client, "o_expired")
+    account = await WeChatAccount.get(openid="o_expired")
+    token, _ = issue_access_token(app[SETTINGS].jwt_secret, account.public_id, -60, kind="unbound")
+    resp = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "TOKEN_EXPIRED"
+    assert (await client.get("/api/v1/me", headers=bearer(session))).status == 200
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(client):
+    session = await login(client, "o_refresh")
+    first = session["refresh_token"]
+    resp = await client.post("/api/v1/auth/refresh", json={"refresh_token": first})
+    assert resp.status == 200
+    rotated = await resp.json()
+    assert rotated["refresh_token"] != first
+    assert (await client.get("/api/v1/me", headers=bearer(rotated))).status == 200
+
+    # The spent token comes back: someone copied it. The whole family dies, the thief's and the owner's.
+    reuse = await client.post("/api/v1/auth/refresh", json={"refresh_token": first})
+    assert reuse.status == 401
+    assert (await reuse.json())["error"]["code"] == "REFRESH_REUSED"
+    after = await client.post("/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert after.status == 401
+    assert (await after.json())["error"]["code"] == "REFRESH_REVOKED"
+
+
+async def test_concurrent_refreshes_of_one_token_yield_one_session(client):
+    session = await login(client, "o_race")
+    results = await asyncio.gather(*[client.post("/api/v1/auth/refresh",
+                                                 json={"refresh_token": session["refresh_token"]})
+                                     for _ in range(5)])
+    statuses = sorted(r.status for r in results)
+    assert statuses.count(200) == 1, statuses
+    assert statuses.count(401) == 4
+
+
+async def test_unknown_refresh_token(client):
+    resp = await client.post("/api/v1/auth/refresh", json={"refresh_token": "rt_nope"})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "REFRESH_INVALID"
+
+
+async def test_logout_revokes_access_and_refresh(client):
+    session = await login(client, "o_logout")
+    resp = await client.post("/api/v1/auth/logout", json={}, headers=bearer(session))
+    assert resp.status == 200
+    assert (await resp.json())["revoked"] == 1
+    me = await client.get("/api/v1/me", headers=bearer(session))
+    assert me.status == 401
+    assert (await me.json())["error"]["code"] == "TOKEN_REVOKED"
+    refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]})
+    assert refresh.status == 401
+
+
+async def _invite(client, admin_session, **overrides) -> dict:
+    body = {"name": "孙新来", "roles": ["doctor", "expert"]} | overrides
+    resp = await client.post("/api/v1/admin/invitations", json=body, headers=bearer(admin_session))
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def test_invitation_binds_staff_once(client):
+    await seeded(client)
+    admin = await login_demo(client, "GAOYOU", "admin")
+    invitation = await _invite(client, admin)
+    assert invitation["qr_png"].startswith("data:image/png;base64,")
+    png = base64.b64decode(invitation["qr_png"].split(",", 1)[1])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code = await login_code(client, "o_new_doctor")
+    resp = await client.post("/api/v1/auth/bind-staff", json={"code": code, "invite_token": invitation["invite_token"]})
+    assert resp.status == 201, await resp.text()
+    session = await resp.json()
+    assert session["account"]["kind"] == "staff"
+    assert session["account"]["staff"]["institution"]["code"] == "GAOYOU"
+    assert sorted(session["account"]["staff"]["roles"]) == ["doctor", "expert"]
+
+    code = await login_code(client, "o_someone_else")
+    reuse = await client.post("/api/v1/auth/bind-staff",
+                              json={"code": code, "invite_token": invitation["invite_token"]})
+    assert reuse.status == 410
+    assert (await reuse.json())["error"]["code"] == "INVITATION_USED"
+
+
+async def test_expired_and_unknown_invitations(client):
+    await seeded(client)
+    admin = await login_demo(client, "GAOYOU", "admin")
+    invitation = await _invite(client, admin)
+    await Invitation.filter(public_id=invitation["id"]).update(
+        expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    code = await login_code(client, "o_late")
+    resp = await client.post("/api/v1/auth/bind-staff", json={"code": code, "invite_token": invitation["invite_token"]})
+    assert resp.status == 410
+    assert (await resp.json())["error"]["code"] == "INVITATION_EXPIRED"
+    resp = await client.post("/api/v1/auth/bind-staff", json={"code": code, "invite_token": "inv_unknown"})
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "INVITATION_NOT_FOUND"
+
+
+async def test_only_admins_invite(client):
+    await seeded(client)
+    doctor = await login_demo(client, "GAOYOU", "doctor")
+    resp = await client.post("/api/v1/admin/invitations", json={"name": "某人", "roles": ["doctor"]},
+                             headers=bearer(doctor))
+    assert resp.status == 403
+    unbound = await login(client, "o_unbound_inviter")
+    resp = await client.post("/api/v1/admin/invitations", json={"name": "某人", "roles": ["doctor"]},
+                             headers=bearer(unbound))
+    assert resp.status == 403
+
+
+async def _bind(client, openid: str, **fields) -> object:
+    body = {"code": await login_code(client, openid), "name": "周明华", "id_number": valid_id(1),
+            "phone": "13812345678", "relation": "self"} | fields
+    return await client.post("/api/v1/auth/bind-patient", json=body)
+
+
+async def test_patient_binding_and_family_members(client):
+    resp = await _bind(client, "o_patient_a")
+    assert resp.status == 201, await resp.text()
+    session = await resp.json()
+    account = session["account"]
+    assert account["kind"] == "patient"
+    [patient] = account["patients"]
+    assert patient["name"] == "周*华"
+    assert patient["relation"] == "self"
+
+    resp = await _bind(client, "o_patient_a", name="周小宝", id_number=valid_id(3, birth=datetime(2015, 3, 1).date()),
+                       relation="child")
+    assert resp.status == 201, await resp.text()
+    me = await (await client.get("/api/v1/me", headers=bearer(await resp.json()))).json()
+    assert [p["relation"] for p in me["patients"]] == ["self", "child"]
+    assert me["patients"][0]["id_number"].count("*") == 10
+    assert me["patients"][0]["phone"] == "138****5678"
+
+    # The ID number is stored encrypted, never in clear.
+    stored = await Patient.get(name="周明华")
+    assert valid_id(1) not in stored.id_number_enc and "13812345678" not in stored.phone_enc
+
+
+async def test_patient_binding_refuses_bad_check_digit(client):
+    good = valid_id(1)
+    bad = good[:-1] + ("0" if good[-1] != "0" else "1")
+    resp = await _bind(client, "o_patient_bad", id_number=bad)
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["error"]["code"] == "INVALID_ID_NUMBER"
+    assert "校验" in body["error"]["message"]
+    assert bad not in json.dumps(body, ensure_ascii=False)
+
+
+async def test_patient_binding_refuses_a_name_that_does_not_match(client):
+    assert (await _bind(client, "o_patient_first")).status == 201
+    resp = await _bind(client, "o_patient_second", name="李冒名")
+    assert resp.status == 422
+    assert (await resp.json())["error"]["code"] == "NAME_MISMATCH"
+
+
+async def test_patient_binding_refuses_bad_phone_and_double_binding(client):
+    resp = await _bind(client, "o_patient_phone", phone="12345")
+    assert resp.status == 422
+    assert (await resp.json())["error"]["code"] == "INVALID_PHONE"
+    assert (await _bind(client, "o_patient_twice")).status == 201
+    again = await _bind(client, "o_patient_twice")
+    assert again.status == 409
