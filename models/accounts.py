@@ -44,7 +44,7 @@ class PatientBinding(Record):
 
 
 class Invitation(Record):
-    """A one-time, expiring staff invitation; only the token's hash is stored."""
+    """A one-time, expiring staff invitation: only the token's hash is stored."""
 
     institution = fields.ForeignKeyField("models.Institution", related_name="invitations",
                                          on_delete=fields.CASCADE)
@@ -65,7 +65,7 @@ class Invitation(Record):
 
 
 class RefreshToken(Record):
-    """One link of a rotating refresh-token family; reuse of a used link revokes the family."""
+    """One link of a rotating refresh-token family: reuse of a used link revokes the family."""
 
     account = fields.ForeignKeyField("models.WeChatAccount", related_name="refresh_tokens",
                                      on_delete=fields.CASCADE)

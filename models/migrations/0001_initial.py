@@ -146,7 +146,7 @@ class Migration(migrations.Migration):
                 ('used_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('used_by', fields.ForeignKeyField('models.Staff', source_field='used_by_id', null=True, db_constraint=True, to_field='id', related_name='invitation', on_delete=OnDelete.SET_NULL)),
             ],
-            options={'table': 'invitation', 'app': 'models', 'pk_attr': 'id', 'table_description': "A one-time, expiring staff invitation; only the token's hash is stored."},
+            options={'table': 'invitation', 'app': 'models', 'pk_attr': 'id', 'table_description': "A one-time, expiring staff invitation: only the token's hash is stored."},
             bases=['Record'],
         ),
         ops.CreateModel(
@@ -192,7 +192,7 @@ class Migration(migrations.Migration):
                 ('used_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'refresh_token', 'app': 'models', 'pk_attr': 'id', 'table_description': 'One link of a rotating refresh-token family; reuse of a used link revokes the family.'},
+            options={'table': 'refresh_token', 'app': 'models', 'pk_attr': 'id', 'table_description': 'One link of a rotating refresh-token family: reuse of a used link revokes the family.'},
             bases=['Record'],
         ),
     ]
