@@ -55,7 +55,7 @@ async def wechat(client, app) -> WeChatClient:
     return app[WECHAT]
 
 
-# -- login ---------------------------------------------------------------------------------------------------
+# -- login -----------------------------------------------------------------------------------------
 
 
 async def test_code2session_returns_openid_and_unionid_and_hides_the_session_key(client, wechat):
@@ -107,7 +107,7 @@ async def test_wrong_credentials_are_40013_and_40125(client, app, settings):
         await kv.close()
 
 
-# -- subscribe and customer-service messages ------------------------------------------------------------------
+# -- subscribe and customer-service messages -------------------------------------------------------
 
 
 async def test_subscribe_message_is_delivered_once_per_credit(client, wechat):
@@ -171,7 +171,7 @@ async def test_customer_service_message_is_recorded(client, wechat):
     assert empty.value.errcode == 44004
 
 
-# -- wxacode ------------------------------------------------------------------------------------------------------
+# -- wxacode ---------------------------------------------------------------------------------------
 
 
 async def test_unlimited_wxacode_is_a_png_carrying_scene_and_page(wechat):
@@ -196,7 +196,7 @@ async def test_unlimited_wxacode_rejects_what_wechat_rejects(wechat, kwargs, err
     assert error.value.errcode == errcode
 
 
-# -- the access token ---------------------------------------------------------------------------------------------
+# -- the access token ------------------------------------------------------------------------------
 
 
 async def test_token_keeper_fetches_the_token_at_start(client, app):
@@ -298,7 +298,7 @@ async def test_status_and_logs_carry_no_secret_token_or_session_key(client, wech
         assert secret not in caplog.text  # ... without what must stay secret
 
 
-# -- faults and timeouts ---------------------------------------------------------------------------------------------
+# -- faults and timeouts ---------------------------------------------------------------------------
 
 
 async def test_injected_errcode_is_raised_once_then_calls_succeed(client, wechat):

@@ -172,8 +172,8 @@ def login_code(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 @_sandbox_endpoint
 def add_template(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     fields = body.get("fields")
-    if not isinstance(fields, dict):
-        raise ValueError("fields 应为对象，例如 {\"thing1\": \"thing\"}")
+    if not isinstance(fields, (dict, list)):
+        raise ValueError("fields 应为对象（例如 {\"thing1\": \"thing\"}）或关键词列表（例如 [\"thing1\"]）")
     template = state.register_template(_text(body, "template_id"), fields, title=str(body.get("title", "")))
     return {"template_id": template.template_id, "title": template.title, "fields": template.fields}
 

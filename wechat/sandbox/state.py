@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from wechat.sandbox.keywords import KEYWORD_TYPES, value_problem
+from wechat.sandbox.keywords import KEYWORD_TYPES, keyword_type, value_problem
 
 TOKEN_TTL = 7200.0
 CODE_TTL = 300.0
@@ -228,10 +228,13 @@ class SandboxState:
 
     # -- templates and credits ---------------------------------------------------------------------------------
 
-    def register_template(self, template_id: str, fields: dict[str, Any], *, title: str = "") -> Template:
-        """`fields` maps keyword to type ("thing", ...) or to {"type": "enum", "values": [...]}."""
+    def register_template(self, template_id: str, fields: dict[str, Any] | list[str], *, title: str = "") -> Template:
+        """`fields` maps keyword to type ("thing", ...) or to {"type": "enum", "values": [...]}; a plain list of
+        keywords takes each type from its name, as WeChat names them (thing1, time2, ...)."""
         if not template_id or not fields:
             raise ValueError("template_id 和 fields 不能为空")
+        if isinstance(fields, list):
+            fields = {str(keyword): keyword_type(str(keyword)) for keyword in fields}
         types: dict[str, str] = {}
         enums: dict[str, list[str]] = {}
         for keyword, spec in fields.items():
