@@ -3,12 +3,19 @@
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
 from models.institutions import Department, Institution, Level
+from models.outbox import JobState, OutboxJob
 from models.people import Gender, Patient, PatientIdentifier, Role, Staff
+from models.referrals import (
+    Attachment, CapacityDay, HisSync, IdempotencyRecord, InstitutionPolicy, Referral, ReferralEvent, ReferralOrder,
+    Urgency,
+)
 
-MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit"]
+MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
+                 "models.outbox"]
 
 __all__ = [
     "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
     "PatientBinding", "PatientIdentifier", "RefreshToken", "Relation", "Role", "Staff",
-    "WeChatAccount", "MODEL_MODULES",
+    "WeChatAccount", "MODEL_MODULES", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
+    "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
 ]

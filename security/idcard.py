@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
+
+from timeutil import china_today
 
 # ISO 7064 MOD 11-2: weight i is 2^(17-i) mod 11; the remainder 0..10 indexes the check character.
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -17,7 +19,6 @@ CHECK_CHARACTERS = "10X98765432"
 EARLIEST_BIRTH = date(1900, 1, 1)
 
 # China has kept UTC+8 without daylight saving since 1991, so a fixed offset is exact and needs no tzdata.
-CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 _DIGITS17 = re.compile(r"[0-9]{17}")
 _ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
@@ -55,10 +56,6 @@ class IdNumber:
         on = on or china_today()
         before_birthday = (on.month, on.day) < (self.birth_date.month, self.birth_date.day)
         return on.year - self.birth_date.year - before_birthday
-
-
-def china_today() -> date:
-    return datetime.now(CHINA_TZ).date()
 
 
 def normalise_id_number(value: str) -> str:

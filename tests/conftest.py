@@ -112,13 +112,13 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-async def settings(backend, tmp_path, sqlite_template, request) -> Settings:
+async def settings(backend, tmp_path, sqlite_template, pg_database) -> Settings:
     """Settings of a fresh, migrated, empty database and KV namespace for one test."""
     if backend == "embedded":
         shutil.copy(sqlite_template, tmp_path / "referral.sqlite3")
         yield make_settings(tmp_path)
         return
-    url = request.getfixturevalue("pg_database")
+    url = pg_database
     await _truncate_pg(url)
     prefix = f"rc-test-{RUN_ID}-{uuid.uuid4().hex[:6]}:"
     yield make_settings(tmp_path, database_url=url, redis_url=BASE_REDIS_URL, redis_prefix=prefix)

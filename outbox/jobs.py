@@ -1,0 +1,16 @@
+"""Writing outbox jobs. Call `enqueue` inside the transaction of the change that causes the job, so
+the job exists exactly when the change does; a dispatcher carries it out afterwards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from models import OutboxJob
+
+
+async def enqueue(kind: str, payload: dict, dedupe_key: str, *, run_at: datetime | None = None) -> OutboxJob:
+    """Add a job once: a second enqueue with the same dedupe key returns the first job."""
+    job, _ = await OutboxJob.get_or_create(
+        dedupe_key=dedupe_key,
+        defaults={"kind": kind, "payload": payload, "next_attempt_at": run_at or datetime.now(UTC)})
+    return job

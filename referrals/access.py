@@ -1,0 +1,51 @@
+"""Who may see a referral and how the caller stands to it (sides and effective roles)."""
+
+from __future__ import annotations
+
+import uuid
+
+from accounts.principal import Principal
+from errors import NotFound
+from models import Referral
+from referrals.policy import policy_of
+from referrals.state_machine import Side
+
+
+def sides_of(principal: Principal, referral: Referral) -> set[Side]:
+    sides: set[Side] = set()
+    if principal.staff_id is None:
+        return sides
+    if principal.staff_id == referral.referrer_id:  # type: ignore[attr-defined]
+        sides.add(Side.REFERRER)
+    if principal.institution_id == referral.source_institution_id:  # type: ignore[attr-defined]
+        sides.add(Side.SOURCE)
+    if principal.institution_id == referral.target_institution_id:  # type: ignore[attr-defined]
+        sides.add(Side.TARGET)
+    return sides
+
+
+def can_view(principal: Principal, referral: Referral) -> bool:
+    """Staff of the two institutions involved, and the patient's own bound accounts. Nobody else."""
+    return bool(sides_of(principal, referral)) or referral.patient_id in principal.patient_ids  # type: ignore[attr-defined]
+
+
+async def effective_roles(principal: Principal, referral: Referral, sides: set[Side]) -> set[str]:
+    """Staff roles, plus "approver" where the institution's policy lets one of the caller's roles approve."""
+    roles = set(principal.roles)
+    if principal.institution_id is not None and (Side.SOURCE in sides or Side.TARGET in sides):
+        policy = await policy_of(principal.institution_id)
+        if roles.intersection(policy.approver_roles):
+            roles.add("approver")
+    return roles
+
+
+async def visible_referral(principal: Principal, public_id: uuid.UUID | str) -> Referral:
+    """The referral if the caller may see it; otherwise 404, exactly as if it did not exist."""
+    try:
+        key = public_id if isinstance(public_id, uuid.UUID) else uuid.UUID(str(public_id))
+    except ValueError:
+        raise NotFound("未找到该转诊单", code="REFERRAL_NOT_FOUND") from None
+    referral = await Referral.get_or_none(public_id=key)
+    if referral is None or not can_view(principal, referral):
+        raise NotFound("未找到该转诊单", code="REFERRAL_NOT_FOUND")
+    return referral

@@ -1,0 +1,61 @@
+"""Reserved referral beds: departments publish a daily number; target approval books one, atomically."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from tortoise.expressions import F
+
+from errors import Conflict, InvalidInput
+from models import CapacityDay
+
+MAX_RANGE_DAYS = 366
+
+
+def days_between(start: date, end: date) -> list[date]:
+    if end < start:
+        raise InvalidInput("结束日期不能早于开始日期", code="INVALID_DATE_RANGE")
+    if (end - start).days >= MAX_RANGE_DAYS:
+        raise InvalidInput("日期范围不能超过一年", code="INVALID_DATE_RANGE")
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+async def capacity_between(department_id: int, start: date, end: date) -> list[dict]:
+    rows = {r.day: r for r in await CapacityDay.filter(department_id=department_id, day__gte=start, day__lte=end)}
+    return [{"date": day.isoformat(), "capacity": rows[day].capacity if day in rows else 0,
+             "booked": rows[day].booked if day in rows else 0,
+             "available": max(rows[day].capacity - rows[day].booked, 0) if day in rows else 0}
+            for day in days_between(start, end)]
+
+
+async def set_capacity(department_id: int, days: dict[date, int]) -> None:
+    """Publish reserved beds per day; a day cannot drop below what is already booked."""
+    for day, capacity in days.items():
+        if capacity < 0:
+            raise InvalidInput("床位数不能为负数", code="INVALID_CAPACITY")
+        row, created = await CapacityDay.get_or_create(department_id=department_id, day=day,
+                                                       defaults={"capacity": capacity})
+        if created:
+            continue
+        changed = await CapacityDay.filter(id=row.id, booked__lte=capacity).update(capacity=capacity)
+        if not changed:
+            raise Conflict(f"{day.isoformat()} 已预约 {row.booked} 床，不能少于已预约数", code="CAPACITY_BELOW_BOOKED",
+                           detail={"date": day.isoformat(), "booked": row.booked})
+
+
+async def book(department_id: int, day: date) -> CapacityDay:
+    """Take one reserved bed; a conditional UPDATE, so concurrent approvers can never overbook."""
+    row = await CapacityDay.get_or_none(department_id=department_id, day=day)
+    if row is None or row.capacity == 0:
+        raise Conflict(f"{day.isoformat()} 该科室未预留转诊床位", code="NO_RESERVED_BEDS",
+                       detail={"date": day.isoformat()})
+    taken = await CapacityDay.filter(id=row.id, booked__lt=F("capacity")).update(booked=F("booked") + 1)
+    if not taken:
+        raise Conflict(f"{day.isoformat()} 预留床位已满，请选择其他日期", code="BEDS_FULL",
+                       detail={"date": day.isoformat(), "capacity": row.capacity})
+    return row
+
+
+async def release(capacity_day_id: int | None) -> None:
+    if capacity_day_id is not None:
+        await CapacityDay.filter(id=capacity_day_id, booked__gt=0).update(booked=F("booked") - 1)

@@ -1,0 +1,24 @@
+"""Institution policies: does the source approve, who approves, how fast (data, editable by the admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from models import InstitutionPolicy
+from referrals.state_machine import Direction
+
+
+async def policy_of(institution_id: int) -> InstitutionPolicy:
+    policy, _ = await InstitutionPolicy.get_or_create(institution_id=institution_id)
+    return policy
+
+
+def needs_source_approval(policy: InstitutionPolicy, direction: Direction) -> bool:
+    """Up-referrals pass the source's approval by default; down-referrals skip it (下转审批流程相对简化)."""
+    return {Direction.UP: policy.source_approval_up, Direction.DOWN: policy.source_approval_down,
+            Direction.LATERAL: policy.source_approval_lateral}[direction]
+
+
+def deadline(policy: InstitutionPolicy, urgency: str, started_at: datetime) -> datetime:
+    hours = float(policy.deadline_hours.get(urgency, 48))
+    return started_at + timedelta(hours=hours)

@@ -1,0 +1,93 @@
+"""The referral timeline: append-only events, each carrying the SHA-256 of the one before."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from models import Referral, ReferralEvent
+
+GENESIS = "0" * 64
+
+
+def _canonical_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(prev_hash: str, *, referral_id: int, seq: int, at: datetime, action: str, from_status: str,
+               to_status: str, actor_staff_id: int | None, actor_role: str, actor_institution_id: int | None,
+               comment: str, data: dict) -> str:
+    body = json.dumps({"referral": referral_id, "seq": seq, "at": _canonical_time(at), "action": action,
+                       "from": from_status, "to": to_status, "actor": actor_staff_id, "role": actor_role,
+                       "institution": actor_institution_id, "comment": comment, "data": data},
+                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Actor:
+    staff_id: int | None
+    name: str
+    role: str
+    institution_id: int | None
+    institution_name: str
+
+
+SYSTEM_ACTOR = Actor(None, "系统", "system", None, "双向转诊云平台")
+
+
+async def append_event(referral: Referral, *, seq: int, action: str, from_status: str, to_status: str,
+                       actor: Actor, comment: str = "", data: dict | None = None) -> ReferralEvent:
+    """Append event `seq` (the referral's new version): call inside the transaction that changed it."""
+    data = data or {}
+    previous = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
+    prev_hash = previous.hash if previous else GENESIS
+    # Microsecond precision survives every backend, so the stored time re-hashes identically.
+    at = datetime.now(UTC)
+    digest = event_hash(prev_hash, referral_id=referral.id, seq=seq, at=at, action=action,
+                        from_status=from_status, to_status=to_status, actor_staff_id=actor.staff_id,
+                        actor_role=actor.role, actor_institution_id=actor.institution_id, comment=comment,
+                        data=data)
+    return await ReferralEvent.create(
+        referral_id=referral.id, seq=seq, at=at, action=action, from_status=from_status, to_status=to_status,
+        actor_staff_id=actor.staff_id, actor_name=actor.name, actor_role=actor.role,
+        actor_institution_id=actor.institution_id, actor_institution_name=actor.institution_name,
+        comment=comment, data=data, prev_hash=prev_hash, hash=digest)
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    valid: bool
+    events: int
+    broken_at: int | None = None
+    reason: str = ""
+
+
+def check_chain(events: list[ReferralEvent]) -> ChainCheck:
+    """Recompute every hash in order: an edited, deleted or reordered event breaks the chain."""
+    prev = GENESIS
+    for expected_seq, event in enumerate(events, start=1):
+        if event.seq != expected_seq:
+            return ChainCheck(False, len(events), event.seq, f"第 {expected_seq} 条记录缺失")
+        if event.prev_hash != prev:
+            return ChainCheck(False, len(events), event.seq, f"第 {event.seq} 条记录的前序哈希不符")
+        digest = event_hash(prev, referral_id=event.referral_id, seq=event.seq, at=event.at,  # type: ignore[attr-defined]
+                            action=event.action, from_status=event.from_status, to_status=event.to_status,
+                            actor_staff_id=event.actor_staff_id, actor_role=event.actor_role,
+                            actor_institution_id=event.actor_institution_id, comment=event.comment,
+                            data=event.data)
+        if digest != event.hash:
+            return ChainCheck(False, len(events), event.seq, f"第 {event.seq} 条记录已被篡改")
+        prev = event.hash
+    return ChainCheck(True, len(events))
+
+
+async def verify_referral(referral_id: int, version: int | None = None) -> ChainCheck:
+    events = await ReferralEvent.filter(referral_id=referral_id).order_by("seq")
+    result = check_chain(events)
+    if result.valid and version is not None and len(events) != version:
+        # The referral's version counts its events: a deleted tail shows here.
+        return ChainCheck(False, len(events), len(events) + 1, f"第 {len(events) + 1} 条之后的记录缺失")
+    return result

@@ -1,0 +1,60 @@
+"""The audit log: state changes and sensitive reads, hash-chained across the whole installation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from tortoise import connections
+
+from models import AuditEvent
+
+GENESIS = "0" * 64
+# One installation-wide chain: appends are serialised by this PostgreSQL advisory lock (SQLite already
+# serialises writers).
+_CHAIN_LOCK = 7_420_001
+
+
+def _digest(prev_hash: str, event: dict) -> str:
+    body = json.dumps(event, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def _fields(action: str, target_type: str, target_id: str, actor_staff_id: int | None,
+            actor_account_id: int | None, institution_id: int | None, detail: dict) -> dict:
+    return {"action": action, "target_type": target_type, "target_id": target_id, "actor_staff_id": actor_staff_id,
+            "actor_account_id": actor_account_id, "institution_id": institution_id, "detail": detail}
+
+
+async def record(action: str, target_type: str, target_id: str, *, actor_staff_id: int | None = None,
+                 actor_account_id: int | None = None, institution_id: int | None = None,
+                 detail: dict | None = None) -> AuditEvent:
+    """Append one audit event; call inside a transaction."""
+    detail = detail or {}
+    conn = connections.get("default")
+    if conn.capabilities.dialect == "postgres":
+        await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [_CHAIN_LOCK])
+    last = await AuditEvent.all().order_by("-id").first()
+    prev_hash = last.hash if last else GENESIS
+    fields = _fields(action, target_type, target_id, actor_staff_id, actor_account_id, institution_id, detail)
+    return await AuditEvent.create(**fields, prev_hash=prev_hash, hash=_digest(prev_hash, fields))
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    valid: bool
+    events: int
+    broken_at: int | None = None
+
+
+async def verify() -> AuditCheck:
+    prev, count = GENESIS, 0
+    async for event in AuditEvent.all().order_by("id"):
+        count += 1
+        fields = _fields(event.action, event.target_type, event.target_id, event.actor_staff_id,
+                         event.actor_account_id, event.institution_id, event.detail)
+        if event.prev_hash != prev or _digest(prev, fields) != event.hash:
+            return AuditCheck(False, count, event.id)
+        prev = event.hash
+    return AuditCheck(True, count)
