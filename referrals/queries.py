@@ -1,0 +1,104 @@
+"""Worklists: outgoing, incoming, to approve, and a patient's own; filters, cursor pages, badge counts."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
+
+from accounts.principal import Principal
+from errors import Forbidden, InvalidInput
+from models import InstitutionPolicy, Referral
+from referrals.state_machine import Status
+from timeutil import CHINA_TZ
+
+BOXES = ("outgoing", "incoming", "to_approve", "mine")
+
+
+@dataclass
+class Filters:
+    status: list[str] | None = None
+    direction: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    q: str | None = None
+
+
+async def _approver_here(principal: Principal) -> bool:
+    if principal.institution_id is None:
+        return False
+    policy, _ = await InstitutionPolicy.get_or_create(institution_id=principal.institution_id)
+    return "approver" in principal.roles or bool(set(principal.roles) & set(policy.approver_roles))
+
+
+async def box_query(principal: Principal, box: str) -> QuerySet:
+    if box not in BOXES:
+        raise InvalidInput("未知的列表类型", code="INVALID_BOX", detail={"allowed": list(BOXES)})
+    if box == "mine":
+        principal.require_patient()
+        return Referral.filter(patient_id__in=list(principal.patient_ids)).exclude(status=Status.DRAFT)
+    principal.require_staff()
+    inst = principal.institution_id
+    if box == "outgoing":
+        return Referral.filter(source_institution_id=inst)
+    if box == "incoming":
+        return Referral.filter(target_institution_id=inst).exclude(status=Status.DRAFT)
+    if not await _approver_here(principal):
+        raise Forbidden("仅审批人员可查看待审批列表", code="ROLE_REQUIRED")
+    return Referral.filter(Q(status=Status.PENDING_SOURCE, source_institution_id=inst)
+                           | Q(status=Status.PENDING_TARGET, target_institution_id=inst))
+
+
+def apply_filters(query: QuerySet, filters: Filters) -> QuerySet:
+    if filters.status:
+        unknown = set(filters.status) - {str(s) for s in Status}
+        if unknown:
+            raise InvalidInput("未知的状态", code="INVALID_STATUS", detail={"unknown": sorted(unknown)})
+        query = query.filter(status__in=filters.status)
+    if filters.direction:
+        query = query.filter(direction=filters.direction)
+    if filters.date_from:
+        query = query.filter(created_at__gte=datetime.combine(filters.date_from, time.min, CHINA_TZ))
+    if filters.date_to:
+        query = query.filter(created_at__lt=datetime.combine(filters.date_to + timedelta(days=1), time.min, CHINA_TZ))
+    if filters.q:
+        text = filters.q.strip()
+        query = query.filter(Q(code__istartswith=text) | Q(patient_name__icontains=text))
+    return query
+
+
+def _decode(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("分页游标无效", code="INVALID_CURSOR") from None
+
+
+async def newest_first(query: QuerySet, cursor: str | None, limit: int) -> tuple[list[Referral], str | None]:
+    if cursor:
+        query = query.filter(id__lt=_decode(cursor))
+    rows = await query.order_by("-id").limit(limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = base64.urlsafe_b64encode(str(rows[-1].id).encode()).decode().rstrip("=") if more and rows else None
+    return rows, next_cursor
+
+
+async def badge_counts(principal: Principal) -> dict[str, int]:
+    """Open items per box, for the badges on the mini-program's tabs."""
+    if principal.staff_id is None:
+        if not principal.patient_ids:
+            return {}
+        query = await box_query(principal, "mine")
+        return {"mine": await query.filter(status__in=[Status.PENDING_SOURCE, Status.PENDING_TARGET,
+                                                       Status.SCHEDULED, Status.ADMITTED]).count()}
+    counts = {}
+    open_states = [Status.PENDING_SOURCE, Status.PENDING_TARGET, Status.SCHEDULED, Status.ADMITTED]
+    counts["outgoing"] = await (await box_query(principal, "outgoing")).filter(status__in=open_states).count()
+    counts["incoming"] = await (await box_query(principal, "incoming")).filter(status__in=open_states).count()
+    if await _approver_here(principal):
+        counts["to_approve"] = await (await box_query(principal, "to_approve")).count()
+    return counts
