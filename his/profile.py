@@ -1,0 +1,92 @@
+"""The platform's FHIR R4 profile for HIS front-end processors (前置机): identifier systems, extension URLs,
+code systems, and the format of the HIS card code printed on a patient's card.
+
+The gateway (his.fhir) writes and reads these; the simulator (his.simulator) serves them. A hospital's
+front-end processor maps its own HIS fields to this profile.
+
+Wire conventions
+- Patient.identifier: the resident ID number under ``ID_NUMBER_SYSTEM`` (the national OID for 居民身份证号),
+  the MRN (病历号) under ``MRN_SYSTEM`` and the card code (就诊卡号) under ``CARD_SYSTEM``.
+- The clinical summary of the open encounter: diagnoses are Conditions whose ``encounter`` is that
+  Encounter, coded in ICD-10; the narrative parts of the admission note (主诉, 现病史, 既往史, 过敏史,
+  治疗经过) are string extensions on the Encounter (URLs below); recent results are the patient's
+  DiagnosticReports.
+- An admission certificate (电子住院证) is a planned inpatient Encounter (class IMP, status planned) whose
+  identifier under ``REFERRAL_SYSTEM`` is the platform's referral code (the conditional-create key) and
+  whose identifier under ``CERTIFICATE_SYSTEM`` is the number the HIS assigns.
+- Orders are ServiceRequests / MedicationRequests identified under ``ORDER_SYSTEM`` by the platform's order
+  id (again the conditional-create key); reports point back at them through ``DiagnosticReport.basedOn``.
+
+Card codes
+A HIS card code names its institution: it is ``<institution code>-<MRN>``, split at the *last* hyphen
+(institution codes may contain hyphens, MRNs may not), e.g. ``FYRM-00012345``. A bare MRN means "the
+scanning doctor's own institution".
+"""
+
+from __future__ import annotations
+
+import re
+
+FHIR_JSON = "application/fhir+json"
+
+ID_NUMBER_SYSTEM = "urn:oid:2.16.156.10011.1.3"
+MRN_SYSTEM = "urn:referral-cloud:his:mrn"
+CARD_SYSTEM = "urn:referral-cloud:his:card"
+REFERRAL_SYSTEM = "urn:referral-cloud:referral"
+CERTIFICATE_SYSTEM = "urn:referral-cloud:his:admission-certificate"
+ORDER_SYSTEM = "urn:referral-cloud:order"
+DEPARTMENT_SYSTEM = "urn:referral-cloud:his:department"
+INSTITUTION_SYSTEM = "urn:referral-cloud:institution"
+SERVICE_CODE_SYSTEM = "urn:referral-cloud:his:service"
+
+ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
+# Other spellings of ICD-10 a front-end processor may use (ICD-10 国家临床版, the WS 364 code table OID).
+ICD10_SYSTEMS = frozenset({ICD10_SYSTEM, "http://hl7.org/fhir/sid/icd-10-cn", "urn:oid:2.16.156.10011.2.3.3.11"})
+ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+PARTICIPATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+ADMIT_SOURCE_SYSTEM = "http://terminology.hl7.org/CodeSystem/admit-source"
+CONDITION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
+CONDITION_CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+REPORT_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0074"
+SNOMED_SYSTEM = "http://snomed.info/sct"
+
+_EXT = "urn:referral-cloud:fhir:extension:"
+EXT_CHIEF_COMPLAINT = _EXT + "chief-complaint"
+EXT_PRESENT_ILLNESS = _EXT + "present-illness"
+EXT_PAST_HISTORY = _EXT + "past-history"
+EXT_ALLERGIES = _EXT + "allergies"
+EXT_TREATMENT = _EXT + "treatment-course"
+EXT_REFERRAL_REASON = _EXT + "referral-reason"
+
+# Order kinds → ServiceRequest.category (SNOMED CT); prescriptions are MedicationRequests.
+ORDER_CATEGORIES = {
+    "exam": ("363679005", "Imaging"),
+    "lab": ("108252007", "Laboratory procedure"),
+    "treatment": ("277132007", "Therapeutic procedure"),
+}
+REPORT_CATEGORIES = {"exam": ("RAD", "Radiology"), "lab": ("LAB", "Laboratory"), "treatment": ("OTH", "Other")}
+
+_ID_NUMBER = re.compile(r"^\d{17}[\dXx]$")
+_MRN = re.compile(r"^[A-Za-z0-9]{4,32}$")
+_INSTITUTION_CODE = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
+
+
+def card_code(institution_code: str, mrn: str) -> str:
+    return f"{institution_code}-{mrn}"
+
+
+def parse_card_code(content: str) -> tuple[str, str] | None:
+    """``(institution code, MRN)`` of a card code, or None when the text is not one."""
+    code, sep, mrn = content.strip().rpartition("-")
+    if not sep or not _INSTITUTION_CODE.match(code) or not _MRN.match(mrn):
+        return None
+    return code, mrn
+
+
+def looks_like_mrn(content: str) -> bool:
+    return bool(_MRN.match(content.strip()))
+
+
+def looks_like_id_number(content: str) -> bool:
+    """Shape only (18 characters, digits and a final X); the check digit is security.idcard's job."""
+    return bool(_ID_NUMBER.match(content.strip()))

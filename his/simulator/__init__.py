@@ -1,0 +1,289 @@
+"""The HIS simulator: a small FHIR R4 server per institution, standing in for each member's HIS.
+
+    /his-sim/{institution_code}/fhir                 one FHIR base per institution (any code; a store is
+                                                     created lazily and seeded deterministically from it)
+        GET  metadata                                CapabilityStatement
+        GET  {type}?param=...                        search (identifier=system|value, patient=, ...)
+        GET  {type}/{id}                             read
+        POST {type}   [If-None-Exist: query]         (conditional) create
+    GET  /his-sim/{code}/_patients                   demo listing: MRN, card code, name, ID number
+    POST /his-sim/_faults {institution?, kind, count, delay?, method?, status?, message?}
+                                                     make the next `count` FHIR calls fail: kind "timeout"
+                                                     (stall `delay` s), "error500", "outcome" (4xx with
+                                                     an OperationOutcome)
+    GET/DELETE /his-sim/_faults                      pending faults / clear them
+
+Types: Patient, Encounter, Condition, ServiceRequest, MedicationRequest, DiagnosticReport. A ServiceRequest
+gets its DiagnosticReport after ``report_delay`` seconds (the simulated lab turnaround).
+
+Standalone: ``python -m his.simulator --port 8091``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+from his import profile
+from his.simulator.store import RESOURCE_TYPES, SEARCH_PARAMETERS, FhirProblem, HisStore, iso, now_utc
+
+log = logging.getLogger("referral_cloud.his.simulator")
+
+FAULT_KINDS = ("timeout", "error500", "outcome")
+CODE_PATTERN = r"[A-Za-z0-9_\-]{1,32}"
+
+
+@dataclass
+class Fault:
+    kind: str
+    remaining: int
+    institution: str | None = None
+    method: str | None = None
+    delay: float = 30.0
+    status: int = 422
+    message: str = "模拟的业务规则错误：HIS 拒绝了该请求"
+
+    def applies(self, code: str, method: str) -> bool:
+        return (self.remaining > 0 and (self.institution is None or self.institution == code)
+                and (self.method is None or self.method == method))
+
+
+class SimulatorState:
+    """Everything the simulator holds: one HisStore per institution code, pending faults, settings."""
+
+    def __init__(self, *, report_delay: float = 0.5) -> None:
+        self.report_delay = report_delay
+        self.stores: dict[str, HisStore] = {}
+        self.faults: list[Fault] = []
+        self.base_url: str | None = None  # e.g. http://127.0.0.1:PORT/his-sim once served on its own port
+        self._stopping: asyncio.Event | None = None
+
+    def store(self, code: str) -> HisStore:
+        store = self.stores.get(code)
+        if store is None:
+            store = self.stores[code] = HisStore(code, report_delay=lambda: self.report_delay)
+        return store
+
+    def fhir_base(self, code: str) -> str | None:
+        """The FHIR base URL of ``code`` on the simulator's own port (None until it is served)."""
+        return f"{self.base_url}/{code}/fhir" if self.base_url else None
+
+    def add_fault(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def take_fault(self, code: str, method: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.applies(code, method):
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    def _event(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
+    async def stall(self, seconds: float) -> None:
+        """Sleep like a stuck HIS, but let shutdown end it at once."""
+        try:
+            await asyncio.wait_for(self._event().wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        self._event().set()
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log without query strings: FHIR searches carry ID numbers."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.3fs", request.method, request.path, response.status, time)
+
+
+def _fhir_json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, headers=headers,
+                        content_type=profile.FHIR_JSON, charset="utf-8")
+
+
+def operation_outcome(status: int, code: str, diagnostics: str) -> web.Response:
+    severity = "fatal" if status >= 500 else "error"
+    return _fhir_json({"resourceType": "OperationOutcome",
+                       "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}]}, status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> web.Application:
+    """The simulator's routes under ``prefix`` ("" when mounted with add_subapp('/his-sim/', ...))."""
+    app = web.Application()
+
+    def fhir(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            code = request.match_info["code"]
+            fault = state.take_fault(code, request.method)
+            if fault is not None:
+                if fault.kind == "timeout":
+                    await state.stall(fault.delay)
+                elif fault.kind == "error500":
+                    return operation_outcome(500, "exception", "模拟的 HIS 内部错误")
+                else:
+                    return operation_outcome(fault.status, "business-rule", fault.message)
+            try:
+                return await handler(request)
+            except FhirProblem as problem:
+                return operation_outcome(problem.status, problem.code, problem.diagnostics)
+        return wrapped
+
+    def resource_type(request: web.Request) -> str:
+        name = request.match_info["type"]
+        if name not in RESOURCE_TYPES:
+            raise FhirProblem(404, "not-supported", f"不支持的资源类型：{name}")
+        return name
+
+    def base(request: web.Request) -> str:
+        return f"{request.scheme}://{request.host}{prefix}/{request.match_info['code']}/fhir"
+
+    @fhir
+    async def metadata(request: web.Request) -> web.Response:
+        return _fhir_json(capability_statement(request.match_info["code"], base(request)))
+
+    @fhir
+    async def search(request: web.Request) -> web.Response:
+        name = resource_type(request)
+        store = state.store(request.match_info["code"])
+        found = store.search(name, list(request.query.items()))
+        root = base(request)
+        return _fhir_json({
+            "resourceType": "Bundle", "type": "searchset", "total": len(found),
+            "link": [{"relation": "self", "url": f"{root}/{name}"}],
+            "entry": [{"fullUrl": f"{root}/{name}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                      for r in found],
+        })
+
+    @fhir
+    async def read(request: web.Request) -> web.Response:
+        name = resource_type(request)
+        resource = state.store(request.match_info["code"]).read(name, request.match_info["id"])
+        return _fhir_json(resource, headers={"ETag": f'W/"{resource["meta"]["versionId"]}"'})
+
+    @fhir
+    async def create(request: web.Request) -> web.Response:
+        name = resource_type(request)
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            raise FhirProblem(400, "structure", "请求体不是有效的 JSON") from None
+        if not isinstance(body, dict):
+            raise FhirProblem(400, "structure", "请求体应为 FHIR 资源")
+        store = state.store(request.match_info["code"])
+        stored, created = store.create(name, body, request.headers.get("If-None-Exist"))
+        location = f"{base(request)}/{name}/{stored['id']}/_history/{stored['meta']['versionId']}"
+        headers = {"Location": location, "ETag": f'W/"{stored["meta"]["versionId"]}"'}
+        if request.headers.get("Prefer", "") == "return=minimal":
+            return web.Response(status=201 if created else 200, headers=headers)
+        return _fhir_json(stored, 201 if created else 200, headers)
+
+    async def patients(request: web.Request) -> web.Response:
+        store = state.store(request.match_info["code"])
+        return web.json_response({"institution": store.code, "items": store.demo_listing()},
+                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+    async def add_fault(request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        fault, problem = _parse_fault(data)
+        if fault is None:
+            return web.json_response({"error": problem}, status=422, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        state.add_fault(fault)
+        return web.json_response({"fault": asdict(fault)}, status=201)
+
+    async def list_faults(request: web.Request) -> web.Response:
+        return web.json_response({"items": [asdict(f) for f in state.faults]})
+
+    async def clear_faults(request: web.Request) -> web.Response:
+        state.faults.clear()
+        return web.json_response({"items": []})
+
+    async def on_shutdown(app: web.Application) -> None:
+        state.stop()
+
+    app.on_shutdown.append(on_shutdown)
+    root = f"{prefix}/{{code:{CODE_PATTERN}}}"
+    app.router.add_post(f"{prefix}/_faults", add_fault)
+    app.router.add_get(f"{prefix}/_faults", list_faults)
+    app.router.add_delete(f"{prefix}/_faults", clear_faults)
+    app.router.add_get(f"{root}/_patients", patients)
+    app.router.add_get(f"{root}/fhir/metadata", metadata)
+    app.router.add_get(f"{root}/fhir/{{type}}", search)
+    app.router.add_post(f"{root}/fhir/{{type}}", create)
+    app.router.add_get(f"{root}/fhir/{{type}}/{{id}}", read)
+    return app
+
+
+def _parse_fault(data: Any) -> tuple[Fault | None, str]:
+    if not isinstance(data, dict):
+        return None, "请求体应为 JSON 对象"
+    kind = data.get("kind")
+    if kind not in FAULT_KINDS:
+        return None, f"kind 应为 {' / '.join(FAULT_KINDS)}"
+    count = data.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
+        return None, "count 应为 1–1000 的整数"
+    delay = data.get("delay", 30.0)
+    if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= 600:
+        return None, "delay 应为 0–600 秒"
+    status = data.get("status", 422)
+    if not isinstance(status, int) or not 400 <= status <= 499:
+        return None, "status 应为 400–499"
+    institution = data.get("institution")
+    method = data.get("method")
+    if institution is not None and not isinstance(institution, str):
+        return None, "institution 应为机构代码"
+    if method is not None and method not in ("GET", "POST"):
+        return None, "method 应为 GET 或 POST"
+    message = data.get("message") or Fault.message
+    if not isinstance(message, str):
+        return None, "message 应为文本"
+    return Fault(kind=kind, remaining=count, institution=institution, method=method, delay=float(delay),
+                 status=status, message=message[:200]), ""
+
+
+def capability_statement(code: str, base_url: str) -> dict[str, Any]:
+    resources = []
+    for name in RESOURCE_TYPES:
+        resources.append({
+            "type": name,
+            "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}],
+            "conditionalCreate": True,
+            "searchParam": [{"name": p, "type": kind} for p, (kind, _) in SEARCH_PARAMETERS[name].items()],
+        })
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": iso(now_utc()),
+        "kind": "instance",
+        "software": {"name": "Referral Cloud HIS simulator", "version": "1"},
+        "implementation": {"description": f"HIS simulator for institution {code}", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{"mode": "server", "resource": resources}],
+    }
+    CapabilityStatement.model_validate(statement)
+    return statement
+
+
+__all__ = ["Fault", "SimulatorState", "create_simulator_app", "PathOnlyAccessLogger"]
