@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from aiohttp import ClientSession
     from tortoise.context import TortoiseContext
 
+    from his.gateway import HisGateway
+    from his.simulator import SimulatorState
     from kv import KV
     from metrics import Metrics
     from security.crypto import PersonalDataCipher
@@ -25,5 +27,5 @@ WECHAT: web.AppKey[WeChatClient] = web.AppKey("wechat")
 WECHAT_SANDBOX: web.AppKey[SandboxState] = web.AppKey("wechat_sandbox")
 CIPHER: web.AppKey[PersonalDataCipher] = web.AppKey("cipher")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-HIS: web.AppKey[Any] = web.AppKey("his")
-HIS_SIMULATOR: web.AppKey[Any] = web.AppKey("his_simulator")
+HIS: web.AppKey[HisGateway] = web.AppKey("his")
+HIS_SIMULATOR: web.AppKey[SimulatorState] = web.AppKey("his_simulator")

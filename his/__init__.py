@@ -1,7 +1,63 @@
-"""HIS gateway (FHIR R4 over each institution's front-end processor) and the HIS simulator."""
+"""HIS gateway (FHIR R4 over each institution's front-end processor) and the HIS simulator.
+
+``setup(app)`` puts the gateway into ``app[HIS]``. With ``settings.embedded_his`` the simulator runs on its
+own loopback port (so the gateway makes real HTTP calls, as in production) and is also mounted at
+``/his-sim/`` on the main app for humans and tests; both doors share one SimulatorState
+(``app[HIS_SIMULATOR]``), and institutions without a front-end processor URL use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from aiohttp import web
+
+from appkeys import HIS, HIS_SIMULATOR, SETTINGS
 
 
 def setup(app: web.Application) -> None:
     """Install the HIS gateway and, in embedded mode, the simulator."""
+    from his.simulator import SimulatorState, create_simulator_app
+
+    settings = app[SETTINGS]
+    if settings.embedded_his:
+        state = SimulatorState()
+        app[HIS_SIMULATOR] = state
+        app.add_subapp("/his-sim/", create_simulator_app(state, prefix=""))
+        app.cleanup_ctx.append(_embedded_simulator)
+    app.cleanup_ctx.append(_gateway)
+
+
+async def _embedded_simulator(app: web.Application) -> AsyncIterator[None]:
+    from his.simulator import PathOnlyAccessLogger, create_simulator_app
+
+    state = app[HIS_SIMULATOR]
+    # A short shutdown timeout: a test may leave a stalled (fault-injected) call pending.
+    runner = web.AppRunner(create_simulator_app(state), access_log_class=PathOnlyAccessLogger,
+                           shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    state.base_url = f"http://{host}:{port}/his-sim"
+    try:
+        yield
+    finally:
+        state.base_url = None
+        await runner.cleanup()
+
+
+async def _gateway(app: web.Application) -> AsyncIterator[None]:
+    from his.fhir import FhirGateway
+    from his.gateway import GatewayRouter
+
+    settings = app[SETTINGS]
+    fhir = FhirGateway(timeout=settings.his_timeout)
+    state = app.get(HIS_SIMULATOR)
+    gateway = GatewayRouter({"http": fhir, "https": fhir},
+                            fallback_base_url=state.fhir_base if state is not None else None)
+    app[HIS] = gateway
+    try:
+        yield
+    finally:
+        await gateway.close()
