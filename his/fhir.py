@@ -430,16 +430,22 @@ class FhirGateway(HisGateway):
         endpoint = self._endpoint(institution)
         deadline = _Deadline(self.timeout)
         content = scanned_code.strip()
-        if profile.looks_like_id_number(content):
-            tokens = [_token(profile.ID_NUMBER_SYSTEM, content.upper())]
-        elif _SAFE_CODE.match(content):
-            tokens = [_token(profile.CARD_SYSTEM, content), _token(profile.MRN_SYSTEM, content)]
-            card = profile.parse_card_code(content)
-            if card is not None and card[0] == endpoint.code:
-                tokens.append(_token(profile.MRN_SYSTEM, card[1]))
-        else:
+        if not _SAFE_CODE.match(content):
             raise HisNotFound("医院信息系统（HIS）中未找到该患者", institution=endpoint.code)
+        # One search for every reading of the code; a card code or MRN wins over an ID number (issue 3's order).
+        by_code = [_token(profile.CARD_SYSTEM, content), _token(profile.MRN_SYSTEM, content)]
+        card = profile.parse_card_code(content)
+        if card is not None and card[0] == endpoint.code:
+            by_code.append(_token(profile.MRN_SYSTEM, card[1]))
+        tokens = list(by_code)
+        if profile.looks_like_id_number(content):
+            tokens.append(_token(profile.ID_NUMBER_SYSTEM, content.upper()))
         patients = await self._search(endpoint, deadline, Patient, [("identifier", ",".join(tokens))])
+        if len(patients) > 1:
+            codes = {t.split("|", 1)[1] for t in by_code}
+            patients = [p for p in patients if any(
+                i.system in (profile.CARD_SYSTEM, profile.MRN_SYSTEM) and i.value in codes
+                for i in p.identifier or [])] or patients
         if not patients:
             raise HisNotFound("医院信息系统（HIS）中未找到该患者", institution=endpoint.code)
         if len(patients) > 1:

@@ -448,3 +448,14 @@ async def test_error_pages_without_an_operation_outcome_still_map_to_typed_error
     with pytest.raises(HisRejected) as caught:
         await gateway.lookup_patient(HisEndpoint(CODE, str(server.make_url("/403/fhir"))), "12345678")
     assert caught.value.outcome == "HTTP 403"
+
+
+async def test_a_card_code_or_mrn_reading_wins_over_an_id_number_reading(server, state, gateway):
+    """Issue 3's order: MRN/card code of the institution before an ID number. A HIS whose MRNs are 18 digits
+    could hold one equal to another patient's ID number; the MRN's owner is the answer."""
+    person = seeded(state)
+    store = state.store(CODE)
+    store._store("Patient", {"resourceType": "Patient", "name": [{"text": "吴十八"}],
+                             "identifier": [{"system": profile.MRN_SYSTEM, "value": person["id_number"]}]})
+    record = await gateway.lookup_patient(endpoint(server), person["id_number"])
+    assert record.demographics.name == "吴十八" and record.demographics.mrn == person["id_number"]
