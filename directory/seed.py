@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tortoise.transactions import in_transaction
 
+from his.simulator.launch import demo_launch_public_key_pem
 from models import Department, Institution, Level, Role, Staff, WeChatAccount
 from settings import Settings
 
@@ -50,7 +51,8 @@ async def seed_demo(settings: Settings | None = None) -> bool:
     async with in_transaction():
         for index, (code, name, short, level, region) in enumerate(INSTITUTIONS):
             institution = await Institution.create(code=code, name=name, short_name=short, level=level,
-                                                   region=region, phone=f"0514-8{index:03d}0000")
+                                                   region=region, phone=f"0514-8{index:03d}0000",
+                                                   launch_public_key=demo_launch_public_key_pem(code))
             departments = [await Department.create(institution=institution, code=d_code, name=d_name, ward=ward)
                            for d_code, d_name, ward in DEPARTMENTS[level]]
             surname = SURNAMES[index % len(SURNAMES)]

@@ -90,3 +90,9 @@ def looks_like_mrn(content: str) -> bool:
 def looks_like_id_number(content: str) -> bool:
     """Shape only (18 characters, digits and a final X); the check digit is security.idcard's job."""
     return bool(_ID_NUMBER.match(content.strip()))
+
+# Single sign-on from a member's HIS (POST /api/v1/auth/his-launch): the HIS signs a JWT with ``iss`` = its
+# institution code, ``sub`` = its own user id (Staff.his_user_id), ``aud`` = LAUNCH_AUDIENCE, ``iat``/``exp``
+# at most LAUNCH_MAX_LIFETIME apart, a unique ``jti``, and optionally ``patient`` (an MRN or card code).
+LAUNCH_AUDIENCE = "referral-cloud"
+LAUNCH_MAX_LIFETIME = 300

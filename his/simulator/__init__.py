@@ -12,6 +12,10 @@
                                                      (stall `delay` s), "error500", "outcome" (4xx with
                                                      an OperationOutcome)
     GET/DELETE /his-sim/_faults                      pending faults / clear them
+    POST /his-sim/{code}/_launch-token {user_id, patient?, ttl?}
+                                                     a single-sign-on launch JWT signed with the
+                                                     institution's demo key (see his.simulator.launch)
+    GET  /his-sim/{code}/_launch-key                 that key's public half (PEM), for registration
 
 Types: Patient, Encounter, Condition, ServiceRequest, MedicationRequest, DiagnosticReport. A ServiceRequest
 gets its DiagnosticReport after ``report_delay`` seconds (the simulated lab turnaround).
@@ -33,6 +37,7 @@ from aiohttp.abc import AbstractAccessLogger
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from his import profile
+from his.simulator import launch
 from his.simulator.store import RESOURCE_TYPES, SEARCH_PARAMETERS, FhirProblem, HisStore, iso, now_utc
 
 log = logging.getLogger("referral_cloud.his.simulator")
@@ -116,6 +121,10 @@ def _fhir_json(data: dict[str, Any], status: int = 200, headers: dict[str, str] 
                         content_type=profile.FHIR_JSON, charset="utf-8")
 
 
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
 def operation_outcome(status: int, code: str, diagnostics: str) -> web.Response:
     severity = "fatal" if status >= 500 else "error"
     return _fhir_json({"resourceType": "OperationOutcome",
@@ -197,8 +206,7 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
 
     async def patients(request: web.Request) -> web.Response:
         store = state.store(request.match_info["code"])
-        return web.json_response({"institution": store.code, "items": store.demo_listing()},
-                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return _json({"institution": store.code, "items": store.demo_listing()})
 
     async def add_fault(request: web.Request) -> web.Response:
         try:
@@ -207,16 +215,39 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
             data = None
         fault, problem = _parse_fault(data)
         if fault is None:
-            return web.json_response({"error": problem}, status=422, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+            return _json({"error": problem}, 422)
         state.add_fault(fault)
-        return web.json_response({"fault": asdict(fault)}, status=201)
+        return _json({"fault": asdict(fault)}, 201)
 
     async def list_faults(request: web.Request) -> web.Response:
-        return web.json_response({"items": [asdict(f) for f in state.faults]})
+        return _json({"items": [asdict(f) for f in state.faults]})
 
     async def clear_faults(request: web.Request) -> web.Response:
         state.faults.clear()
-        return web.json_response({"items": []})
+        return _json({"items": []})
+
+    async def launch_token(request: web.Request) -> web.Response:
+        code = request.match_info["code"]
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        user_id = data.get("user_id") if isinstance(data, dict) else None
+        patient = data.get("patient") if isinstance(data, dict) else None
+        ttl = data.get("ttl", launch.DEFAULT_TTL) if isinstance(data, dict) else None
+        if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 64:
+            return _json({"error": "user_id 应为 HIS 用户编号"}, 422)
+        if patient is not None and (not isinstance(patient, str) or len(patient) > 64):
+            return _json({"error": "patient 应为病历号或就诊卡号"}, 422)
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 3600:
+            return _json({"error": "ttl 应为 1–3600 秒"}, 422)
+        token = launch.mint_launch_token(code, user_id.strip(), patient=patient, ttl=ttl)
+        return _json({"launch_token": token, "expires_in": ttl}, 201)
+
+    async def launch_key(request: web.Request) -> web.Response:
+        code = request.match_info["code"]
+        return _json({"institution": code, "algorithm": "EdDSA",
+                      "public_key_pem": launch.demo_launch_public_key_pem(code)})
 
     async def on_shutdown(app: web.Application) -> None:
         state.stop()
@@ -227,6 +258,8 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
     app.router.add_get(f"{prefix}/_faults", list_faults)
     app.router.add_delete(f"{prefix}/_faults", clear_faults)
     app.router.add_get(f"{root}/_patients", patients)
+    app.router.add_post(f"{root}/_launch-token", launch_token)
+    app.router.add_get(f"{root}/_launch-key", launch_key)
     app.router.add_get(f"{root}/fhir/metadata", metadata)
     app.router.add_get(f"{root}/fhir/{{type}}", search)
     app.router.add_post(f"{root}/fhir/{{type}}", create)
