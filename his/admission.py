@@ -1,0 +1,74 @@
+"""What the target HIS learns when a referral is scheduled (DESIGN §4): the patient, registered by real name
+(a conditional create, so no re-registration on arrival and no duplicate on retry), and the electronic
+admission certificate (a planned inpatient Encounter keyed by the referral code).
+
+``admit_referral`` is the body of the ``his.admit`` outbox job that referrals.commands enqueues on target
+approval; the dispatcher runs it outside any request and retries it on HisError. Running it twice is
+harmless: the HIS side is two conditional creates and the platform side is guarded by the stored
+certificate number.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from errors import Conflict
+from his.gateway import AdmissionRequest, Diagnosis, HisGateway, PatientDemographics
+from models import Department, Institution, Patient, PatientIdentifier, Referral, Staff
+from models.referrals import HisSync
+from referrals.state_machine import Status
+from security.crypto import PersonalDataCipher
+
+log = logging.getLogger("referral_cloud.his.admission")
+
+ADMITTABLE = (Status.SCHEDULED, Status.ADMITTED)
+
+
+def patient_demographics(patient: Patient, cipher: PersonalDataCipher) -> PatientDemographics:
+    return PatientDemographics(
+        name=patient.name, id_number=cipher.decrypt(patient.id_number_enc, "id_number"),
+        gender=str(patient.gender) if str(patient.gender) in ("male", "female") else "unknown",  # type: ignore[arg-type]
+        birth_date=patient.birth_date,
+        phone=cipher.decrypt(patient.phone_enc, "phone") if patient.phone_enc else "")
+
+
+async def admit_referral(gateway: HisGateway, cipher: PersonalDataCipher, referral_id: int) -> str | None:
+    """Register the referral's patient at the target HIS and create the admission certificate; store its
+    number on the referral. Returns the number, or None when the referral is no longer to be admitted
+    (cancelled meanwhile). Raises HisError for the dispatcher to retry."""
+    referral = await Referral.get(id=referral_id)
+    if referral.admission_certificate_no:
+        return referral.admission_certificate_no
+    if referral.status not in ADMITTABLE:
+        log.info("referral %s is %s: no admission certificate", referral.code, referral.status)
+        return None
+    if referral.admission_date is None:
+        raise ValueError(f"referral {referral.code} is scheduled without an admission date")
+    target = await Institution.get(id=referral.target_institution_id)  # type: ignore[attr-defined]
+    source = await Institution.get(id=referral.source_institution_id)  # type: ignore[attr-defined]
+    department = await Department.get(
+        id=referral.admission_department_id or referral.target_department_id)  # type: ignore[attr-defined]
+    patient = await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
+    referrer = await Staff.get_or_none(id=referral.referrer_id)  # type: ignore[attr-defined]
+
+    mrn = await gateway.register_patient(target, patient_demographics(patient, cipher))
+    clinical = referral.clinical or {}
+    number = await gateway.create_admission(target, AdmissionRequest(
+        referral_code=referral.code, patient_mrn=mrn, department_code=department.code,
+        department_name=department.name, planned_date=referral.admission_date,
+        diagnoses=[Diagnosis(code=str(d.get("code", "")), name=str(d.get("name", "")))
+                   for d in clinical.get("diagnoses", []) if d.get("code") and d.get("name")],
+        source_institution_code=source.code, source_institution_name=source.name,
+        referring_doctor=referrer.name if referrer else "", reason=str(clinical.get("referral_reason", ""))[:100],
+        ward=referral.ward, bed=referral.bed))
+
+    existing = await PatientIdentifier.get_or_none(institution_id=target.id, system="mrn", value=mrn)
+    if existing is None:
+        await PatientIdentifier.create(patient=patient, institution=target, system="mrn", value=mrn)
+    elif existing.patient_id != patient.id:  # type: ignore[attr-defined]
+        raise Conflict("目标医院 HIS 返回的病历号在本平台已关联其他患者，请联系信息科核对",
+                       code="IDENTIFIER_CONFLICT")
+    await Referral.filter(id=referral.id, admission_certificate_no="").update(
+        admission_certificate_no=number, his_sync=HisSync.DONE)
+    log.info("referral %s: admission certificate issued by %s", referral.code, target.code)
+    return number
