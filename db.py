@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
 
 from models import MODEL_MODULES
@@ -29,6 +30,9 @@ async def open_db(settings: Settings) -> TortoiseContext:
     global fallback context because aiohttp runs them in tasks created outside start-up."""
     if settings.embedded_db:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Tortoise caches each model's INSERT SQL by connection name, not by dialect: a process that opens
+    # SQLite and later PostgreSQL under the name "default" (the test suite does) would reuse "?" placeholders.
+    EXECUTOR_CACHE.clear()
     return await Tortoise.init(config=tortoise_config(settings.db_url), _enable_global_fallback=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 from aiohttp import web
@@ -43,7 +44,7 @@ async def test_malformed_json_wrong_types_missing_fields(client):
 
 
 async def test_body_over_one_mebibyte_is_413(client):
-    resp = await client.post("/api/v1/auth/wx-login", data=b"{" + b" " * (1024 * 1024 + 10) + b"}",
+    resp = await client.post("/api/v1/auth/wx-login", data=io.BytesIO(b"{" + b" " * (1024 * 1024 + 10) + b"}"),
                              headers={"Content-Type": "application/json"})
     assert resp.status == 413
     _assert_error_shape(await resp.json())
