@@ -49,6 +49,15 @@ async def test_reused_login_code_is_refused(client):
     assert "重新" in body["error"]["message"]
 
 
+async def test_expired_login_code_is_refused(client):
+    code = await login_code(client, "o_slow")
+    resp = await client.post("/wechat-sandbox/sandbox/clock", json={"advance": 301})
+    assert resp.status == 200
+    resp = await client.post("/api/v1/auth/wx-login", json={"code": code})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "INVALID_LOGIN_CODE"
+
+
 async def test_unknown_login_code_is_refused(client):
     resp = await client.post("/api/v1/auth/wx-login", json={"code": "never-issued"})
     assert resp.status == 401
