@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install migrate seed clean
+.PHONY: run test lint bench install migrate seed clean makemigrations
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,3 +36,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+## After changing a model: write the next migration (then commit it with the model).
+makemigrations: $(STAMP)
+	$(BIN)/tortoise -c db.TORTOISE_ORM makemigrations

@@ -55,3 +55,7 @@ async def migrate(settings: Settings, progress: Callable[[str], None] | None = N
         await run_migrations(config=tortoise_config(settings.db_url), progress=report)
     finally:
         await Tortoise.close_connections()
+
+
+# For Tortoise's own command line: `tortoise -c db.TORTOISE_ORM makemigrations` (make makemigrations).
+TORTOISE_ORM = tortoise_config("sqlite://:memory:")

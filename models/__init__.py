@@ -3,19 +3,29 @@
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
 from models.institutions import Department, Institution, Level
+from models.notifications import Delivery, InboxMessage, SubscriptionCredit
 from models.outbox import JobState, OutboxJob
 from models.people import Gender, Patient, PatientIdentifier, Role, Staff
 from models.referrals import (
-    Attachment, CapacityDay, HisSync, IdempotencyRecord, InstitutionPolicy, Referral, ReferralEvent, ReferralOrder,
+    Attachment,
+    CapacityDay,
+    HisSync,
+    IdempotencyRecord,
+    InstitutionPolicy,
+    Referral,
+    ReferralEvent,
+    ReferralOrder,
     Urgency,
 )
+from models.slips import SigningKey, Slip, SlipState
 
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
-                 "models.outbox"]
+                 "models.outbox", "models.notifications", "models.slips"]
 
 __all__ = [
     "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
     "PatientBinding", "PatientIdentifier", "RefreshToken", "Relation", "Role", "Staff",
     "WeChatAccount", "MODEL_MODULES", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
+    "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
 ]

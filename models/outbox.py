@@ -22,6 +22,7 @@ class OutboxJob(Model):
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField(db_index=True)
     lease_until = fields.DatetimeField(null=True)
+    locked_by = fields.CharField(max_length=64, default="")
     last_error = fields.TextField(default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

@@ -13,7 +13,7 @@ async def test_models_have_no_changes_missing_from_migrations():
     async with TortoiseContext() as ctx:
         await ctx.init(config=config)
         writers = await MigrationAutodetector(ctx.apps, config["apps"]).changes()
-    assert writers == [], "run `tortoise -c db.TORTOISE_ORM makemigrations` and commit the migration"
+    assert writers == [], "run `make makemigrations` and commit the migration"
 
 
 async def test_migrated_database_has_every_table(settings):
