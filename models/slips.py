@@ -39,7 +39,7 @@ class Slip(Record):
 
 
 class SigningKey(Model):
-    """An Ed25519 key pair; the private half is encrypted with DATA_KEY. Retired keys still verify."""
+    """An Ed25519 key pair, the private half encrypted with DATA_KEY. Retired keys still verify."""
 
     id = fields.IntField(primary_key=True)
     kid = fields.CharField(max_length=32, unique=True)

@@ -35,3 +35,19 @@ async def test_migrated_database_has_every_table(settings):
         assert "tortoise_migrations" in tables
     finally:
         await Tortoise.close_connections()
+
+
+def test_no_model_docstring_has_a_semicolon():
+    """Tortoise turns model docstrings into table comments and its SQLite migration runner splits SQL on ';'."""
+    import importlib
+
+    from tortoise import Tortoise  # noqa: F401
+    from tortoise.models import Model
+
+    from models import MODEL_MODULES
+
+    for name in MODEL_MODULES:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Model) and value.__module__ == name:
+                assert ";" not in (value.__doc__ or ""), f"{value.__name__}: no ';' in a model docstring"

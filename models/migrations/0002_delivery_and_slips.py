@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('retired_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'signing_key', 'app': 'models', 'pk_attr': 'id', 'table_description': 'An Ed25519 key pair; the private half is encrypted with DATA_KEY. Retired keys still verify.'},
+            options={'table': 'signing_key', 'app': 'models', 'pk_attr': 'id', 'table_description': 'An Ed25519 key pair, the private half encrypted with DATA_KEY. Retired keys still verify.'},
             bases=['Model'],
         ),
         ops.CreateModel(
