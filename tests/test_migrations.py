@@ -41,7 +41,6 @@ def test_no_model_docstring_has_a_semicolon():
     """Tortoise turns model docstrings into table comments and its SQLite migration runner splits SQL on ';'."""
     import importlib
 
-    from tortoise import Tortoise  # noqa: F401
     from tortoise.models import Model
 
     from models import MODEL_MODULES

@@ -4,6 +4,7 @@ token and its recovery from 40001/42001, injected faults and timeouts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -17,6 +18,8 @@ from PIL import Image
 from app import create_app
 from appkeys import HTTP, WECHAT
 from kv import connect as connect_kv
+from kv.redis_store import RedisKV
+from wechat import keep_token_fresh
 from wechat.client import Session, WeChatClient
 from wechat.errors import WeChatError, WeChatTimeout, WeChatUnavailable
 
@@ -207,6 +210,37 @@ async def test_token_keeper_fetches_the_token_at_start(client, app):
     status = await app[WECHAT].status()
     assert status["token_fetches"] == 1 and await token_requests(client) == 1
     assert len(status["token_fingerprint"]) == 16 and 7000 < status["token_expires_in"] <= 7200
+
+
+async def test_token_keeper_retries_a_failed_refresh_then_sleeps_until_due(client, app, wechat, settings):
+    kv = connect_kv(settings.redis_url, settings.redis_prefix + "keeper:")
+    keeper_client = WeChatClient(app[HTTP], kv, appid=settings.wechat_appid, secret=settings.wechat_secret,
+                                 base_url=wechat.base_url, timeout=2)
+    await sandbox(client, "POST", "faults", json={"endpoint": "/cgi-bin/stable_token", "errcode": -1})
+    keeper = asyncio.create_task(keep_token_fresh(keeper_client, retry_after=0.05))
+    try:
+        deadline = time.monotonic() + 5
+        while (await keeper_client.status())["token_fingerprint"] is None:
+            assert time.monotonic() < deadline, "the keeper did not recover from the failed refresh"
+            await asyncio.sleep(0.02)
+        assert keeper_client.token_fetches == 2  # the failed one, then the retry
+        await asyncio.sleep(0.2)
+        assert keeper_client.token_fetches == 2  # then it sleeps until the token is due
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await kv.close()
+
+
+async def test_status_reports_an_unreachable_kv_instead_of_raising(app, client):
+    dead_kv = RedisKV("redis://127.0.0.1:1/0", "nowhere:")
+    try:
+        cut_off = WeChatClient(app[HTTP], dead_kv, appid="wx", secret="s", base_url=app[WECHAT].base_url, timeout=1)
+        status = await cut_off.status()
+        assert status["error"] and status["token_fingerprint"] is None
+    finally:
+        await dead_kv.close()
 
 
 async def test_token_rejected_with_40001_is_refetched_once_and_the_call_retried(client, wechat):

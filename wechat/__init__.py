@@ -8,15 +8,13 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from appkeys import HTTP, KV_STORE, SETTINGS, WECHAT, WECHAT_SANDBOX
-
-if TYPE_CHECKING:
-    from wechat.client import WeChatClient
+from wechat.client import WeChatClient
+from wechat.errors import WeChatError
 
 log = logging.getLogger("referral_cloud.wechat")
 
@@ -28,11 +26,12 @@ KEEPER_RETRY = 30.0
 
 def setup(app: web.Application) -> None:
     """Install the WeChat HTTP session, the embedded sandbox and the token keeper (cleanup contexts)."""
-    from wechat.sandbox import SandboxState, create_sandbox_app
-
     settings = app[SETTINGS]
     app.cleanup_ctx.append(_http_session)
     if settings.embedded_wechat:
+        # Imported only here: with a real WECHAT_API_BASE the sandbox (and qrcode) is never loaded.
+        from wechat.sandbox import SandboxState, create_sandbox_app
+
         state = SandboxState(settings.wechat_appid, settings.wechat_secret)
         app[WECHAT_SANDBOX] = state
         # The same state on two doors: its own port for our client, /wechat-sandbox/ for tests and humans.
@@ -75,8 +74,6 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
-    from wechat.client import WeChatClient
-
     settings = app[SETTINGS]
     app[WECHAT] = WeChatClient(app[HTTP], app[KV_STORE], appid=settings.wechat_appid, secret=settings.wechat_secret,
                                base_url=app[API_BASE], timeout=settings.wechat_timeout)
@@ -95,8 +92,6 @@ async def keep_token_fresh(client: WeChatClient, *, retry_after: float = KEEPER_
     """Keep the shared token fresh: refresh when due, then sleep until shortly before the next refresh.
 
     Every web process runs one; the KV lock lets only one of them fetch, the others find the new token."""
-    from wechat.errors import WeChatError
-
     while True:
         try:
             # A little jitter so keepers of several processes do not all wake in the same instant.

@@ -61,14 +61,20 @@ class WeChatClient:
         return max(cached.refresh_at - self._clock(), 0.0)
 
     async def status(self) -> dict[str, Any]:
-        """Token state for /readyz: a fingerprint instead of the token, and this process's fetch count."""
-        cached = await self._token.load()
-        return {
-            "api_base": self.base_url,
-            "token_fetches": self.token_fetches,
-            "token_fingerprint": fingerprint(cached.token) if cached else None,
-            "token_expires_in": int(cached.expires_at - self._clock()) if cached else None,
-        }
+        """Token state for /readyz: a fingerprint instead of the token, and this process's fetch count.
+
+        Never raises: readiness reports a KV failure rather than failing itself."""
+        report: dict[str, Any] = {"api_base": self.base_url, "token_fetches": self.token_fetches,
+                                  "token_fingerprint": None, "token_expires_in": None}
+        try:
+            cached = await self._token.load()
+        except Exception as exc:  # the KV store is unreachable; /readyz's own KV check says so too
+            report["error"] = type(exc).__name__
+            return report
+        if cached is not None:
+            report["token_fingerprint"] = fingerprint(cached.token)
+            report["token_expires_in"] = int(cached.expires_at - self._clock())
+        return report
 
     async def _fetch_token(self, force_refresh: bool) -> tuple[str, float]:
         self.token_fetches += 1
