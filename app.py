@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     accounts = sub.add_parser("demo-accounts", help="list the seeded demo staff")
     accounts.add_argument("--json", action="store_true")
     sub.add_parser("worker", help="run background jobs without serving HTTP")
+    sub.add_parser("audit-verify", help="check every referral timeline and the audit log for tampering")
     sub.add_parser("demo", help="walk the paper's referral flow against the running platform")
     args = parser.parse_args(argv)
 
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_seed(settings))
         _print_banner(settings, asyncio.run(_demo_accounts(settings)) if args.seed else [])
         web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    elif args.command == "audit-verify":
+        from audit_verify import run_audit_verify
+
+        return asyncio.run(run_audit_verify(settings))
     elif args.command == "worker":
         from worker import run_worker
 

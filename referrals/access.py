@@ -39,6 +39,14 @@ async def effective_roles(principal: Principal, referral: Referral, sides: set[S
     return roles
 
 
+async def approver_here(principal: Principal) -> bool:
+    """Whether the caller approves referrals for their own institution (role or institution policy)."""
+    if principal.institution_id is None:
+        return False
+    policy = await policy_of(principal.institution_id)
+    return "approver" in principal.roles or bool(set(principal.roles) & set(policy.approver_roles))
+
+
 async def visible_referral(principal: Principal, public_id: uuid.UUID | str) -> Referral:
     """The referral if the caller may see it; otherwise 404, exactly as if it did not exist."""
     try:

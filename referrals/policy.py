@@ -22,3 +22,17 @@ def needs_source_approval(policy: InstitutionPolicy, direction: Direction) -> bo
 def deadline(policy: InstitutionPolicy, urgency: str, started_at: datetime) -> datetime:
     hours = float(policy.deadline_hours.get(urgency, 48))
     return started_at + timedelta(hours=hours)
+
+
+def policy_view(policy: InstitutionPolicy) -> dict:
+    return {"source_approval_up": policy.source_approval_up, "source_approval_down": policy.source_approval_down,
+            "source_approval_lateral": policy.source_approval_lateral, "approver_roles": policy.approver_roles,
+            "deadline_hours": policy.deadline_hours, "slip_grace_hours": policy.slip_grace_hours}
+
+
+async def update_policy(institution_id: int, changes: dict) -> InstitutionPolicy:
+    """Applies to referrals created from now on; referrals under way keep the approval path they started with."""
+    policy = await policy_of(institution_id)
+    policy.update_from_dict(changes)
+    await policy.save()
+    return policy

@@ -11,7 +11,8 @@ from tortoise.queryset import QuerySet
 
 from accounts.principal import Principal
 from errors import Forbidden, InvalidInput
-from models import InstitutionPolicy, Referral
+from models import Referral
+from referrals.access import approver_here
 from referrals.state_machine import Status
 from timeutil import CHINA_TZ
 
@@ -27,13 +28,6 @@ class Filters:
     q: str | None = None
 
 
-async def _approver_here(principal: Principal) -> bool:
-    if principal.institution_id is None:
-        return False
-    policy, _ = await InstitutionPolicy.get_or_create(institution_id=principal.institution_id)
-    return "approver" in principal.roles or bool(set(principal.roles) & set(policy.approver_roles))
-
-
 async def box_query(principal: Principal, box: str) -> QuerySet:
     if box not in BOXES:
         raise InvalidInput("未知的列表类型", code="INVALID_BOX", detail={"allowed": list(BOXES)})
@@ -46,7 +40,7 @@ async def box_query(principal: Principal, box: str) -> QuerySet:
         return Referral.filter(source_institution_id=inst)
     if box == "incoming":
         return Referral.filter(target_institution_id=inst).exclude(status=Status.DRAFT)
-    if not await _approver_here(principal):
+    if not await approver_here(principal):
         raise Forbidden("仅审批人员可查看待审批列表", code="ROLE_REQUIRED")
     return Referral.filter(Q(status=Status.PENDING_SOURCE, source_institution_id=inst)
                            | Q(status=Status.PENDING_TARGET, target_institution_id=inst))
@@ -99,6 +93,6 @@ async def badge_counts(principal: Principal) -> dict[str, int]:
     open_states = [Status.PENDING_SOURCE, Status.PENDING_TARGET, Status.SCHEDULED, Status.ADMITTED]
     counts["outgoing"] = await (await box_query(principal, "outgoing")).filter(status__in=open_states).count()
     counts["incoming"] = await (await box_query(principal, "incoming")).filter(status__in=open_states).count()
-    if await _approver_here(principal):
+    if await approver_here(principal):
         counts["to_approve"] = await (await box_query(principal, "to_approve")).count()
     return counts

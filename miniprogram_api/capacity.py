@@ -1,0 +1,137 @@
+"""Reserved referral beds per department and day, and each institution's referral policy."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from aiohttp import web
+from pydantic import BaseModel, Field, field_validator
+
+from accounts.principal import Principal, authenticate
+from directory.admin import own_department
+from errors import Forbidden, NotFound
+from miniprogram_api.directory import path_uuid
+from miniprogram_api.routing import Api, json_response, parse_body, parse_query
+from models import Department, Role
+from referrals import capacity
+from referrals.access import approver_here
+from referrals.policy import policy_of, policy_view, update_policy
+from timeutil import china_today
+
+api = Api()
+TAGS = ["capacity"]
+
+
+class RangeQuery(BaseModel):
+    date_from: date | None = Field(default=None, alias="from")
+    date_to: date | None = Field(default=None, alias="to")
+
+
+class CapacityDayOut(BaseModel):
+    date: date
+    capacity: int
+    booked: int
+    available: int
+
+
+class CapacityOut(BaseModel):
+    department_id: str
+    days: list[CapacityDayOut]
+
+
+class CapacityDayIn(BaseModel):
+    date: date
+    capacity: int = Field(ge=0, le=500)
+
+
+class CapacityIn(BaseModel):
+    days: list[CapacityDayIn] = Field(min_length=1, max_length=366)
+
+
+class PolicyModel(BaseModel):
+    source_approval_up: bool
+    source_approval_down: bool
+    source_approval_lateral: bool
+    approver_roles: list[str]
+    deadline_hours: dict[str, float]
+    slip_grace_hours: int
+
+
+class PolicyIn(BaseModel):
+    source_approval_up: bool | None = None
+    source_approval_down: bool | None = None
+    source_approval_lateral: bool | None = None
+    approver_roles: list[str] | None = Field(default=None, min_length=1, max_length=5)
+    deadline_hours: dict[str, float] | None = None
+    slip_grace_hours: int | None = Field(default=None, ge=0, le=24 * 14)
+
+    @field_validator("approver_roles")
+    @classmethod
+    def _roles(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and set(value) - {r.value for r in Role}:
+            raise ValueError("角色不正确")
+        return value
+
+    @field_validator("deadline_hours")
+    @classmethod
+    def _deadlines(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            if set(value) != {"routine", "urgent", "emergency"}:
+                raise ValueError("需分别填写 routine、urgent、emergency 的时限")
+            if any(not 0 < hours <= 24 * 30 for hours in value.values()):
+                raise ValueError("时限应在 0 到 720 小时之间")
+        return value
+
+
+async def _department_for(principal: Principal, request: web.Request, *, write: bool) -> Department:
+    """Admins and approvers manage their own institution's beds; any staff may read any department's."""
+    principal.require_staff()
+    if write:
+        if Role.ADMIN not in principal.roles and not await approver_here(principal):
+            raise Forbidden("仅机构管理员和审批人员可发布预留床位", code="ROLE_REQUIRED")
+        return await own_department(principal, path_uuid(request))
+    department = await Department.get_or_none(public_id=path_uuid(request), deleted_at=None)
+    if department is None:
+        raise NotFound("未找到该科室", code="DEPARTMENT_NOT_FOUND")
+    return department
+
+
+@api.route("GET", "/api/v1/departments/{id}/capacity", summary="科室每日预留转诊床位", tags=TAGS, query=RangeQuery,
+           response=CapacityOut)
+async def get_capacity(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    department = await _department_for(principal, request, write=False)
+    query = parse_query(request, RangeQuery)
+    start = query.date_from or china_today()
+    end = query.date_to or start + timedelta(days=13)
+    days = await capacity.capacity_between(department.id, start, end)
+    return json_response({"department_id": str(department.public_id), "days": days})
+
+
+@api.route("PUT", "/api/v1/departments/{id}/capacity", summary="发布每日预留转诊床位（管理员、审批人员）", tags=TAGS,
+           body=CapacityIn, response=CapacityOut, responses={409: "不能少于已预约数"})
+async def put_capacity(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    department = await _department_for(principal, request, write=True)
+    body = await parse_body(request, CapacityIn)
+    await capacity.set_capacity(department.id, {d.date: d.capacity for d in body.days})
+    dates = sorted(d.date for d in body.days)
+    days = await capacity.capacity_between(department.id, dates[0], dates[-1])
+    return json_response({"department_id": str(department.public_id), "days": days})
+
+
+@api.route("GET", "/api/v1/admin/policy", summary="本机构转诊策略", tags=["admin"], response=PolicyModel)
+async def get_policy(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    principal.require_role(Role.ADMIN)
+    return json_response(policy_view(await policy_of(principal.institution_id)))
+
+
+@api.route("PUT", "/api/v1/admin/policy", summary="修改本机构转诊策略（审批环节、审批角色、时限）", tags=["admin"],
+           body=PolicyIn, response=PolicyModel)
+async def put_policy(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    principal.require_role(Role.ADMIN)
+    body = await parse_body(request, PolicyIn)
+    policy = await update_policy(principal.institution_id, body.model_dump(exclude_none=True))
+    return json_response(policy_view(policy))

@@ -1,0 +1,67 @@
+"""Reserved-bed and policy routes: who may publish, who may read, and what they refuse."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.support import bearer, login_demo, seeded
+from timeutil import china_today
+
+
+async def _department(client, session, code: str, index: int = 0) -> str:
+    institutions = (await (await client.get("/api/v1/institutions", headers=bearer(session))).json())["items"]
+    institution = next(i for i in institutions if i["code"] == code)
+    departments = await (await client.get(f"/api/v1/institutions/{institution['id']}/departments",
+                                          headers=bearer(session))).json()
+    return departments["items"][index]["id"]
+
+
+async def test_approver_publishes_beds_and_anyone_on_staff_reads_them(client):
+    await seeded(client)
+    approver = await login_demo(client, "SUBEI", "approver")
+    department = await _department(client, approver, "SUBEI")
+    day = china_today() + timedelta(days=2)
+    resp = await client.put(f"/api/v1/departments/{department}/capacity",
+                            json={"days": [{"date": day.isoformat(), "capacity": 3}]}, headers=bearer(approver))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["days"] == [{"date": day.isoformat(), "capacity": 3, "booked": 0, "available": 3}]
+
+    doctor = await login_demo(client, "DONGGUAN", "doctor")
+    resp = await client.get(f"/api/v1/departments/{department}/capacity?from={day}&to={day + timedelta(days=1)}",
+                            headers=bearer(doctor))
+    days = (await resp.json())["days"]
+    assert [d["capacity"] for d in days] == [3, 0]
+
+    resp = await client.put(f"/api/v1/departments/{department}/capacity",
+                            json={"days": [{"date": day.isoformat(), "capacity": 1}]}, headers=bearer(doctor))
+    assert resp.status == 403
+    other_approver = await login_demo(client, "GAOYOU", "approver")
+    resp = await client.put(f"/api/v1/departments/{department}/capacity",
+                            json={"days": [{"date": day.isoformat(), "capacity": 9}]}, headers=bearer(other_approver))
+    assert resp.status == 404
+    resp = await client.put(f"/api/v1/departments/{department}/capacity",
+                            json={"days": [{"date": day.isoformat(), "capacity": -1}]}, headers=bearer(approver))
+    assert resp.status == 422
+    resp = await client.get(f"/api/v1/departments/{department}/capacity?from={day}&to={day - timedelta(days=1)}",
+                            headers=bearer(doctor))
+    assert resp.status == 422
+
+
+async def test_admin_edits_own_policy(client):
+    await seeded(client)
+    admin = await login_demo(client, "SUBEI", "admin")
+    resp = await client.get("/api/v1/admin/policy", headers=bearer(admin))
+    assert (await resp.json())["source_approval_down"] is False
+    resp = await client.put("/api/v1/admin/policy", json={"source_approval_down": True,
+                                                          "approver_roles": ["approver", "admin"]},
+                            headers=bearer(admin))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["source_approval_down"] is True and body["approver_roles"] == ["approver", "admin"]
+    bad = await client.put("/api/v1/admin/policy", json={"deadline_hours": {"routine": 0}}, headers=bearer(admin))
+    assert bad.status == 422
+    approver = await login_demo(client, "SUBEI", "approver")
+    assert (await client.get("/api/v1/admin/policy", headers=bearer(approver))).status == 403
+    other = await login_demo(client, "GAOYOU", "admin")
+    assert (await (await client.get("/api/v1/admin/policy", headers=bearer(other))).json())["source_approval_down"] \
+        is False
