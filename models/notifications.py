@@ -22,7 +22,7 @@ class InboxMessage(Record):
 
     class Meta:
         table = "inbox_message"
-        indexes = (("account", "read_at"),)
+        indexes = (("account_id", "read_at"),)
 
 
 class SubscriptionCredit(Model):

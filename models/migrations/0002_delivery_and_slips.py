@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
                 ('dedupe_key', fields.CharField(unique=True, max_length=160)),
                 ('read_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'inbox_message', 'app': 'models', 'indexes': [Index(fields=['account', 'read_at'])], 'pk_attr': 'id'},
+            options={'table': 'inbox_message', 'app': 'models', 'indexes': [Index(fields=['account_id', 'read_at'])], 'pk_attr': 'id'},
             bases=['Record'],
         ),
         ops.CreateModel(
