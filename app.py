@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 import db
-from appkeys import CIPHER, DB, KV_STORE, SETTINGS
+from appkeys import CIPHER, DB, KV_STORE, SETTINGS, STORAGE
 from kv import connect as connect_kv
 from settings import Settings, SettingsError
+from storage import LocalStorage
 
 log = logging.getLogger("referral_cloud")
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[CIPHER] = PersonalDataCipher(settings.data_key, settings.lookup_key)
+    app[STORAGE] = LocalStorage(settings.data_dir / "files")
     from appkeys import METRICS
 
     app[METRICS] = Metrics()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from metrics import Metrics
     from security.crypto import PersonalDataCipher
     from settings import Settings
+    from storage import Storage
     from wechat.client import WeChatClient
     from wechat.sandbox import SandboxState
 
@@ -29,3 +30,4 @@ CIPHER: web.AppKey[PersonalDataCipher] = web.AppKey("cipher")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 HIS: web.AppKey[HisGateway] = web.AppKey("his")
 HIS_SIMULATOR: web.AppKey[SimulatorState] = web.AppKey("his_simulator")
+STORAGE: web.AppKey[Storage] = web.AppKey("storage")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from miniprogram_api import admin, auth, capacity, directory, his_launch, ops, patients, referrals
+from miniprogram_api import admin, auth, capacity, directory, his_launch, ops, patients, referral_records, referrals
 from miniprogram_api.routing import Api
 
-API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals]
+API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records]
 
 
 def all_routes() -> list:

@@ -48,6 +48,10 @@ def build_openapi(routes: list[RouteSpec]) -> dict:
             op["parameters"] = params
         if spec.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(spec.body)}}}
+        elif spec.upload:
+            op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}}}}}}
         ok = str(spec.status)
         if spec.response is not None:
             success = {"description": "成功", "content": {spec.content_type: {"schema": ref(spec.response)}}}

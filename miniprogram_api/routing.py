@@ -98,6 +98,7 @@ class RouteSpec:
     auth: bool = True
     content_type: str = "application/json"
     status: int = 200
+    upload: bool = False  # the body is multipart/form-data with one `file` part
 
 
 class Api:
@@ -110,10 +111,11 @@ class Api:
               body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: type[BaseModel] | None = None, auth: bool = True,
               responses: dict[int, str] | None = None,
-              content_type: str = "application/json", status: int = 200) -> Callable[[Handler], Handler]:
+              content_type: str = "application/json", status: int = 200,
+              upload: bool = False) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             self.routes.append(RouteSpec(method, path, handler, summary, tags or [], body, query,
-                                         response, responses or {}, auth, content_type, status))
+                                         response, responses or {}, auth, content_type, status, upload))
             return handler
 
         return decorate
