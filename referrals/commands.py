@@ -375,15 +375,17 @@ async def resubmit(principal: Principal, cipher: PersonalDataCipher, public_id, 
     target = await Institution.get(id=old.target_institution_id)  # type: ignore[attr-defined]
     department = await Department.get(id=old.target_department_id)  # type: ignore[attr-defined]
     phone = cipher.decrypt(old.contact_phone_enc, "phone") if old.contact_phone_enc else ""
-    async with in_transaction():
+    created: list[Referral] = []
+
+    async def prepare(current: Referral) -> Step:
+        # Created only once the table has allowed the resubmission, in the same transaction.
         new = await create_referral(principal, cipher, NewReferral(
             patient_id=patient.public_id, target_institution_id=target.public_id,
             target_department_id=department.public_id, urgency=old.urgency,
             clinical=clinical or Clinical.model_validate(old.clinical), contact_phone=phone, submit=submit_now,
             confirm_duplicate=True, previous_id=old.id))
+        created.append(new)
+        return Step({}, data={"new_referral": new.code, "new_referral_id": str(new.public_id)})
 
-        async def prepare(current: Referral) -> Step:
-            return Step({}, data={"new_referral": new.code, "new_referral_id": str(new.public_id)})
-
-        await _transition(principal, old.id, Action.RESUBMIT, expected_version=None, prepare=prepare)
-    return new
+    await _transition(principal, old.id, Action.RESUBMIT, expected_version=None, prepare=prepare)
+    return created[0]
