@@ -214,6 +214,21 @@ class Desk:
         assert resp.status == status, await resp.text()
         return await resp.json()
 
+    async def publish_beds(self, code: str, dept_code: str, day: date, capacity: int) -> dict:
+        """The institution's approver publishes `capacity` reserved beds for `day` (PUT .../capacity)."""
+        dept = await department(code, dept_code)
+        resp = await self.client.put(f"/api/v1/departments/{dept.public_id}/capacity",
+                                     json={"days": [{"date": day.isoformat(), "capacity": capacity}]},
+                                     headers=await self.headers((code, "approver")))
+        return (await self.ok(resp))["days"][0]
+
+    async def beds(self, code: str, dept_code: str, day: date) -> dict:
+        """GET .../capacity for one day: {date, capacity, booked, available}."""
+        dept = await department(code, dept_code)
+        resp = await self.get((code, "approver"), f"/api/v1/departments/{dept.public_id}/capacity",
+                              **{"from": day.isoformat(), "to": day.isoformat()})
+        return (await self.ok(resp))["days"][0]
+
     async def approve_target(self, target: str, referral_id: str, *, day: date | None = None,
                              dept: str | None = None, ward: str = "", bed: str = "",
                              who: tuple[str, str] | str | None = None, **body):
@@ -224,9 +239,9 @@ class Desk:
         return await self.post(who or (target, "approver"), referral_id, "approve", {"admission": admission} | body)
 
     async def drive(self, to: Status, *, source: str = "DONGGUAN", target: str = "SUBEI", dept: str = "CARD",
-                    patient_id: str | None = None, day: date | None = None, beds: int = 5) -> dict:
+                    patient_id: str | None = None, day: date | None = None) -> dict:
         """Create a referral from `source` to `target`/`dept` and walk it to `to` by the paper's path (approvals
-        as the policies require, the bed booked on `day`); returns its detail as the referrer sees it."""
+        as the policies require, a bed booked on `day`, published if none is free); returns its detail as the referrer sees it."""
         if patient_id is None:
             patient_id = str((await make_patient(self.cipher)).public_id)
         referrer = (source, "doctor")
@@ -249,7 +264,9 @@ class Desk:
             if to is Status.REJECTED:
                 return await self.ok(await self.post((target, "approver"), rid, "reject", {"reason_code": "no_beds"}))
             return body
-        await open_beds(target, dept, day or tomorrow(), beds)
+        free = await self.beds(target, dept, day or tomorrow())
+        if free["available"] == 0:
+            await self.publish_beds(target, dept, day or tomorrow(), free["booked"] + 5)
         body = await self.ok(await self.approve_target(target, rid, day=day))
         if to is Status.SCHEDULED:
             return body
