@@ -231,17 +231,19 @@ class Desk:
 
     async def approve_target(self, target: str, referral_id: str, *, day: date | None = None,
                              dept: str | None = None, ward: str = "", bed: str = "",
-                             who: tuple[str, str] | str | None = None, **body):
+                             who: tuple[str, str] | str | None = None, key: str | None = None, **body):
         """The target's approver accepts and books `day` (default tomorrow) in `dept` (default the referral's)."""
         admission = {"date": (day or tomorrow()).isoformat(), "ward": ward, "bed": bed}
         if dept is not None:
             admission["department_id"] = str((await department(target, dept)).public_id)
-        return await self.post(who or (target, "approver"), referral_id, "approve", {"admission": admission} | body)
+        return await self.post(who or (target, "approver"), referral_id, "approve", {"admission": admission} | body,
+                               key=key)
 
     async def drive(self, to: Status, *, source: str = "DONGGUAN", target: str = "SUBEI", dept: str = "CARD",
                     patient_id: str | None = None, day: date | None = None) -> dict:
-        """Create a referral from `source` to `target`/`dept` and walk it to `to` by the paper's path (approvals
-        as the policies require, a bed booked on `day`, published if none is free); returns its detail as the referrer sees it."""
+        """Create a referral from `source` to `target`/`dept` and walk it to `to` by the paper's path (approvals as
+        the policies require, a bed booked on `day`, published if none is free); returns its detail as the referrer
+        sees it."""
         if patient_id is None:
             patient_id = str((await make_patient(self.cipher)).public_id)
         referrer = (source, "doctor")
