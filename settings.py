@@ -70,6 +70,11 @@ class Settings:
     wechat_timeout: float = 5.0
     wechat_push_token: str = "sandbox-push-token"
     wechat_aes_key: str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+    wechat_template_approval: str = "rc-referral-approval"
+    wechat_template_progress: str = "rc-referral-progress"
+    wechat_template_admission: str = "rc-admission-notice"
+    wechat_long_term_templates: str = ""
+    wechat_miniprogram_state: str = "formal"
     jwt_secret: str = ""
     access_ttl: int = 15 * 60
     refresh_ttl: int = 30 * 24 * 3600
@@ -80,6 +85,13 @@ class Settings:
     embedded_his: bool = True
     seed_demo: bool = False
     background_tasks: bool = True
+    embedded_dispatcher: bool = True
+    outbox_poll: float = 2.0
+    outbox_lease: float = 120.0
+    outbox_concurrency: int = 32
+    outbox_max_attempts: int = 12
+    outbox_backoff: float = 2.0
+    outbox_backoff_max: float = 3600.0
     max_body: int = 1024 * 1024
     log_level: str = "INFO"
 
@@ -120,6 +132,9 @@ class Settings:
             else:
                 values[f.name] = raw
         values.update(overrides)
+        if "embedded_his" not in values and str(values.get("database_url", "")).startswith("postgres"):
+            # The simulator exposes synthetic patients and fault switches: never on by default in production.
+            values["embedded_his"] = False
         settings = cls(**values)
         settings._validate()
         return settings.with_dev_secrets()
@@ -134,6 +149,13 @@ class Settings:
             raise SettingsError(f"PORT must be between 1 and 65535, got {self.port}")
         if len(self.wechat_aes_key) != 43:
             raise SettingsError("WECHAT_AES_KEY must be the 43-character EncodingAESKey")
+        if self.wechat_miniprogram_state not in ("developer", "trial", "formal"):
+            raise SettingsError("WECHAT_MINIPROGRAM_STATE must be developer, trial or formal")
+        for name in ("outbox_poll", "outbox_lease", "outbox_backoff", "outbox_backoff_max"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+        if self.outbox_concurrency < 1 or self.outbox_max_attempts < 1:
+            raise SettingsError("OUTBOX_CONCURRENCY and OUTBOX_MAX_ATTEMPTS must be at least 1")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if not self.embedded_db or self.wechat_api_base:
@@ -173,6 +195,15 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("WECHAT_TIMEOUT", "`5`", "seconds for each WeChat call"),
     ("WECHAT_PUSH_TOKEN", "`sandbox-push-token`", "message-push Token"),
     ("WECHAT_AES_KEY", "(sandbox key)", "message-push EncodingAESKey (43 characters)"),
+    ("WECHAT_TEMPLATE_APPROVAL", "`rc-referral-approval`",
+     "subscribe-message template id: referrals awaiting approval, reminders, escalations"),
+    ("WECHAT_TEMPLATE_PROGRESS", "`rc-referral-progress`", "subscribe-message template id: decisions and progress "
+     "for doctors and patients"),
+    ("WECHAT_TEMPLATE_ADMISSION", "`rc-admission-notice`", "subscribe-message template id: admission date, place and "
+     "what to bring"),
+    ("WECHAT_LONG_TERM_TEMPLATES", "(none)", "comma-separated template ids granted as long-term subscriptions "
+     "(one accept, many sends)"),
+    ("WECHAT_MINIPROGRAM_STATE", "`formal`", "mini-program version notifications open: developer, trial or formal"),
     ("JWT_SECRET", "(generated in DATA_DIR)", "HMAC key for access tokens; required with PostgreSQL"),
     ("ACCESS_TTL", "`900`", "access-token lifetime, seconds"),
     ("REFRESH_TTL", "`2592000`", "refresh-token lifetime, seconds"),
@@ -180,9 +211,19 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("DATA_KEY", "(generated in DATA_DIR)", "AES-256-GCM key for ID and phone numbers, 32 bytes base64url"),
     ("LOOKUP_KEY", "(generated in DATA_DIR)", "HMAC key for exact lookups of ID and phone numbers"),
     ("HIS_TIMEOUT", "`10`", "seconds for each HIS call"),
-    ("EMBEDDED_HIS", "`true`", "mount the HIS simulator and use it for institutions without a URL"),
+    ("EMBEDDED_HIS", "`true` (SQLite), `false` (PostgreSQL)",
+     "mount the HIS simulator and use it for institutions without a front-end processor URL"),
     ("SEED_DEMO", "`false`", "seed the demo consortium on start if the database is empty"),
     ("BACKGROUND_TASKS", "`true`", "run the token keeper and dispatcher inside this process"),
+    ("EMBEDDED_DISPATCHER", "`true`", "with BACKGROUND_TASKS, run the outbox dispatcher inside `web` too; "
+     "turn off when `worker` processes carry the jobs"),
+    ("OUTBOX_POLL", "`2`", "seconds between job polls when no wake-up arrives (wake-ups come through Redis)"),
+    ("OUTBOX_LEASE", "`120`", "seconds a claimed job stays with its worker; a dead worker's jobs are taken "
+     "over after it"),
+    ("OUTBOX_CONCURRENCY", "`32`", "jobs one dispatcher runs at the same time"),
+    ("OUTBOX_MAX_ATTEMPTS", "`12`", "attempts before a failing job goes dead"),
+    ("OUTBOX_BACKOFF", "`2`", "seconds before the first retry; doubles per attempt, with jitter"),
+    ("OUTBOX_BACKOFF_MAX", "`3600`", "longest wait between two attempts, seconds"),
     ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
     ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
 ]

@@ -46,10 +46,15 @@ async def _pg_admin(sql: str) -> None:
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
-    """Settings for a test app: embedded defaults, background tasks on, secrets generated in data_dir."""
+    """Settings for a test app: embedded defaults, background tasks on, secrets generated in data_dir.
+
+    The outbox dispatcher stays off unless a test turns it on (embedded_dispatcher=True), so that a test that
+    runs a job by hand is not raced by the dispatcher and timelines do not grow behind a test's back."""
     overrides.setdefault("jwt_secret", "test-jwt-secret-of-sufficient-length-0123456789")
     overrides.setdefault("data_key", bytes(range(32)))
     overrides.setdefault("lookup_key", bytes(range(32, 64)))
+    overrides.setdefault("embedded_his", True)
+    overrides.setdefault("embedded_dispatcher", False)
     return Settings.from_env({}, data_dir=data_dir, **overrides)
 
 

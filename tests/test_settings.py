@@ -42,6 +42,7 @@ def test_production_settings(tmp_path):
                                   "REDIS_URL": "redis://127.0.0.1:6379/0", "JWT_SECRET": "x" * 40,
                                   "DATA_KEY": KEY, "LOOKUP_KEY": KEY, "PORT": "9000", "SEED_DEMO": "yes"})
     assert not settings.embedded_db and settings.port == 9000 and settings.seed_demo is True
+    assert settings.embedded_his is False, "no HIS simulator in production unless asked for"
     assert settings.data_key == bytes(32)
     assert not (tmp_path / "data.key").exists(), "production never writes generated keys"
 
