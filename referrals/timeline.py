@@ -70,7 +70,7 @@ def check_chain(events: list[ReferralEvent]) -> ChainCheck:
     prev = GENESIS
     for expected_seq, event in enumerate(events, start=1):
         if event.seq != expected_seq:
-            return ChainCheck(False, len(events), event.seq, f"第 {expected_seq} 条记录缺失")
+            return ChainCheck(False, len(events), expected_seq, f"第 {expected_seq} 条记录缺失")
         if event.prev_hash != prev:
             return ChainCheck(False, len(events), event.seq, f"第 {event.seq} 条记录的前序哈希不符")
         digest = event_hash(prev, referral_id=event.referral_id, seq=event.seq, at=event.at,  # type: ignore[attr-defined]
