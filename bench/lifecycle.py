@@ -1,0 +1,448 @@
+"""python -m bench lifecycle: N concurrent simulated mini-program clients drive whole referral lifecycles
+against the real app, then the bare stack (bench.bare) takes the same concurrency; the result is JSON.
+
+How it runs, per backend (SQLite; PostgreSQL + Redis when DATABASE_URL and REDIS_URL are set):
+- our platform is `python app.py serve --migrate --seed` in a process of its own, on a free loopback port,
+  with a throw-away DATA_DIR (SQLite) or its own PostgreSQL database and Redis prefix (dropped afterwards);
+  background tasks stay on (token keeper, dispatcher): they are part of our cost. The clients run in this
+  process, so on a 2-core machine the server has one core and the load generator the other;
+- setup (not timed): the target's approver publishes reserved beds in every department of SUBEI for two
+  weeks; the demo patients' MRNs are read from each source institution's HIS simulator;
+- warm-up (not timed): each client runs `--warmup` lifecycles;
+- phase "lifecycle": each client runs `--lifecycles` lifecycles one after the other. A lifecycle is what the
+  people involved do in the mini-program: the source doctor logs in (sandbox login code, wx-login), scans an
+  inpatient's MRN, creates and submits the referral with the HIS pre-fill; the source approver logs in and
+  approves (up-referrals); SUBEI's approver logs in and approves with a bed booking; the doctor reads the
+  referral and its timeline (checked: status scheduled, one event per version);
+- phase "transitions": each client first creates `--referrals` drafts (not timed), then drives each through
+  submit, source approval and target approval with booking: one transition per request, which is the
+  like-for-like comparison with one bare insert per request;
+- phase "bare": `python -m bench.bare` (aiohttp + Tortoise, one insert per request) on the same database
+  kind, `--inserts` requests per client at the same concurrency.
+
+Numbers: lifecycles/s, transitions/s (timeline events written per second), per-endpoint p50/p99 (ms, as
+the client sees them), bare inserts/s and the ratio transitions/s ÷ bare inserts/s. Targets (issue 4): the
+ratio ≥ 0.5 and every endpoint's p99 < 250 ms at 32 clients. The run is bounded (fixed counts, `--timeout`
+per backend) and talks to loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from bench import bare
+from bench.common import (
+    RESULTS,
+    BenchError,
+    Http,
+    Recorder,
+    RequestFailed,
+    ServerProcess,
+    client_session,
+    drop_redis_prefix,
+    free_port,
+    key32,
+    machine,
+    now_china,
+    pg_database,
+    pg_version,
+    redis_version,
+    run_id,
+    services_env,
+    write_result,
+)
+
+TARGET = "SUBEI"
+SOURCES = ["DONGGUAN", "WENHE", "TANGWANG", "SANWAN", "GAOYOU", "BAOYING"]
+FALLBACK_DEPARTMENT = "心血管内科"
+REASON = "基层医院诊疗条件有限，需上级医院进一步诊治"
+BOOKING_DAYS = 14
+BEDS_PER_DAY = 500  # the API's maximum; far more than a run books
+
+RATIO_TARGET = 0.5
+P99_TARGET_MS = 250.0
+TARGET_CLIENTS = 32
+
+L_CODE = "POST /wechat-sandbox/sandbox/login-code"
+L_LOGIN = "POST /api/v1/auth/wx-login"
+L_SCAN = "POST /api/v1/scan"
+L_CREATE = "POST /api/v1/referrals (create+submit)"
+L_DRAFT = "POST /api/v1/referrals (draft)"
+L_SUBMIT = "POST /api/v1/referrals/{id}/submit"
+L_SOURCE = "POST /api/v1/referrals/{id}/approve (source)"
+L_TARGET = "POST /api/v1/referrals/{id}/approve (target, booking)"
+L_DETAIL = "GET /api/v1/referrals/{id}"
+
+# Environment variables the bench sets for its servers; inherited values would point them elsewhere.
+SERVER_ENV = ("DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "HOST", "PORT", "PUBLIC_URL", "DATA_DIR", "SEED_DEMO",
+              "JWT_SECRET", "DATA_KEY", "LOOKUP_KEY", "WECHAT_API_BASE", "EMBEDDED_HIS", "BACKGROUND_TASKS",
+              "LOG_LEVEL")
+
+
+def demo_openid(institution_code: str, role: str) -> str:
+    from directory.seed import demo_openid as seeded_openid
+
+    return seeded_openid(institution_code, role)
+
+
+@dataclass
+class World:
+    """What the clients need to know about the seeded consortium, read once in the setup."""
+
+    institutions: dict[str, str]  # code → public id
+    departments: dict[str, str]  # SUBEI department name → public id
+    mrns: dict[str, list[str]]  # source code → MRNs of HIS inpatients (they have a pre-fill)
+    days: list[str]  # bookable days (ISO)
+    patients: dict[str, list[str]] = field(default_factory=dict)  # source code → platform patient ids seen
+
+    def department_for(self, his_department: str) -> str:
+        return self.departments.get(his_department) or self.departments[FALLBACK_DEPARTMENT]
+
+
+# ------------------------------------------------------------------------------------------- clients
+
+async def login(http: Http, openid: str) -> str:
+    """What the mini-program does on launch: wx.login (the sandbox mints the code), then our wx-login."""
+    code = (await http.call(L_CODE, "POST", "/wechat-sandbox/sandbox/login-code", json_body={"openid": openid}))
+    session = await http.call(L_LOGIN, "POST", "/api/v1/auth/wx-login", json_body={"code": code["code"]})
+    return session["access_token"]
+
+
+async def setup_world(http: Http) -> World:
+    """Read the directory, publish reserved beds at SUBEI, list the source HISes' inpatients."""
+    approver = await login(http, demo_openid(TARGET, "approver"))
+    page = await http.call("setup", "GET", "/api/v1/institutions?limit=200", token=approver)
+    institutions = {i["code"]: i["id"] for i in page["items"]}
+    page = await http.call("setup", "GET", f"/api/v1/institutions/{institutions[TARGET]}/departments?limit=200",
+                           token=approver)
+    departments = {d["name"]: d["id"] for d in page["items"]}
+    first = now_china().date() + timedelta(days=1)
+    days = [(first + timedelta(days=n)).isoformat() for n in range(BOOKING_DAYS)]
+    for department_id in departments.values():
+        await http.call("setup", "PUT", f"/api/v1/departments/{department_id}/capacity",
+                        json_body={"days": [{"date": d, "capacity": BEDS_PER_DAY} for d in days]}, token=approver)
+    mrns = {}
+    for code in SOURCES:
+        listing = await http.call("setup", "GET", f"/his-sim/{code}/_patients")
+        mrns[code] = [p["mrn"] for p in listing["items"] if p["open_encounter"]]
+        if not mrns[code]:
+            raise BenchError(f"the HIS simulator of {code} lists no inpatient")
+    return World(institutions=institutions, departments=departments, mrns=mrns, days=days)
+
+
+OUR_ACTIONS = ("create", "submit", "approve")
+
+
+def _check_scheduled(http: Http, detail: dict, source_approved: bool) -> int:
+    """The referrer's view after target approval: scheduled, with our transitions on the timeline in order
+    (background jobs may have added their own events since); returns how many transitions we made."""
+    ours = [e["action"] for e in detail["timeline"] if e["action"] in OUR_ACTIONS]
+    expected = ["create", "submit", "approve"] + (["approve"] if source_approved else [])
+    if detail["status"] != "scheduled" or ours != expected:
+        problem = f"unexpected referral: status {detail['status']}, events {[e['action'] for e in detail['timeline']]}"
+        http.recorder.fail(L_DETAIL, 200, problem)
+        raise RequestFailed(problem)
+    return len(ours)
+
+
+async def one_lifecycle(http: Http, world: World, client: int, n: int) -> int:
+    """One referral from scan to booked bed; returns the number of transitions (timeline events) it made."""
+    source = SOURCES[client % len(SOURCES)]
+    doctor = await login(http, demo_openid(source, "doctor"))
+    mrns = world.mrns[source]
+    mrn = mrns[(client // len(SOURCES) + n * len(SOURCES)) % len(mrns)]
+    scan = await http.call(L_SCAN, "POST", "/api/v1/scan", json_body={"content": mrn}, token=doctor)
+    patient_id = scan["patient"]["id"]
+    world.patients.setdefault(source, [])
+    if patient_id not in world.patients[source]:
+        world.patients[source].append(patient_id)
+    department = world.department_for((scan.get("his") or {}).get("department", ""))
+    referral = await http.call(L_CREATE, "POST", "/api/v1/referrals", expect=201, token=doctor, json_body={
+        "patient_id": patient_id, "target_institution_id": world.institutions[TARGET],
+        "target_department_id": department, "urgency": "routine",
+        "clinical": scan["prefill"] | {"referral_reason": REASON}, "submit": True, "confirm_duplicate": True})
+    rid = referral["id"]
+    source_approved = referral["status"] == "pending_source"
+    if source_approved:
+        approver = await login(http, demo_openid(source, "approver"))
+        await http.call(L_SOURCE, "POST", f"/api/v1/referrals/{rid}/approve", json_body={"comment": "同意上转"},
+                        token=approver)
+    target = await login(http, demo_openid(TARGET, "approver"))
+    await http.call(L_TARGET, "POST", f"/api/v1/referrals/{rid}/approve", token=target, json_body={
+        "comment": "已预约床位", "admission": {"date": world.days[n % len(world.days)], "department_id": department}})
+    detail = await http.call(L_DETAIL, "GET", f"/api/v1/referrals/{rid}", token=doctor)
+    return _check_scheduled(http, detail, source_approved)
+
+
+@dataclass
+class Desk:
+    """One client's three people, logged in once, and the drafts it prepared for the transition phase."""
+
+    source: str
+    doctor: str
+    approver: str
+    target: str
+    drafts: list[tuple[str, str]] = field(default_factory=list)  # (referral id, department id)
+
+
+async def prepare_desk(http: Http, world: World, client: int, drafts: int) -> Desk:
+    source = SOURCES[client % len(SOURCES)]
+    desk = Desk(source, await login(http, demo_openid(source, "doctor")),
+                await login(http, demo_openid(source, "approver")), await login(http, demo_openid(TARGET, "approver")))
+    patients = world.patients.get(source) or []
+    if not patients:
+        raise BenchError(f"no patient of {source} was scanned in the lifecycle phase")
+    department = world.departments[FALLBACK_DEPARTMENT]
+    for n in range(drafts):
+        referral = await http.call(L_DRAFT, "POST", "/api/v1/referrals", expect=201, token=desk.doctor, json_body={
+            "patient_id": patients[(client + n) % len(patients)], "target_institution_id": world.institutions[TARGET],
+            "target_department_id": department, "urgency": "routine", "confirm_duplicate": True,
+            "clinical": {"diagnoses": [{"code": "I20.0", "name": "不稳定型心绞痛"}],
+                         "chief_complaint": "反复胸闷胸痛1周，加重1天", "referral_reason": REASON}})
+        desk.drafts.append((referral["id"], department))
+    return desk
+
+
+async def drive_drafts(http: Http, world: World, desk: Desk) -> tuple[int, int]:
+    """Submit, source-approve and target-approve each draft; returns (transitions made, drafts failed)."""
+    transitions = failed = 0
+    for n, (rid, department) in enumerate(desk.drafts):
+        try:
+            referral = await http.call(L_SUBMIT, "POST", f"/api/v1/referrals/{rid}/submit", json_body={},
+                                       token=desk.doctor)
+            transitions += 1
+            if referral["status"] == "pending_source":
+                await http.call(L_SOURCE, "POST", f"/api/v1/referrals/{rid}/approve", json_body={},
+                                token=desk.approver)
+                transitions += 1
+            await http.call(L_TARGET, "POST", f"/api/v1/referrals/{rid}/approve", token=desk.target, json_body={
+                "admission": {"date": world.days[n % len(world.days)], "department_id": department}})
+            transitions += 1
+        except RequestFailed:
+            failed += 1
+    return transitions, failed
+
+
+# ---------------------------------------------------------------------------------------- phases
+
+async def run_lifecycles(http: Http, world: World, clients: int, per_client: int) -> dict:
+    async def client(c: int) -> tuple[int, int, int]:
+        done = failed = events = 0
+        for n in range(per_client):
+            try:
+                events += await one_lifecycle(http, world, c, n)
+                done += 1
+            except RequestFailed:
+                failed += 1
+        return done, failed, events
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(client(c) for c in range(clients)))
+    elapsed = time.perf_counter() - started
+    done, failed, events = (sum(r[i] for r in results) for i in range(3))
+    return {"clients": clients, "count": done, "failed": failed, "seconds": round(elapsed, 3),
+            "per_s": round(done / elapsed, 2), "transitions": events,
+            "transitions_per_s": round(events / elapsed, 1)}
+
+
+async def run_transitions(http: Http, setup_http: Http, world: World, clients: int, per_client: int) -> dict:
+    desks = await asyncio.gather(*(prepare_desk(setup_http, world, c, per_client) for c in range(clients)))
+    started = time.perf_counter()
+    results = await asyncio.gather(*(drive_drafts(http, world, desk) for desk in desks))
+    elapsed = time.perf_counter() - started
+    transitions, failed = sum(r[0] for r in results), sum(r[1] for r in results)
+    return {"clients": clients, "referrals": clients * per_client, "failed": failed, "count": transitions,
+            "seconds": round(elapsed, 3), "per_s": round(transitions / elapsed, 1)}
+
+
+# --------------------------------------------------------------------------------------- backends
+
+@dataclass
+class Backend:
+    name: str
+    ours_env: dict[str, str]
+    bare_db_url: str
+    description: str
+
+
+def _base_env() -> dict[str, str]:
+    # The HIS simulator stands in for every member's HIS on both backends (production turns it off).
+    return {k: v for k, v in os.environ.items() if k not in SERVER_ENV} | {
+        "LOG_LEVEL": "INFO", "BACKGROUND_TASKS": "true", "EMBEDDED_HIS": "true"}
+
+
+@contextlib.asynccontextmanager
+async def sqlite_backend(tmp: Path) -> AsyncIterator[Backend]:
+    yield Backend("sqlite", {"DATA_DIR": str(tmp / "ours")}, f"sqlite://{tmp / 'bare.sqlite3'}",
+                  f"SQLite {sqlite3.sqlite_version} (WAL), in-process KV")
+
+
+@contextlib.asynccontextmanager
+async def services_backend(tmp: Path) -> AsyncIterator[Backend]:
+    database_url, redis_url = services_env()
+    if not database_url or not redis_url:
+        raise BenchError("the PostgreSQL + Redis run needs DATABASE_URL and REDIS_URL")
+    rid = run_id()
+    prefix = f"rc-bench-{rid}:"
+    description = f"PostgreSQL {await pg_version(database_url)} + Redis {await redis_version(redis_url)}"
+    async with pg_database(database_url, f"rc_bench_{rid}") as ours_url, \
+            pg_database(database_url, f"rc_bench_bare_{rid}") as bare_url:
+        try:
+            yield Backend("postgresql+redis", {
+                "DATABASE_URL": ours_url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix,
+                "DATA_DIR": str(tmp / "ours"), "JWT_SECRET": key32(), "DATA_KEY": key32(), "LOOKUP_KEY": key32()},
+                bare_url, description)
+        finally:
+            await drop_redis_prefix(redis_url, prefix)
+
+
+@contextlib.asynccontextmanager
+async def serving(args: list[str], env: dict[str, str], log: Path, port: int) -> AsyncIterator[str]:
+    server = ServerProcess(args, env, log)
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await server.wait_ready(f"{base}/healthz")
+        yield base
+    finally:
+        server.stop()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> dict:
+    clients = opts.clients
+    lifecycle, transitions, bare_recorder = Recorder(), Recorder(), Recorder()
+    setup = Recorder()
+    port = free_port()
+    env = _base_env() | backend.ours_env | {"HOST": "127.0.0.1", "PORT": str(port)}
+    _say(f"[{backend.name}] starting the platform (migrate, seed) on port {port}")
+    async with serving(["app.py", "serve", "--migrate", "--seed"], env, tmp / "ours.log", port) as base, \
+            client_session(clients) as session:
+        setup_http = Http(session, base, setup)
+        world = await setup_world(setup_http)
+        if opts.warmup:
+            _say(f"[{backend.name}] warm-up: {clients} clients × {opts.warmup} lifecycles")
+            await run_lifecycles(Http(session, base, Recorder()), world, clients, opts.warmup)
+        _say(f"[{backend.name}] lifecycles: {clients} clients × {opts.lifecycles}")
+        lifecycles = await run_lifecycles(Http(session, base, lifecycle), world, clients, opts.lifecycles)
+        _say(f"[{backend.name}] transitions: {clients} clients × {opts.referrals} referrals")
+        trans = await run_transitions(Http(session, base, transitions), setup_http, world, clients, opts.referrals)
+    port = free_port()
+    _say(f"[{backend.name}] bare stack: {clients} clients × {opts.inserts} inserts")
+    async with serving(["-m", "bench.bare", "--port", str(port), "--db-url", backend.bare_db_url],
+                       _base_env(), tmp / "bare.log", port) as base:
+        bare_result = await bare.drive(base, clients, opts.inserts, bare_recorder)
+    bare_latency = bare_recorder.summary().get(bare.LABEL, {})
+    bare_result |= {"p50_ms": bare_latency.get("p50_ms"), "p99_ms": bare_latency.get("p99_ms")}
+    endpoints = {"lifecycle": lifecycle.summary(), "transitions": transitions.summary(),
+                 "bare": bare_recorder.summary()}
+    ratio = trans["per_s"] / bare_result["per_s"] if bare_result["per_s"] else None
+    ratio_in_lifecycles = (lifecycles["transitions_per_s"] / bare_result["per_s"]) if bare_result["per_s"] else None
+    return {
+        "database": backend.description,
+        "lifecycles": lifecycles,
+        "transitions": trans,
+        "bare_insert": bare_result,
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "ratio_in_lifecycles": round(ratio_in_lifecycles, 3) if ratio_in_lifecycles is not None else None,
+        "endpoints": endpoints,
+        "targets": _targets(ratio, endpoints, clients),
+        "failures": setup.failures + lifecycle.failures + transitions.failures + bare_recorder.failures,
+    }
+
+
+def _targets(ratio: float | None, endpoints: dict[str, dict], clients: int) -> dict:
+    """Issue 4's targets, judged on our endpoints in both phases (not on the bare reference)."""
+    worst = max(((phase, label, stats["p99_ms"]) for phase in ("lifecycle", "transitions")
+                 for label, stats in endpoints[phase].items() if stats["p99_ms"] is not None),
+                key=lambda row: row[2], default=None)
+    over = sorted(f"{phase}: {label}" for phase in ("lifecycle", "transitions")
+                  for label, stats in endpoints[phase].items()
+                  if stats["p99_ms"] is not None and stats["p99_ms"] >= P99_TARGET_MS)
+    return {"clients": clients, "at_target_concurrency": clients == TARGET_CLIENTS,
+            "ratio_min": RATIO_TARGET, "ratio_met": ratio is not None and ratio >= RATIO_TARGET,
+            "p99_max_ms": P99_TARGET_MS, "p99_met": worst is not None and not over,
+            "p99_worst": {"phase": worst[0], "endpoint": worst[1], "p99_ms": worst[2]} if worst else None,
+            "p99_over_target": over}
+
+
+BACKENDS: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Backend]]] = {
+    "sqlite": sqlite_backend, "services": services_backend}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench lifecycle", description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=TARGET_CLIENTS, help="concurrent clients (default 32)")
+    parser.add_argument("--lifecycles", type=int, default=4, help="timed lifecycles per client (default 4)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed lifecycles per client first (default 1)")
+    parser.add_argument("--referrals", type=int, default=4,
+                        help="referrals per client in the transition phase (default 4)")
+    parser.add_argument("--inserts", type=int, default=40, help="bare inserts per client (default 40)")
+    parser.add_argument("--backends", default="",
+                        help="comma-separated: sqlite, services (default: sqlite, and services when "
+                             "DATABASE_URL and REDIS_URL are set)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per backend (default 900)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the JSON (default bench/results/lifecycle-<date>.json)")
+    parser.add_argument("--no-save", action="store_true", help="print only, write no file")
+    opts = parser.parse_args(argv)
+    if opts.clients < 1 or opts.lifecycles < 1 or opts.referrals < 1 or opts.inserts < 1 or opts.warmup < 0:
+        parser.error("counts must be positive (warm-up may be 0)")
+    names = [n.strip() for n in opts.backends.split(",") if n.strip()]
+    if not names:
+        names = ["sqlite"] + (["services"] if all(services_env()) else [])
+    unknown = set(names) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    opts.backends = names
+    return opts
+
+
+async def main(argv: list[str]) -> dict:
+    opts = parse_args(argv)
+    result: dict = {
+        "bench": "lifecycle",
+        "machine": machine(),
+        "setup": {"clients": opts.clients, "lifecycles_per_client": opts.lifecycles, "warmup_per_client": opts.warmup,
+                  "referrals_per_client": opts.referrals, "bare_inserts_per_client": opts.inserts,
+                  "server": "separate process (python app.py serve --migrate --seed; python -m bench.bare), "
+                            "clients in the bench process, loopback HTTP with keep-alive",
+                  "lifecycle": "doctor login, scan, create+submit, source approver login + approve (up-referrals), "
+                               "target approver login + approve with booking, doctor reads the timeline",
+                  "latency": "milliseconds per request as the client sees it"},
+        "backends": {},
+    }
+    for name in opts.backends:
+        with tempfile.TemporaryDirectory(prefix=f"bench-lifecycle-{name}-") as tmp:
+            async with asyncio.timeout(opts.timeout), BACKENDS[name](Path(tmp)) as backend:
+                result["backends"][backend.name] = await run_backend(backend, Path(tmp), opts)
+    result["summary"] = {name: {"lifecycles_per_s": b["lifecycles"]["per_s"],
+                                "transitions_per_s": b["transitions"]["per_s"],
+                                "bare_inserts_per_s": b["bare_insert"]["per_s"], "ratio": b["ratio"],
+                                "ratio_met": b["targets"]["ratio_met"], "p99_met": b["targets"]["p99_met"],
+                                "p99_worst_ms": (b["targets"]["p99_worst"] or {}).get("p99_ms")}
+                         for name, b in result["backends"].items()}
+    if not opts.no_save:
+        out = opts.out or RESULTS / f"lifecycle-{now_china().strftime('%Y%m%d-%H%M')}.json"
+        _say(f"written to {write_result(result, out)}")
+    return result
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(asyncio.run(main(sys.argv[1:])), ensure_ascii=False, indent=2))

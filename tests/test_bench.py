@@ -1,0 +1,58 @@
+"""The lifecycle bench runs end to end with tiny numbers: its JSON has the promised shape and every lifecycle,
+transition and bare insert completed without a failed request. No timing assertion: numbers from a shared
+test machine mean nothing; the committed bench/results/ are the measurements."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import lifecycle
+
+pytestmark = pytest.mark.slow
+
+LIFECYCLE_ENDPOINTS = {lifecycle.L_CODE, lifecycle.L_LOGIN, lifecycle.L_SCAN, lifecycle.L_CREATE, lifecycle.L_SOURCE,
+                       lifecycle.L_TARGET, lifecycle.L_DETAIL}
+TRANSITION_ENDPOINTS = {lifecycle.L_SUBMIT, lifecycle.L_SOURCE, lifecycle.L_TARGET}
+
+
+def _check_latencies(stats: dict, expected: set[str]) -> None:
+    assert set(stats) == expected
+    for label, row in stats.items():
+        assert row["count"] > 0 and row["failed"] == 0, (label, row)
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], (label, row)
+
+
+async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
+    name = "sqlite" if backend == "embedded" else "services"
+    out = tmp_path / "lifecycle.json"
+    result = await lifecycle.main(["--clients", "2", "--lifecycles", "1", "--warmup", "0", "--referrals", "1",
+                                   "--inserts", "3", "--backends", name, "--out", str(out)])
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert {"cores", "memory_mb", "python", "date", "cpu"} <= set(result["machine"])
+    assert result["setup"]["clients"] == 2
+    (key,) = result["backends"]
+    assert key == ("sqlite" if name == "sqlite" else "postgresql+redis")
+    run = result["backends"][key]
+    assert run["failures"] == []
+
+    # Two lifecycles (DONGGUAN and WENHE refer up to SUBEI): create, submit, source and target approval each.
+    assert run["lifecycles"]["count"] == 2 and run["lifecycles"]["failed"] == 0
+    assert run["lifecycles"]["transitions"] == 8
+    assert run["lifecycles"]["per_s"] > 0 and run["lifecycles"]["transitions_per_s"] > 0
+    # Two drafts driven through submit, source approval and target approval with booking.
+    assert run["transitions"]["count"] == 6 and run["transitions"]["failed"] == 0
+    assert run["bare_insert"]["count"] == 6 and run["bare_insert"]["failed"] == 0
+
+    _check_latencies(run["endpoints"]["lifecycle"], LIFECYCLE_ENDPOINTS)
+    _check_latencies(run["endpoints"]["transitions"], TRANSITION_ENDPOINTS)
+    _check_latencies(run["endpoints"]["bare"], {"POST /rows (bare insert)"})
+
+    assert run["ratio"] == pytest.approx(run["transitions"]["per_s"] / run["bare_insert"]["per_s"], rel=0.01)
+    targets = run["targets"]
+    assert targets["at_target_concurrency"] is False  # 2 clients, not the 32 the targets are set for
+    assert targets["ratio_min"] == 0.5 and targets["p99_max_ms"] == 250
+    assert isinstance(targets["ratio_met"], bool) and isinstance(targets["p99_met"], bool)
+    assert result["summary"][key]["ratio"] == run["ratio"]
