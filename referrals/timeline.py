@@ -17,11 +17,13 @@ def _canonical_time(at: datetime) -> str:
 
 
 def event_hash(prev_hash: str, *, referral_id: int, seq: int, at: datetime, action: str, from_status: str,
-               to_status: str, actor_staff_id: int | None, actor_role: str, actor_institution_id: int | None,
-               comment: str, data: dict) -> str:
+               to_status: str, actor_staff_id: int | None, actor_name: str, actor_role: str,
+               actor_institution_id: int | None, actor_institution_name: str, comment: str, data: dict) -> str:
+    # The names are covered too: they are what both sides read on the timeline.
     body = json.dumps({"referral": referral_id, "seq": seq, "at": _canonical_time(at), "action": action,
-                       "from": from_status, "to": to_status, "actor": actor_staff_id, "role": actor_role,
-                       "institution": actor_institution_id, "comment": comment, "data": data},
+                       "from": from_status, "to": to_status, "actor": actor_staff_id, "actor_name": actor_name,
+                       "role": actor_role, "institution": actor_institution_id,
+                       "institution_name": actor_institution_name, "comment": comment, "data": data},
                       sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
@@ -48,8 +50,8 @@ async def append_event(referral: Referral, *, seq: int, action: str, from_status
     at = datetime.now(UTC)
     digest = event_hash(prev_hash, referral_id=referral.id, seq=seq, at=at, action=action,
                         from_status=from_status, to_status=to_status, actor_staff_id=actor.staff_id,
-                        actor_role=actor.role, actor_institution_id=actor.institution_id, comment=comment,
-                        data=data)
+                        actor_name=actor.name, actor_role=actor.role, actor_institution_id=actor.institution_id,
+                        actor_institution_name=actor.institution_name, comment=comment, data=data)
     return await ReferralEvent.create(
         referral_id=referral.id, seq=seq, at=at, action=action, from_status=from_status, to_status=to_status,
         actor_staff_id=actor.staff_id, actor_name=actor.name, actor_role=actor.role,
@@ -75,8 +77,9 @@ def check_chain(events: list[ReferralEvent]) -> ChainCheck:
             return ChainCheck(False, len(events), event.seq, f"第 {event.seq} 条记录的前序哈希不符")
         digest = event_hash(prev, referral_id=event.referral_id, seq=event.seq, at=event.at,  # type: ignore[attr-defined]
                             action=event.action, from_status=event.from_status, to_status=event.to_status,
-                            actor_staff_id=event.actor_staff_id, actor_role=event.actor_role,
-                            actor_institution_id=event.actor_institution_id, comment=event.comment,
+                            actor_staff_id=event.actor_staff_id, actor_name=event.actor_name,
+                            actor_role=event.actor_role, actor_institution_id=event.actor_institution_id,
+                            actor_institution_name=event.actor_institution_name, comment=event.comment,
                             data=event.data)
         if digest != event.hash:
             return ChainCheck(False, len(events), event.seq, f"第 {event.seq} 条记录已被篡改")
