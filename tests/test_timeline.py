@@ -1,0 +1,159 @@
+"""The tamper-evident timeline and the audit log (issue 4 point 7): editing, deleting or reordering an event is
+found by `GET .../timeline/verify` (with the position) and by `python app.py audit-verify`; reading a patient's
+unmasked identity is audited and the audit chain stays valid until a row is tampered with."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from tortoise.transactions import in_transaction
+
+from models import AuditEvent, Referral, ReferralEvent
+from referrals.state_machine import Status
+from referrals.timeline import event_hash, verify_referral
+from security import audit
+from tests.referral_support import Desk
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERRER = ("DONGGUAN", "doctor")
+
+
+async def _verify(desk: Desk, rid: str, who=("SUBEI", "approver")) -> dict:
+    return await desk.ok(await desk.get(who, f"/api/v1/referrals/{rid}/timeline/verify"))
+
+
+async def _scheduled(desk: Desk) -> tuple[str, Referral]:
+    rid = (await desk.drive(Status.SCHEDULED))["id"]
+    referral = await Referral.get(public_id=rid)
+    assert (await _verify(desk, rid)) == {"valid": True, "events": 4, "broken_at": None, "reason": ""}
+    return rid, referral
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("comment", "已电话沟通"), ("actor_name", "冒名者"), ("actor_institution_name", "扬州市某医院"),
+    ("actor_institution_id", 99), ("actor_role", "doctor"), ("to_status", "rejected"),
+    ("action", "reject"), ("data", {"admission_date": "2030-01-01"}), ("at", "shift"),
+])
+async def test_an_edited_event_is_found_with_its_position(client, field, value):
+    desk = await Desk.open(client)
+    rid, referral = await _scheduled(desk)
+    event = await ReferralEvent.get(referral_id=referral.id, seq=3)
+    if value == "shift":
+        value = event.at - timedelta(hours=1)
+    await ReferralEvent.filter(id=event.id).update(**{field: value})
+    result = await _verify(desk, rid)
+    assert result["valid"] is False and result["broken_at"] == 3 and result["events"] == 4
+    assert "第 3 条" in result["reason"] and "篡改" in result["reason"]
+
+
+async def test_a_deleted_event_is_found_in_the_middle_and_at_the_end(client):
+    desk = await Desk.open(client)
+    rid, referral = await _scheduled(desk)
+    await ReferralEvent.filter(referral_id=referral.id, seq=2).delete()
+    result = await _verify(desk, rid, who=REFERRER)
+    assert result == {"valid": False, "events": 3, "broken_at": 2, "reason": "第 2 条记录缺失"}
+
+    other_id, other = await _scheduled(desk)
+    await ReferralEvent.filter(referral_id=other.id, seq=4).delete()
+    result = await _verify(desk, other_id)
+    assert result == {"valid": False, "events": 3, "broken_at": 4, "reason": "第 4 条之后的记录缺失"}
+
+
+async def test_a_rewritten_event_with_a_recomputed_hash_breaks_the_next_link(client):
+    """Whoever edits an event and recomputes its own hash is still caught by the event after it."""
+    desk = await Desk.open(client)
+    rid, referral = await _scheduled(desk)
+    event = await ReferralEvent.get(referral_id=referral.id, seq=2)
+    forged = event_hash(event.prev_hash, referral_id=referral.id, seq=2, at=event.at, action=event.action,
+                        from_status=event.from_status, to_status=event.to_status,
+                        actor_staff_id=event.actor_staff_id, actor_name=event.actor_name,
+                        actor_role=event.actor_role, actor_institution_id=event.actor_institution_id,
+                        actor_institution_name=event.actor_institution_name, comment="补记：患者同意",
+                        data=event.data)
+    await ReferralEvent.filter(id=event.id).update(comment="补记：患者同意", hash=forged)
+    result = await _verify(desk, rid)
+    assert result["valid"] is False and result["broken_at"] == 3 and "前序哈希" in result["reason"]
+
+
+async def test_swapped_events_are_found(client):
+    desk = await Desk.open(client)
+    rid, referral = await _scheduled(desk)
+    second = await ReferralEvent.get(referral_id=referral.id, seq=2)
+    third = await ReferralEvent.get(referral_id=referral.id, seq=3)
+    async with in_transaction():
+        await ReferralEvent.filter(id=second.id).update(seq=99)
+        await ReferralEvent.filter(id=third.id).update(seq=2)
+        await ReferralEvent.filter(id=second.id).update(seq=3)
+    result = await _verify(desk, rid)
+    assert result["valid"] is False and result["broken_at"] == 2
+
+
+async def test_every_transition_keeps_the_chain_valid(client):
+    desk = await Desk.open(client)
+    for status in (Status.COMPLETED, Status.REJECTED, Status.CANCELLED, Status.EXPIRED):
+        referral = await desk.drive(status)
+        row = await Referral.get(public_id=referral["id"])
+        check = await verify_referral(row.id, row.version)
+        assert check.valid and check.events == row.version == len(referral["timeline"])
+        hashes = [e["hash"] for e in referral["timeline"]]
+        assert len(set(hashes)) == len(hashes) and all(len(h) == 64 for h in hashes)
+
+
+async def test_reading_the_unmasked_identity_is_audited_and_tampering_is_found(client):
+    desk = await Desk.open(client)
+    rid, _ = await _scheduled(desk)
+    before = await AuditEvent.all().count()
+    for who in (("SUBEI", "admission_clerk"), REFERRER, ("SUBEI", "doctor")):
+        await desk.ok(await desk.get(who, f"/api/v1/referrals/{rid}/patient-identity"))
+    reads = await AuditEvent.filter(action="patient.identity_read").order_by("id")
+    assert len(reads) == 3 and await AuditEvent.all().count() == before + 3
+    assert {r.institution_id for r in reads} == {(await Referral.get(public_id=rid)).target_institution_id,
+                                                 (await Referral.get(public_id=rid)).source_institution_id}
+    check = await audit.verify()
+    assert check.valid and check.events == before + 3
+
+    await AuditEvent.filter(id=reads[1].id).update(actor_staff_id=None)
+    check = await audit.verify()
+    assert check.valid is False and check.broken_at == reads[1].id
+
+    await AuditEvent.filter(id=reads[1].id).update(actor_staff_id=reads[1].actor_staff_id)
+    assert (await audit.verify()).valid
+    await AuditEvent.filter(id=reads[1].id).delete()
+    check = await audit.verify()
+    assert check.valid is False and check.broken_at == reads[2].id
+
+
+async def test_audit_verify_command_reports_a_tampered_timeline(client, settings):
+    """`python app.py audit-verify` against this test's own database: 0 when intact, 1 after an edit."""
+    desk = await Desk.open(client)
+    rid, referral = await _scheduled(desk)
+    await desk.ok(await desk.get(REFERRER, f"/api/v1/referrals/{rid}/patient-identity"))
+
+    async def audit_verify() -> tuple[int, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        env["DATA_DIR"] = str(settings.data_dir)
+        if settings.database_url:
+            env["DATABASE_URL"] = settings.database_url
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "app.py", "audit-verify", cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        return process.returncode, out.decode()
+
+    code, out = await audit_verify()
+    assert code == 0, out
+    assert "1 张转诊单，0 张异常" in out and "完整" in out
+    await ReferralEvent.filter(referral_id=referral.id, seq=2).update(comment="事后补记")
+    code, out = await audit_verify()
+    assert code == 1, out
+    assert referral.code in out and "第 2 条记录已被篡改" in out
