@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tortoise import connections
 
@@ -27,6 +28,11 @@ def _fields(action: str, target_type: str, target_id: str, actor_staff_id: int |
             "actor_account_id": actor_account_id, "institution_id": institution_id, "detail": detail}
 
 
+def _hashed(at: datetime, fields: dict) -> dict:
+    """What the hash covers: the fields and the time (microseconds survive every backend, so it re-hashes)."""
+    return {**fields, "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
 async def record(action: str, target_type: str, target_id: str, *, actor_staff_id: int | None = None,
                  actor_account_id: int | None = None, institution_id: int | None = None,
                  detail: dict | None = None) -> AuditEvent:
@@ -38,7 +44,8 @@ async def record(action: str, target_type: str, target_id: str, *, actor_staff_i
     last = await AuditEvent.all().order_by("-id").first()
     prev_hash = last.hash if last else GENESIS
     fields = _fields(action, target_type, target_id, actor_staff_id, actor_account_id, institution_id, detail)
-    return await AuditEvent.create(**fields, prev_hash=prev_hash, hash=_digest(prev_hash, fields))
+    at = datetime.now(UTC)
+    return await AuditEvent.create(**fields, at=at, prev_hash=prev_hash, hash=_digest(prev_hash, _hashed(at, fields)))
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ async def verify() -> AuditCheck:
         count += 1
         fields = _fields(event.action, event.target_type, event.target_id, event.actor_staff_id,
                          event.actor_account_id, event.institution_id, event.detail)
-        if event.prev_hash != prev or _digest(prev, fields) != event.hash:
+        if event.prev_hash != prev or _digest(prev, _hashed(event.at, fields)) != event.hash:
             return AuditCheck(False, count, event.id)
         prev = event.hash
     return AuditCheck(True, count)
