@@ -5,6 +5,7 @@ unmasked identity is audited and the audit chain stays valid until a row is tamp
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 from datetime import timedelta
@@ -123,6 +124,12 @@ async def test_reading_the_unmasked_identity_is_audited_and_tampering_is_found(c
 
     await AuditEvent.filter(id=reads[1].id).update(actor_staff_id=reads[1].actor_staff_id)
     assert (await audit.verify()).valid
+    # When it happened is part of the record too.
+    await AuditEvent.filter(id=reads[0].id).update(at=reads[0].at - timedelta(days=1))
+    check = await audit.verify()
+    assert check.valid is False and check.broken_at == reads[0].id
+    await AuditEvent.filter(id=reads[0].id).update(at=reads[0].at)
+    assert (await audit.verify()).valid
     await AuditEvent.filter(id=reads[1].id).delete()
     check = await audit.verify()
     assert check.valid is False and check.broken_at == reads[2].id
@@ -136,7 +143,9 @@ async def test_audit_verify_command_reports_a_tampered_timeline(client, settings
 
     async def audit_verify() -> tuple[int, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        env["DATA_DIR"] = str(settings.data_dir)
+        env |= {"DATA_DIR": str(settings.data_dir), "JWT_SECRET": settings.jwt_secret,
+                "DATA_KEY": base64.urlsafe_b64encode(settings.data_key).decode(),
+                "LOOKUP_KEY": base64.urlsafe_b64encode(settings.lookup_key).decode()}
         if settings.database_url:
             env["DATABASE_URL"] = settings.database_url
         process = await asyncio.create_subprocess_exec(
