@@ -83,7 +83,11 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
 async def _token_keeper(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(keep_token_fresh(app[WECHAT]), name="wechat-token-keeper")
     yield
-    task.cancel()
+    # redis-py can swallow a cancellation that lands mid-command (redis/redis-py#2028, #2551), leaving the
+    # task running; cancel again until it has really stopped, so shutdown never hangs.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
