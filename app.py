@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run background jobs without serving HTTP")
     sub.add_parser("audit-verify", help="check every referral timeline and the audit log for tampering")
     sub.add_parser("demo", help="walk the paper's referral flow against the running platform")
+    slip_keys = sub.add_parser("slip-keys", help="rotate or list the keys that sign admission slips")
+    slip_keys.add_argument("action", choices=["rotate", "list"])
     args = parser.parse_args(argv)
 
     try:
@@ -157,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         from audit_verify import run_audit_verify
 
         return asyncio.run(run_audit_verify(settings))
+    elif args.command == "slip-keys":
+        from slips.cli import run_slip_keys
+
+        return asyncio.run(run_slip_keys(settings, args.action))
     elif args.command == "worker":
         from worker import run_worker
 

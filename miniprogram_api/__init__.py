@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from miniprogram_api import admin, auth, capacity, directory, his_launch, ops, patients, referral_records, referrals
+from miniprogram_api import (
+    admin,
+    auth,
+    capacity,
+    directory,
+    his_launch,
+    ops,
+    patients,
+    referral_records,
+    referrals,
+    slips,
+)
 from miniprogram_api.routing import Api
 
-API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records]
+API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips]
 
 
 def all_routes() -> list:

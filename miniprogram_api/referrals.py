@@ -13,6 +13,7 @@ from accounts.principal import authenticate
 from appkeys import CIPHER
 from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
+from miniprogram_api.slips import SlipSummaryOut, base_url
 from models import Patient
 from referrals import commands
 from referrals.access import visible_referral
@@ -22,6 +23,7 @@ from referrals.timeline import verify_referral
 from referrals.views import ViewCache, referral_view, summary_view
 from security import audit
 from security.idcard import InvalidPhone, validate_phone
+from slips.views import summaries_for
 
 api = Api()
 TAGS = ["referrals"]
@@ -145,6 +147,7 @@ class ReferralSummaryOut(BaseModel):
     admission_date: str | None
     deadline_at: datetime | None
     overdue: bool
+    slip: SlipSummaryOut | None = Field(default=None, description="仅患者本人列表（box=mine）：当前入院凭条")
 
 
 class ReferralPage(BaseModel):
@@ -228,8 +231,12 @@ async def worklist(request: web.Request) -> web.Response:
     rows, cursor = await newest_first(apply_filters(await box_query(principal, query.box), filters),
                                       query.cursor, query.limit)
     cache = ViewCache()
-    return json_response({"items": [await summary_view(r, cache) for r in rows], "next_cursor": cursor,
-                          "counts": await badge_counts(principal)})
+    items = [await summary_view(r, cache) for r in rows]
+    if query.box == "mine":
+        slips = await summaries_for(rows, base_url(request))
+        for row, item in zip(rows, items, strict=True):
+            item["slip"] = slips.get(row.id)
+    return json_response({"items": items, "next_cursor": cursor, "counts": await badge_counts(principal)})
 
 
 @api.route("GET", "/api/v1/referrals/{id}", summary="转诊单详情、时间线和可执行操作", tags=TAGS,

@@ -33,6 +33,7 @@ from referrals.state_machine import (
 )
 from referrals.timeline import SYSTEM_ACTOR, Actor, append_event
 from security.crypto import PersonalDataCipher
+from slips import lifecycle as slip_lifecycle
 from timeutil import china_today
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud at a desk
@@ -278,6 +279,8 @@ async def approve(principal: Principal, public_id, *, expected_version: int | No
         if current.status == Status.SCHEDULED:
             # Register the patient and create the electronic admission certificate in the target HIS.
             await enqueue("his.admit", {"referral_id": current.id}, dedupe_key=f"his-admit:{current.id}")
+            # The patient's admission slip (QR), with its no-show timer.
+            await slip_lifecycle.issue(current)
 
     return await _transition(principal, referral.id, Action.APPROVE, expected_version=expected_version,
                              prepare=prepare, after=after)
@@ -322,8 +325,11 @@ async def redirect(principal: Principal, public_id, *, expected_version: int | N
                     data={"from_institution": old_target.name, "to_institution": target.name,
                           "to_department": department.name})
 
+    async def after(current: Referral, step: Step) -> None:
+        await slip_lifecycle.revoke(current.id, "redirected")
+
     return await _transition(principal, referral.id, Action.REDIRECT, expected_version=expected_version,
-                             prepare=prepare)
+                             prepare=prepare, after=after)
 
 
 async def cancel(principal: Principal, public_id, *, expected_version: int | None, comment: str = "") -> Referral:
@@ -333,8 +339,11 @@ async def cancel(principal: Principal, public_id, *, expected_version: int | Non
         await capacity.release(current.booking_id)  # type: ignore[attr-defined]
         return Step({"closed_at": _now(), "booking_id": None}, comment=comment)
 
+    async def after(current: Referral, step: Step) -> None:
+        await slip_lifecycle.revoke(current.id, "cancelled")
+
     return await _transition(principal, referral.id, Action.CANCEL, expected_version=expected_version,
-                             prepare=prepare)
+                             prepare=prepare, after=after)
 
 
 async def complete(principal: Principal, public_id, *, expected_version: int | None,

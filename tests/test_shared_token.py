@@ -92,7 +92,7 @@ async def wait_for(session: aiohttp.ClientSession, url: str, processes: list[sub
 
 
 @pytest.fixture
-def services_database(request) -> str:
+def services_database(pg_database) -> str:
     """This run's migrated PostgreSQL database; skipped (visibly) without services, failed with REQUIRE_SERVICES=1."""
     missing = _services_missing()
     if missing:
@@ -100,7 +100,7 @@ def services_database(request) -> str:
         if REQUIRE_SERVICES:
             pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
-    return request.getfixturevalue("pg_database")
+    return pg_database
 
 
 async def test_two_web_processes_share_one_access_token(services_database, tmp_path):

@@ -23,10 +23,6 @@ from wechat import keep_token_fresh
 from wechat.client import Session, WeChatClient
 from wechat.errors import WeChatError, WeChatTimeout, WeChatUnavailable
 
-# conftest's `settings` asks for the session-scoped pg_database from inside the running event loop, where
-# its asyncio.run() fails; naming it here sets it up first, outside any loop.
-pytestmark = pytest.mark.usefixtures("pg_database")
-
 SLIP_TEMPLATE = "sandbox-admission-notice"
 SLIP_DATA = {"name1": "张三", "thing2": "苏北人民医院", "thing3": "心血管内科", "date4": "2026年12月01日",
              "thing5": "请携带身份证办理入院"}

@@ -1,0 +1,657 @@
+"""Admission slips through the real app (issue 6): issued on target acceptance, shown only to those involved,
+rendered as a QR code a real decoder reads, checked in once by the target's admission desk, refused with a
+distinct code for every kind of bad slip (changing nothing), verifiable offline from the JWKS, expired by
+the no-show timer, revoked by cancellation, surviving key rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import sys
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+import zxingcpp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from PIL import Image
+from tortoise.transactions import in_transaction
+
+from appkeys import CIPHER, HIS, WECHAT_SANDBOX
+from his.admission import admit_referral
+from models import (
+    CapacityDay,
+    Department,
+    Institution,
+    InstitutionPolicy,
+    OutboxJob,
+    Referral,
+    ReferralEvent,
+    SigningKey,
+    Slip,
+    SlipState,
+)
+from outbox.registry import HANDLERS, JobContext, TemporaryFailure
+from qr import slip_token
+from qr.slip_token import sign, verify_offline
+from slips import images, lifecycle
+from slips.demo import demo_slip, summary_lines
+from tests.support import bearer, login, login_code, login_demo, seeded, valid_id
+from timeutil import CHINA_TZ, china_today
+
+ROOT = Path(__file__).resolve().parent.parent
+PATIENT_NAME = "钱玉兰"
+CLINICAL = {"diagnoses": [{"code": "I63.9", "name": "脑梗死"}], "chief_complaint": "左侧肢体无力6小时",
+            "referral_reason": "需上级医院溶栓评估"}
+
+
+# -- the shared path to a scheduled referral ------------------------------------------------------------------
+
+
+async def bind(client, openid: str, seq: int, relation: str = "self", name: str = PATIENT_NAME) -> dict:
+    """A WeChat user binds a patient by real name (creating the platform patient the first time)."""
+    resp = await client.post("/api/v1/auth/bind-patient", json={
+        "code": await login_code(client, openid), "name": name, "id_number": valid_id(seq),
+        "phone": "13812345678", "relation": relation})
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def schedule(client, *, seq: int = 41, openid: str | None = None, day: date | None = None,
+                   source: str = "GAOYOU", target: str = "SUBEI", dept: str = "NEUR") -> dict:
+    """A patient bound in the mini-program, referred from `source` to `target`/`dept`, approved at the source
+    (up-referrals need it), and accepted by the target's approver for `day` (default tomorrow) from beds the
+    approver published. Returns {referral_id, patient (session), day, department}."""
+    await seeded(client)
+    patient = await bind(client, openid or f"o_slip_patient_{seq}", seq)
+    doctor = await login_demo(client, source, "doctor")
+    institution = await Institution.get(code=target)
+    department = await Department.get(institution_id=institution.id, code=dept)
+    resp = await client.post("/api/v1/referrals", headers=bearer(doctor), json={
+        "patient_id": patient["account"]["patients"][0]["id"], "target_institution_id": str(institution.public_id),
+        "target_department_id": str(department.public_id), "clinical": CLINICAL, "submit": True})
+    assert resp.status == 201, await resp.text()
+    referral = await resp.json()
+    if referral["status"] == "pending_source":
+        resp = await client.post(f"/api/v1/referrals/{referral['id']}/approve", json={},
+                                 headers=bearer(await login_demo(client, source, "approver")))
+        assert resp.status == 200, await resp.text()
+    day = day or china_today() + timedelta(days=1)
+    approver = await login_demo(client, target, "approver")
+    resp = await client.put(f"/api/v1/departments/{department.public_id}/capacity",
+                            json={"days": [{"date": day.isoformat(), "capacity": 3}]}, headers=bearer(approver))
+    assert resp.status == 200, await resp.text()
+    resp = await client.post(f"/api/v1/referrals/{referral['id']}/approve",
+                             json={"admission": {"date": day.isoformat()}}, headers=bearer(approver))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["status"] == "scheduled"
+    return {"referral_id": referral["id"], "patient": patient, "day": day, "department": department}
+
+
+async def get_slip(client, session: dict, referral_id: str) -> dict:
+    resp = await client.get(f"/api/v1/referrals/{referral_id}/slip", headers=bearer(session))
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def scan(client, session: dict, token: str):
+    return await client.post("/api/v1/slips/check-in", json={"token": token}, headers=bearer(session))
+
+
+async def error_code(resp) -> str:
+    return (await resp.json())["error"]["code"]
+
+
+async def state_of(referral_id: str) -> tuple:
+    """Everything a refused scan must leave alone."""
+    referral = await Referral.get(public_id=referral_id)
+    slips = tuple(await Slip.filter(referral_id=referral.id).order_by("id").values_list("state", flat=True))
+    return (str(referral.status), referral.version, referral.admitted_at, referral.booking_id,  # type: ignore[attr-defined]
+            await ReferralEvent.filter(referral_id=referral.id).count(), slips, await OutboxJob.all().count())
+
+
+def decode_qr(png: bytes) -> str:
+    [barcode] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert barcode.format == zxingcpp.BarcodeFormat.QRCode
+    assert barcode.ec_level in ("M", "Q", "H")
+    return barcode.text
+
+
+def a_minute_ago() -> datetime:
+    # In UTC: Tortoise converts times on create but writes them as given on update, and SQLite compares text.
+    return datetime.now(UTC) - timedelta(minutes=1)
+
+
+def claims_of(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+# -- issue and content --------------------------------------------------------------------------------------------
+
+
+async def test_target_acceptance_issues_a_slip_with_date_ward_expiry_and_a_timer(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert slip["status"] == "active" and slip["status_name"] == "有效"
+    assert slip["code"].startswith("RY") and len(slip["code"]) == 10
+    assert set(slip["code"][2:]) <= set(lifecycle.CODE_ALPHABET)
+    assert slip["scheduled_date"] == flow["day"].isoformat()
+    assert slip["department"]["name"] == "神经内科" and slip["ward"] == "神经内科病区"
+    assert slip["institution"]["code"] == "SUBEI" and slip["institution"]["name"] == "江苏省苏北人民医院"
+    assert "身份证" in slip["what_to_bring"] and "医保卡" in slip["what_to_bring"]
+    assert slip["patient_name"] != PATIENT_NAME and "*" in slip["patient_name"]
+    # End of the scheduled day in China plus the default 24 h of grace.
+    expected = datetime.combine(flow["day"] + timedelta(days=1), time.min, CHINA_TZ) + timedelta(hours=24)
+    assert datetime.fromisoformat(slip["expires_at"]) == expected
+    assert slip["qr_png_url"].endswith(f"/api/v1/slips/{slip['code']}/qr.png")
+    assert slip["qr_svg_url"].endswith(f"/api/v1/slips/{slip['code']}/qr.svg")
+    assert slip["wxacode_url"].endswith(f"/api/v1/slips/{slip['code']}/wxacode.png")
+
+    # The token carries the slip code, the target institution and the expiry, and nothing else.
+    token = slip["token"]
+    assert jwt.get_unverified_header(token) == {"alg": "EdDSA", "kid": jwt.get_unverified_header(token)["kid"],
+                                                "typ": "rc-slip"}
+    assert claims_of(token) == {"sub": slip["code"], "aud": "SUBEI", "exp": int(expected.timestamp())}
+    assert PATIENT_NAME not in token and len(token) < 300
+
+    # The no-show timer is due exactly at the expiry.
+    stored = await Slip.get(code=slip["code"])
+    job = await OutboxJob.get(dedupe_key=f"slip-expire:{stored.id}")
+    assert job.kind == "slip.expire" and job.payload == {"slip_id": stored.id} and job.next_attempt_at == expected
+
+
+async def test_grace_period_comes_from_the_target_policy(client):
+    await seeded(client)
+    subei = await Institution.get(code="SUBEI")
+    await InstitutionPolicy.filter(institution_id=subei.id).delete()
+    await InstitutionPolicy.create(institution_id=subei.id, slip_grace_hours=6)
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    expected = datetime.combine(flow["day"] + timedelta(days=1), time.min, CHINA_TZ) + timedelta(hours=6)
+    assert datetime.fromisoformat(slip["expires_at"]) == expected
+
+
+async def test_certificate_number_shows_once_the_his_issued_it(client):
+    flow = await schedule(client)
+    app = client.server.app
+    referral = await Referral.get(public_id=flow["referral_id"])
+    number = await admit_referral(app[HIS], app[CIPHER], referral.id)
+    assert number
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert slip["certificate_no"] == number
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    done = await scan(client, clerk, slip["token"])
+    assert done.status == 200 and (await done.json())["certificate_no"] == number
+    assert (await Slip.get(code=slip["code"])).certificate_no == number
+
+
+# -- who sees it ---------------------------------------------------------------------------------------------------
+
+
+async def test_patient_family_and_both_institutions_see_the_slip_nobody_else(client):
+    flow = await schedule(client)
+    rid = flow["referral_id"]
+    family = await bind(client, "o_slip_daughter", 41, relation="child")
+    seen = {}
+    for name, session in [("patient", flow["patient"]), ("family", family),
+                          ("target clerk", await login_demo(client, "SUBEI", "admission_clerk")),
+                          ("referrer", await login_demo(client, "GAOYOU", "doctor")),
+                          ("source approver", await login_demo(client, "GAOYOU", "approver"))]:
+        seen[name] = (await get_slip(client, session, rid))["code"]
+    assert len(set(seen.values())) == 1
+    code = seen["patient"]
+
+    outsiders = [await login_demo(client, "BAOYING", "doctor"), await login_demo(client, "BAOYING", "admission_clerk"),
+                 await bind(client, "o_someone_else", 77, name="孙立新")]
+    for session in outsiders:
+        for path in (f"/api/v1/referrals/{rid}/slip", f"/api/v1/slips/{code}/qr.png", f"/api/v1/slips/{code}/qr.svg",
+                     f"/api/v1/slips/{code}/wxacode.png"):
+            resp = await client.get(path, headers=bearer(session))
+            assert resp.status == 404, path
+    # Guessed codes and referral ids look exactly like slips that do not exist.
+    guessed = await client.get("/api/v1/slips/RY23456789/qr.png", headers=bearer(flow["patient"]))
+    other = await client.get(f"/api/v1/slips/{code}/qr.png", headers=bearer(outsiders[0]))
+    assert guessed.status == other.status == 404
+    assert await error_code(guessed) == await error_code(other) == "SLIP_NOT_FOUND"
+    assert (await client.get(f"/api/v1/referrals/{uuid.uuid4()}/slip", headers=bearer(flow["patient"]))).status == 404
+    assert (await client.get(f"/api/v1/referrals/{rid}/slip")).status == 401
+    assert (await client.get(f"/api/v1/slips/{code}/qr.png")).status == 401
+
+
+async def test_patient_worklist_carries_the_slip_summary(client):
+    flow = await schedule(client)
+    resp = await client.get("/api/v1/referrals", params={"box": "mine"}, headers=bearer(flow["patient"]))
+    assert resp.status == 200
+    [item] = (await resp.json())["items"]
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert item["slip"]["code"] == slip["code"] and item["slip"]["status"] == "active"
+    assert item["slip"]["qr_png_url"] == slip["qr_png_url"]
+    doctor = await login_demo(client, "GAOYOU", "doctor")
+    [row] = (await (await client.get("/api/v1/referrals", params={"box": "outgoing"},
+                                     headers=bearer(doctor))).json())["items"]
+    assert row.get("slip") is None
+
+
+async def test_no_slip_before_acceptance(client):
+    await seeded(client)
+    patient = await bind(client, "o_early", 52)
+    doctor = await login_demo(client, "GAOYOU", "doctor")
+    subei = await Institution.get(code="SUBEI")
+    department = await Department.get(institution_id=subei.id, code="NEUR")
+    resp = await client.post("/api/v1/referrals", headers=bearer(doctor), json={
+        "patient_id": patient["account"]["patients"][0]["id"], "target_institution_id": str(subei.public_id),
+        "target_department_id": str(department.public_id), "clinical": CLINICAL, "submit": True})
+    rid = (await resp.json())["id"]
+    resp = await client.get(f"/api/v1/referrals/{rid}/slip", headers=bearer(patient))
+    assert resp.status == 404 and await error_code(resp) == "SLIP_NOT_FOUND"
+    assert "审批通过" in (await resp.json())["error"]["message"]
+
+
+# -- the QR code and check-in --------------------------------------------------------------------------------------
+
+
+async def test_decoded_png_checks_the_patient_in_once(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    resp = await client.get(f"/api/v1/slips/{slip['code']}/qr.png", headers=bearer(flow["patient"]))
+    assert resp.status == 200 and resp.content_type == "image/png"
+    png = await resp.read()
+    assert Image.open(io.BytesIO(png)).size[0] >= 600  # big enough for a desk scanner to read off a phone
+    token = decode_qr(png)
+    assert token == slip["token"]
+
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    resp = await scan(client, clerk, token)
+    assert resp.status == 200, await resp.text()
+    done = await resp.json()
+    assert done["status"] == "admitted" and done["slip_code"] == slip["code"]
+    assert done["checked_in_by"] == "王丽娟" and done["waiting_seconds"] >= 0 and done["waiting_text"]
+    referral = await Referral.get(public_id=flow["referral_id"])
+    assert referral.status == "admitted" and referral.admitted_at is not None
+    stored = await Slip.get(code=slip["code"])
+    assert stored.state == SlipState.USED and stored.checked_in_by_id is not None  # type: ignore[attr-defined]
+    # Who and when are on the timeline; the referring doctor is told through the notify job.
+    event = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
+    assert event.action == "check_in" and event.actor_name == "王丽娟" and event.actor_role == "admission_clerk"
+    assert await OutboxJob.filter(kind="notify.referral_event", dedupe_key=f"notify:{referral.id}:{event.seq}").exists()
+
+    before = await state_of(flow["referral_id"])
+    again = await scan(client, clerk, token)
+    assert again.status == 409 and await error_code(again) == "SLIP_ALREADY_CHECKED_IN"
+    body = (await again.json())["error"]
+    hhmm = datetime.fromisoformat(body["detail"]["checked_in_at"]).astimezone(CHINA_TZ).strftime("%H:%M")
+    assert hhmm in body["message"] and "王丽娟" in body["message"]
+    assert body["detail"]["checked_in_by"] == "王丽娟"
+    assert await state_of(flow["referral_id"]) == before
+
+    # A used slip shows no QR any more; its view says who admitted the patient.
+    view = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert view["status"] == "used" and view["token"] is None and view["checked_in_by"] == "王丽娟"
+    gone = await client.get(f"/api/v1/slips/{slip['code']}/qr.png", headers=bearer(flow["patient"]))
+    assert gone.status == 410 and await error_code(gone) == "SLIP_USED"
+
+
+async def test_only_admission_clerks_check_in(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    before = await state_of(flow["referral_id"])
+    for session in (await login_demo(client, "SUBEI", "doctor"), await login_demo(client, "SUBEI", "approver"),
+                    flow["patient"]):
+        resp = await scan(client, session, slip["token"])
+        assert resp.status == 403, await resp.text()
+    assert await state_of(flow["referral_id"]) == before
+
+
+def _forge(code: str, *, kid: str = "kFORGED01", institution: str = "SUBEI", hours: int = 48) -> str:
+    expires = int((datetime.now(CHINA_TZ) + timedelta(hours=hours)).timestamp())
+    return sign(Ed25519PrivateKey.generate(), kid, code=code, institution=institution, expires_at=expires)
+
+
+def _tamper(token: str, **changes) -> str:
+    header, payload, signature = token.split(".")
+    claims = claims_of(token) | changes
+    body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode().rstrip("=")
+    return f"{header}.{body}.{signature}"
+
+
+async def _expired_slip(client) -> dict:
+    """A scheduled referral whose slip expired a minute ago (its expiry moved back, the token re-signed)."""
+    flow = await schedule(client, seq=43)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    await Slip.filter(code=slip["code"]).update(expires_at=a_minute_ago())
+    return flow | {"slip": await get_slip(client, flow["patient"], flow["referral_id"])}
+
+
+async def test_every_kind_of_bad_slip_is_refused_with_its_own_code_and_changes_nothing(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    token, code = slip["token"], slip["code"]
+    our_kid = jwt.get_unverified_header(token)["kid"]
+    expired = await _expired_slip(client)
+    cancelled = await schedule(client, seq=44)
+    cancelled_token = (await get_slip(client, cancelled["patient"], cancelled["referral_id"]))["token"]
+    resp = await client.post(f"/api/v1/referrals/{cancelled['referral_id']}/cancel", json={"comment": "患者改期"},
+                             headers=bearer(await login_demo(client, "GAOYOU", "doctor")))
+    assert resp.status == 200, await resp.text()
+    hs256 = jwt.encode({"sub": code, "aud": "SUBEI", "exp": 4102444800}, "secret-key-of-sufficient-length-32b",
+                       algorithm="HS256", headers={"kid": our_kid, "typ": "rc-slip"})
+
+    subei_clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    baoying_clerk = await login_demo(client, "BAOYING", "admission_clerk")
+    cases = [
+        ("forged with another key", subei_clerk, _forge(code), 422, "SLIP_UNKNOWN_KEY"),
+        ("forged under our kid", subei_clerk, _forge(code, kid=our_kid), 422, "SLIP_BAD_SIGNATURE"),
+        ("tampered expiry", subei_clerk, _tamper(token, exp=claims_of(token)["exp"] + 86400), 422,
+         "SLIP_BAD_SIGNATURE"),
+        ("tampered slip code", subei_clerk, _tamper(token, sub="RY23456789"), 422, "SLIP_BAD_SIGNATURE"),
+        ("tampered institution", baoying_clerk, _tamper(token, aud="BAOYING"), 422, "SLIP_BAD_SIGNATURE"),
+        ("expired", subei_clerk, expired["slip"]["token"], 410, "SLIP_EXPIRED"),
+        ("revoked", subei_clerk, cancelled_token, 410, "SLIP_REVOKED"),
+        ("another hospital's", baoying_clerk, token, 422, "SLIP_OTHER_INSTITUTION"),
+        ("garbage", subei_clerk, "not a slip at all", 422, "SLIP_MALFORMED"),
+        ("a JWT of another type", subei_clerk, jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256"), 422,
+         "SLIP_MALFORMED"),
+        ("HMAC-signed with our kid", subei_clerk, hs256, 422, "SLIP_MALFORMED"),
+        ("three dots of nothing", subei_clerk, "a.b.c", 422, "SLIP_MALFORMED"),
+    ]
+    referrals = [flow["referral_id"], expired["referral_id"], cancelled["referral_id"]]
+    before = [await state_of(r) for r in referrals]
+    messages = {}
+    for name, clerk, bad, status, expected in cases:
+        resp = await scan(client, clerk, bad)
+        assert resp.status == status, (name, await resp.text())
+        body = (await resp.json())["error"]
+        assert body["code"] == expected, name
+        messages[expected] = body["message"]
+    assert [await state_of(r) for r in referrals] == before
+    # Each kind has its own clear message; the other hospital's names the hospital, revoked says why.
+    assert len(set(messages.values())) == len(messages)
+    assert "江苏省苏北人民医院" in messages["SLIP_OTHER_INSTITUTION"]
+    assert "取消" in messages["SLIP_REVOKED"] and "过期" in messages["SLIP_EXPIRED"]
+    # The genuine slip still works afterwards.
+    assert (await scan(client, subei_clerk, token)).status == 200
+
+
+async def test_offline_verdict_from_the_jwks_matches_the_server(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    token = slip["token"]
+    our_kid = jwt.get_unverified_header(token)["kid"]
+    expired = await _expired_slip(client)
+    resp = await client.get("/api/v1/slips/jwks.json")  # no login: a desk device fetches it as it is
+    assert resp.status == 200
+    document = await resp.json()
+    subei_clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    baoying_clerk = await login_demo(client, "BAOYING", "admission_clerk")
+    cases = [
+        (subei_clerk, "SUBEI", _forge(slip["code"])),
+        (subei_clerk, "SUBEI", _forge(slip["code"], kid=our_kid)),
+        (subei_clerk, "SUBEI", _tamper(token, sub="RY23456789")),
+        (subei_clerk, "SUBEI", expired["slip"]["token"]),
+        (baoying_clerk, "BAOYING", token),
+        (subei_clerk, "SUBEI", "garbage"),
+        (subei_clerk, "SUBEI", token),  # last: the genuine one checks the patient in
+    ]
+    verdicts = []
+    for session, institution, candidate in cases:
+        try:
+            verify_offline(candidate, document, institution)
+            offline = slip_token.VALID
+        except slip_token.SlipTokenError as exc:
+            offline = exc.code
+        resp = await scan(client, session, candidate)
+        server = slip_token.VALID if resp.status == 200 else await error_code(resp)
+        assert offline == server, (candidate[:40], offline, server)
+        verdicts.append(server)
+    assert verdicts == ["SLIP_UNKNOWN_KEY", "SLIP_BAD_SIGNATURE", "SLIP_BAD_SIGNATURE", "SLIP_EXPIRED",
+                        "SLIP_OTHER_INSTITUTION", "SLIP_MALFORMED", "VALID"]
+    # And with nothing but PyJWT: the JWKS key verifies the genuine token for its hospital.
+    key = jwt.PyJWKSet.from_dict(document)[our_kid].key
+    assert jwt.decode(token, key, algorithms=["EdDSA"], audience="SUBEI")["sub"] == slip["code"]
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(_tamper(token, sub="RY23456789"), key, algorithms=["EdDSA"], audience="SUBEI")
+
+
+async def test_jwks_document(client):
+    empty = await client.get("/api/v1/slips/jwks.json")
+    assert (await empty.json()) == {"keys": []}
+    flow = await schedule(client)
+    token = (await get_slip(client, flow["patient"], flow["referral_id"]))["token"]
+    resp = await client.get("/api/v1/slips/jwks.json")
+    [key] = (await resp.json())["keys"]
+    assert set(key) == {"kty", "crv", "x", "kid", "alg", "use"}  # never "d"
+    assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("OKP", "Ed25519", "EdDSA", "sig")
+    assert key["kid"] == jwt.get_unverified_header(token)["kid"]
+    assert "max-age" in resp.headers["Cache-Control"] and resp.headers["ETag"]
+    again = await client.get("/api/v1/slips/jwks.json", headers={"If-None-Match": resp.headers["ETag"]})
+    assert again.status == 304
+
+
+async def _run_cli(settings, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env |= {"DATA_DIR": str(settings.data_dir), "JWT_SECRET": settings.jwt_secret,
+            "DATA_KEY": base64.urlsafe_b64encode(settings.data_key).decode(),
+            "LOOKUP_KEY": base64.urlsafe_b64encode(settings.lookup_key).decode()}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    process = await asyncio.create_subprocess_exec(sys.executable, "app.py", *args, cwd=ROOT, env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_key_rotation_keeps_issued_slips_valid(client, settings):
+    first = await schedule(client, seq=45)
+    old = await get_slip(client, first["patient"], first["referral_id"])
+    old_kid = jwt.get_unverified_header(old["token"])["kid"]
+
+    printed = await _run_cli(settings, "slip-keys", "rotate")
+    new_kid = (await SigningKey.get(retired_at=None)).kid
+    assert new_kid != old_kid and new_kid in printed and old_kid in printed
+
+    second = await schedule(client, seq=46)
+    new = await get_slip(client, second["patient"], second["referral_id"])
+    assert jwt.get_unverified_header(new["token"])["kid"] == new_kid
+    # The old slip's token did not change, and both keys are published while their slips are open.
+    assert (await get_slip(client, first["patient"], first["referral_id"]))["token"] == old["token"]
+    document = await (await client.get("/api/v1/slips/jwks.json")).json()
+    assert {k["kid"] for k in document["keys"]} == {old_kid, new_kid}
+    listed = await _run_cli(settings, "slip-keys", "list")
+    assert old_kid in listed and new_kid in listed and "已停用" in listed
+
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    assert (await scan(client, clerk, old["token"])).status == 200
+    assert (await scan(client, clerk, new["token"])).status == 200
+    # Once every slip of the retired key is closed, the JWKS no longer carries it.
+    await Slip.filter(kid=old_kid).update(expires_at=a_minute_ago())
+    document = await (await client.get("/api/v1/slips/jwks.json")).json()
+    assert {k["kid"] for k in document["keys"]} == {new_kid}
+
+
+# -- revocation, reissue, no-show ------------------------------------------------------------------------------------
+
+
+async def test_cancelling_revokes_the_slip(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    resp = await client.post(f"/api/v1/referrals/{flow['referral_id']}/cancel", json={},
+                             headers=bearer(await login_demo(client, "GAOYOU", "doctor")))
+    assert resp.status == 200
+    view = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert view["status"] == "revoked" and view["token"] is None and view["qr_png_url"] is None
+    assert view["revoked_reason"] == "转诊已取消" and view["revoked_at"]
+    gone = await client.get(f"/api/v1/slips/{slip['code']}/qr.png", headers=bearer(flow["patient"]))
+    assert gone.status == 410 and await error_code(gone) == "SLIP_REVOKED"
+    # Its timer finds nothing to do.
+    stored = await Slip.get(code=slip["code"])
+    await Slip.filter(id=stored.id).update(expires_at=a_minute_ago())
+    job = await OutboxJob.get(dedupe_key=f"slip-expire:{stored.id}")
+    await HANDLERS["slip.expire"](JobContext(client.server.app, job))
+    assert (await Referral.get(public_id=flow["referral_id"])).status == "cancelled"
+
+
+async def test_reissue_voids_the_old_slip_and_issues_a_new_one_with_its_own_timer(client):
+    flow = await schedule(client)
+    old = await get_slip(client, flow["patient"], flow["referral_id"])
+    later = flow["day"] + timedelta(days=2)
+    referral = await Referral.get(public_id=flow["referral_id"])
+    async with in_transaction():
+        await Referral.filter(id=referral.id).update(admission_date=later)
+        await referral.refresh_from_db()
+        new_slip = await lifecycle.reissue(referral)
+    new = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert new["code"] == new_slip.code != old["code"] and new["scheduled_date"] == later.isoformat()
+    assert await OutboxJob.filter(dedupe_key=f"slip-expire:{new_slip.id}").exists()
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    refused = await scan(client, clerk, old["token"])
+    assert refused.status == 410 and await error_code(refused) == "SLIP_REVOKED"
+    assert "新凭条" in (await refused.json())["error"]["message"]
+    # The old slip's timer does nothing; the new slip checks the patient in.
+    old_row = await Slip.get(code=old["code"])
+    await Slip.filter(id=old_row.id).update(expires_at=a_minute_ago())
+    await HANDLERS["slip.expire"](JobContext(client.server.app,
+                                             await OutboxJob.get(dedupe_key=f"slip-expire:{old_row.id}")))
+    assert (await Referral.get(id=referral.id)).status == "scheduled"
+    assert (await scan(client, clerk, new["token"])).status == 200
+
+
+async def test_no_show_timer_expires_the_referral_and_frees_the_bed(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    stored = await Slip.get(code=slip["code"])
+    job = await OutboxJob.get(dedupe_key=f"slip-expire:{stored.id}")
+    beds = await CapacityDay.get(department_id=flow["department"].id, day=flow["day"])
+    assert beds.booked == 1
+    handler = HANDLERS["slip.expire"]
+
+    # Fired early (a skewed clock): nothing happens and the dispatcher will try again.
+    with pytest.raises(TemporaryFailure):
+        await handler(JobContext(client.server.app, job))
+    assert (await Referral.get(public_id=flow["referral_id"])).status == "scheduled"
+
+    await Slip.filter(id=stored.id).update(expires_at=a_minute_ago())
+    await handler(JobContext(client.server.app, job))
+    referral = await Referral.get(public_id=flow["referral_id"])
+    assert referral.status == "expired" and referral.booking_id is None  # type: ignore[attr-defined]
+    assert (await CapacityDay.get(id=beds.id)).booked == 0
+    assert (await Slip.get(id=stored.id)).state == SlipState.EXPIRED
+    event = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
+    assert event.action == "expire" and event.actor_role == "system"
+    # The referrer and the patient are told by the notify job every transition writes.
+    assert await OutboxJob.filter(dedupe_key=f"notify:{referral.id}:{event.seq}").exists()
+    # Running it again changes nothing.
+    version = referral.version
+    await handler(JobContext(client.server.app, job))
+    assert (await Referral.get(id=referral.id)).version == version
+    view = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert view["status"] == "expired" and view["token"] is None
+    refused = await scan(client, await login_demo(client, "SUBEI", "admission_clerk"), slip["token"])
+    assert refused.status == 410 and await error_code(refused) == "SLIP_EXPIRED"
+
+
+async def test_the_timer_leaves_an_admitted_patient_alone(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    assert (await scan(client, clerk, slip["token"])).status == 200
+    stored = await Slip.get(code=slip["code"])
+    await Slip.filter(id=stored.id).update(expires_at=a_minute_ago())
+    await HANDLERS["slip.expire"](JobContext(client.server.app,
+                                             await OutboxJob.get(dedupe_key=f"slip-expire:{stored.id}")))
+    assert (await Referral.get(public_id=flow["referral_id"])).status == "admitted"
+    assert (await Slip.get(id=stored.id)).state == SlipState.USED
+    # Scanned again after its expiry, it still says who admitted the patient rather than "expired".
+    again = await scan(client, clerk, slip["token"])
+    assert again.status == 409 and await error_code(again) == "SLIP_ALREADY_CHECKED_IN"
+
+
+# -- images --------------------------------------------------------------------------------------------------------
+
+
+async def test_qr_images_are_cached_with_etags(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    url = f"/api/v1/slips/{slip['code']}/qr.png"
+    misses = images.CACHE.misses
+    responses = await asyncio.gather(*[client.get(url, headers=bearer(flow["patient"])) for _ in range(8)])
+    bodies = {await r.read() for r in responses}
+    assert len(bodies) == 1 and images.CACHE.misses == misses + 1  # rendered once for eight requests
+    first = responses[0]
+    etag = first.headers["ETag"]
+    assert "max-age" in first.headers["Cache-Control"] and "private" in first.headers["Cache-Control"]
+    cached = await client.get(url, headers=bearer(flow["patient"]) | {"If-None-Match": etag})
+    assert cached.status == 304 and await cached.read() == b"" and cached.headers["ETag"] == etag
+
+    svg = await client.get(f"/api/v1/slips/{slip['code']}/qr.svg", headers=bearer(flow["patient"]))
+    assert svg.status == 200 and svg.content_type == "image/svg+xml"
+    text = await svg.text()
+    assert "<svg" in text and svg.headers["ETag"] != etag
+    # The staff of the target see the same picture.
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    assert await (await client.get(url, headers=bearer(clerk))).read() == bodies.pop()
+
+
+async def test_mini_program_code_opens_the_slip_page(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    sandbox = client.server.app[WECHAT_SANDBOX]
+    issued = sandbox.wxacodes_issued
+    url = f"/api/v1/slips/{slip['code']}/wxacode.png"
+    resp = await client.get(url, headers=bearer(flow["patient"]))
+    assert resp.status == 200 and resp.content_type == "image/png"
+    assert decode_qr(await resp.read()) == f"{images.SLIP_PAGE}?scene={slip['code']}"
+    again = await client.get(url, headers=bearer(flow["patient"]))
+    assert again.status == 200 and sandbox.wxacodes_issued == issued + 1  # fetched from WeChat once
+    assert (await client.get(url, headers=bearer(flow["patient"]) | {"If-None-Match": again.headers["ETag"]})
+            ).status == 304
+
+    images.CACHE.clear()
+    fault = await client.post("/wechat-sandbox/sandbox/faults", json={"endpoint": "/wxa/getwxacodeunlimit",
+                                                                      "errcode": 45009})
+    assert fault.status == 200, await fault.text()
+    failed = await client.get(url, headers=bearer(flow["patient"]))
+    assert failed.status == 503 and await error_code(failed) == "WXACODE_UNAVAILABLE"
+    assert (await client.get(url, headers=bearer(flow["patient"]))).status == 200  # failures are not cached
+
+
+# -- the demo's slip step ------------------------------------------------------------------------------------------
+
+
+async def test_demo_slip_writes_the_png_and_checks_the_patient_in(client, tmp_path):
+    flow = await schedule(client)
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    base = str(client.make_url("/")).rstrip("/")
+    result = await demo_slip(client.session, base, flow["referral_id"], clerk, viewer_session=flow["patient"],
+                             out_dir=tmp_path)
+    png = Path(result["png_path"])
+    assert png.parent == tmp_path
+    written = await asyncio.to_thread(png.read_bytes)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    assert slip["status"] == "used" and result["slip_code"] == slip["code"]
+    assert claims_of(decode_qr(written))["sub"] == slip["code"]
+    assert result["checked_in_by"] == "王丽娟" and result["waiting_text"] and not result["already_checked_in"]
+    lines = summary_lines(result)
+    assert any(str(png) in line for line in lines) and any("等待时间" in line for line in lines)
+    rerun = await demo_slip(client.session, base, flow["referral_id"], clerk, out_dir=tmp_path)
+    assert rerun["already_checked_in"] and rerun["checked_in_by"] == "王丽娟"
+
+
+async def test_a_patient_sees_only_their_own_slips(client):
+    first = await schedule(client, seq=47)
+    second = await schedule(client, seq=48)
+    resp = await client.get(f"/api/v1/referrals/{second['referral_id']}/slip", headers=bearer(first["patient"]))
+    assert resp.status == 404
+    me = await login(client, "o_slip_patient_47")
+    assert (await client.get(f"/api/v1/referrals/{first['referral_id']}/slip", headers=bearer(me))).status == 200
