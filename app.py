@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     import bot
     import his
     import miniprogram_api
+    import notifications
     import wechat
     from metrics import Metrics
     from miniprogram_api.middleware import error_middleware, metrics_middleware
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_kv_store)
     wechat.setup(app)
+    notifications.setup(app)
     his.setup(app)
     bot.setup(app)
     miniprogram_api.setup(app)

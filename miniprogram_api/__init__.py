@@ -10,15 +10,18 @@ from miniprogram_api import (
     capacity,
     directory,
     his_launch,
+    inbox,
     ops,
     patients,
     referral_records,
     referrals,
     slips,
+    subscriptions,
 )
 from miniprogram_api.routing import Api
 
-API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips]
+API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
+               inbox, subscriptions]
 
 
 def all_routes() -> list:

@@ -233,6 +233,22 @@ async def test_messages_are_listed_in_order_and_filtered(sandbox):
     assert (await custom_send(sandbox, access_token, "o_stranger"))["errcode"] == 40003
 
 
+@pytest.mark.parametrize(("msgtype", "payload", "errcode"), [
+    ("link", {"title": "转诊单", "description": "已通过", "url": "https://example.org/r/1",
+              "thumb_url": "https://example.org/t.png"}, 0),
+    ("link", {"title": "转诊单", "url": "https://example.org/r/1"}, 47001),
+    ("miniprogrampage", {"title": "入院单", "pagepath": "pages/slip/index", "thumb_media_id": "m1"}, 0),
+    ("text", {"content": ""}, 44004),
+    ("voice", {"media_id": "m1"}, 40008),
+])
+async def test_customer_service_message_types(sandbox, msgtype, payload, errcode):
+    await knob(sandbox, "POST", "login-code", json={"openid": "o_cs"})
+    reply = await wechat(sandbox, "POST", "/cgi-bin/message/custom/send", params={"access_token": await token(sandbox)},
+                         json={"touser": "o_cs", "msgtype": msgtype, msgtype: payload})
+    assert reply["errcode"] == errcode
+    assert len((await knob(sandbox, "GET", "messages"))["items"]) == (1 if errcode == 0 else 0)
+
+
 async def test_fault_fails_the_next_n_calls_then_lets_them_through(sandbox):
     await knob(sandbox, "POST", "faults", json={"endpoint": "/cgi-bin/stable_token", "errcode": 45009, "count": 2})
     assert (await knob(sandbox, "GET", "stats"))["pending_faults"] == {"/cgi-bin/stable_token": 2}

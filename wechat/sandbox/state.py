@@ -47,6 +47,14 @@ ERRMSG = {
     47003: "argument invalid!",
 }
 
+# customerServiceMessage.send: the message types and the fields each one needs.
+CUSTOMER_MESSAGE_FIELDS = {
+    "text": ("content",),
+    "image": ("media_id",),
+    "link": ("title", "description", "url", "thumb_url"),
+    "miniprogrampage": ("title", "pagepath", "thumb_media_id"),
+}
+
 BUILTIN_TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "sandbox-referral-approval": ("转诊审批提醒", {
         "character_string1": "character_string", "name2": "name", "thing3": "thing", "thing4": "thing",
@@ -276,9 +284,9 @@ class SandboxState:
         return touser
 
     def send_subscribe(self, body: dict[str, Any]) -> int:
-        """subscribeMessage.send: checks in WeChat's order, spends the credit only when the message goes out."""
+        """subscribeMessage.send: every check comes first, so a refused message never spends a credit."""
         touser = self._check_openid(body.get("touser"))
-        template = self.templates.get(body.get("template_id"))  # type: ignore[arg-type]
+        template = self.templates.get(str(body.get("template_id")))
         if template is None:
             raise ApiError(40037)
         page = body.get("page")
@@ -315,13 +323,11 @@ class SandboxState:
     def send_customer_service(self, body: dict[str, Any]) -> None:
         """customerServiceMessage.send (the 48-hour reply window is not modelled)."""
         touser = self._check_openid(body.get("touser"))
-        msgtype = body.get("msgtype")
-        required = {"text": ("content",), "image": ("media_id",), "link": ("title", "description", "url",
-                                                                            "thumb_url"),
-                    "miniprogrampage": ("title", "pagepath", "thumb_media_id")}.get(msgtype)  # type: ignore[arg-type]
+        msgtype = str(body.get("msgtype"))
+        required = CUSTOMER_MESSAGE_FIELDS.get(msgtype)
         if required is None:
             raise ApiError(40008, "invalid message type")
-        payload = body.get(msgtype)  # type: ignore[arg-type]
+        payload = body.get(msgtype)
         if not isinstance(payload, dict):
             raise ApiError(47001, "data format error")
         for name in required:

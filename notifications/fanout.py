@@ -1,0 +1,31 @@
+"""Writing a notice out: an inbox message per account and one delivery job per account and channel, in the
+caller's transaction, both deduplicated, so running the same fan-out twice adds nothing."""
+
+from __future__ import annotations
+
+from models import InboxMessage, Referral
+from notifications.rules import Notice
+from notifications.templates import TEMPLATES, render
+from outbox.jobs import enqueue
+
+SEND_KIND = "notify.send"
+
+
+def send_dedupe_key(event_key: str, account_id: int, channel: str = "subscribe") -> str:
+    """One job per referral event, recipient and channel: a failing recipient never resends to the others."""
+    return f"notify:{event_key}:to:{account_id}:{channel}"
+
+
+async def publish(notice: Notice, referral: Referral | None, event_key: str) -> int:
+    """Put `notice` in every recipient's inbox and queue its WeChat delivery; returns the recipients."""
+    data = render(TEMPLATES[notice.template], notice.values)
+    for account_id in notice.accounts:
+        await InboxMessage.get_or_create(
+            dedupe_key=f"inbox:{event_key}:{account_id}",
+            defaults={"account_id": account_id, "kind": notice.kind, "title": notice.title[:100],
+                      "body": notice.body, "page": notice.page, "data": data,
+                      "referral_id": referral.id if referral else None})
+        await enqueue(SEND_KIND, {"account_id": account_id, "template": notice.template, "data": data,
+                                  "page": notice.page, "kind": notice.kind},
+                      send_dedupe_key(event_key, account_id))
+    return len(notice.accounts)

@@ -1,0 +1,50 @@
+"""The notification job handlers (registered on import; `notifications.setup` imports this module).
+
+* `notify.referral_event` {referral_id, seq, action}: written by every referral transition. Decides who is told
+  what (`notifications.rules`), writes their inbox messages and one `notify.send` job per recipient, and the
+  timers the new state calls for, in one transaction.
+* `notify.send` {account_id, template, data, page, kind}: one subscribe message to one account.
+* `notify.timer` {referral_id, seq, status, timer}: approval overdue, escalation, the day before admission.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tortoise.transactions import in_transaction
+
+from models import Referral, ReferralEvent
+from notifications import delivery, reminders, rules
+from notifications.fanout import SEND_KIND, publish
+from outbox.registry import JobContext, handler
+
+log = logging.getLogger("referral_cloud.notifications")
+
+
+@handler("notify.referral_event")
+async def referral_event(ctx: JobContext) -> None:
+    payload = ctx.job.payload
+    referral = await Referral.get_or_none(id=payload["referral_id"])
+    event = await ReferralEvent.get_or_none(referral_id=payload["referral_id"], seq=payload["seq"])
+    if referral is None or event is None:
+        log.warning("notify.referral_event for a missing referral event %s/%s", payload.get("referral_id"),
+                    payload.get("seq"))
+        return
+    facts = await rules.Facts.of(referral)
+    notices = await rules.for_event(facts, event)
+    async with in_transaction():
+        for notice in notices:
+            # The key is the event's: an account is in one notice of an event at most (rules.for_event).
+            await publish(notice, referral, f"{referral.id}:{event.seq}")
+        await reminders.schedule(referral, event)
+
+
+@handler(SEND_KIND)
+async def send(ctx: JobContext) -> None:
+    await delivery.send_subscribe(ctx)
+
+
+@handler(reminders.TIMER_KIND)
+async def timer(ctx: JobContext) -> None:
+    async with in_transaction():
+        await reminders.fire(ctx.job.payload)

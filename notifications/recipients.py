@@ -1,0 +1,41 @@
+"""Who is behind a role: the WeChat accounts of an institution's approvers and admins, of the referring
+doctor, and of everyone bound to the patient. Only people with a WeChat account can be told anything."""
+
+from __future__ import annotations
+
+from models import PatientBinding, Referral, Staff, WeChatAccount
+from referrals.policy import policy_of
+
+
+async def _accounts_of_staff(staff_ids: list[int]) -> list[int]:
+    if not staff_ids:
+        return []
+    return list(await WeChatAccount.filter(staff_id__in=staff_ids).order_by("id").values_list("id", flat=True))
+
+
+async def _staff_with_roles(institution_id: int, roles: set[str]) -> list[int]:
+    # Roles are a JSON list; an institution has tens of staff, so filtering here is simpler than per-database JSON.
+    staff = await Staff.filter(institution_id=institution_id, is_active=True, deleted_at=None).only("id", "roles")
+    return [s.id for s in staff if roles.intersection(s.roles or [])]
+
+
+async def approver_accounts(institution_id: int) -> list[int]:
+    """Every approver of the institution: the approver role plus whatever roles its policy lets approve."""
+    policy = await policy_of(institution_id)
+    return await _accounts_of_staff(await _staff_with_roles(institution_id,
+                                                            {"approver", *(policy.approver_roles or [])}))
+
+
+async def admin_accounts(institution_id: int) -> list[int]:
+    return await _accounts_of_staff(await _staff_with_roles(institution_id, {"admin"}))
+
+
+async def referrer_accounts(referral: Referral) -> list[int]:
+    staff = await Staff.get_or_none(id=referral.referrer_id, is_active=True, deleted_at=None)  # type: ignore[attr-defined]
+    return await _accounts_of_staff([staff.id] if staff else [])
+
+
+async def patient_accounts(referral: Referral) -> list[int]:
+    """Every WeChat account bound to the patient: the patient and the family members who bound them."""
+    return list(await PatientBinding.filter(patient_id=referral.patient_id)  # type: ignore[attr-defined]
+                .order_by("account_id").values_list("account_id", flat=True))
