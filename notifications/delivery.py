@@ -90,8 +90,7 @@ async def send_subscribe(ctx: JobContext) -> str:
     return SENT
 
 
-async def send_once(ctx: JobContext, account: WeChatAccount | None, openid: str,
-                    call: Callable[[], Awaitable[object]]) -> str:
+async def send_once(ctx: JobContext, account: WeChatAccount | None, call: Callable[[], Awaitable[object]]) -> str:
     """A customer-service message for one job, at most once on success; temporary failures retry."""
     base = ctx.job.dedupe_key
     attempts = await attempts_of(base)
@@ -108,7 +107,6 @@ async def send_once(ctx: JobContext, account: WeChatAccount | None, openid: str,
         await _finish(row, FALLBACK, exc.errcode)
         raise PermanentFailure(f"WeChat errcode {exc.errcode}: {exc.errmsg}") from None
     await _finish(row, SENT)
-    log.debug("customer-service reply %s sent to %s…", base, openid[:6])
     return SENT
 
 
