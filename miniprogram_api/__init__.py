@@ -25,7 +25,9 @@ API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, refe
 
 
 def all_routes() -> list:
-    return [spec for module in API_MODULES for spec in module.api.routes]
+    from bot.routes import api as bot_api  # installed by bot.setup; documented with the rest
+
+    return [spec for module in API_MODULES for spec in module.api.routes] + bot_api.routes
 
 
 def setup(app: web.Application) -> None:
