@@ -6,6 +6,11 @@ Subscribe messages spend a credit first (spend and first attempt row in one tran
 "no credit" leave the message in the inbox only; 47003 and the other refusals are permanent: the credit is
 given back, the message stays in the inbox and the job goes dead with the reason. A job that already reached
 a final state (sent, fallback) does nothing when it runs again.
+
+An attempt row still "sending" when the job runs again means the process died (or was stopped) during the
+call: WeChat may or may not have the message and takes no idempotency key. Like outbox.once, we choose at
+most once: the row becomes "unknown" and the job goes dead with that reason (the message is in the inbox
+anyway). If an admin retries the job, the "unknown" row says the choice was made and it is sent again.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from wechat.errors import TOKEN_ERRCODES, WeChatError, WeChatUnavailable
 
 log = logging.getLogger("referral_cloud.notifications")
 
-SENDING, SENT, FAILED, FALLBACK = "sending", "sent", "failed", "fallback"
+SENDING, SENT, FAILED, FALLBACK, UNKNOWN = "sending", "sent", "failed", "fallback", "unknown"
+OUTCOME_UNKNOWN = ("上次发送途中处理进程中断，无法确认微信是否已送达；消息已在站内信中，为避免重复未自动重发，"
+                   "核实后可在任务管理中重试")
 FINAL = (SENT, FALLBACK)
 REFUSED = 43101  # the user did not subscribe, or unsubscribed
 MAX_ATTEMPT_ROWS = 64
@@ -51,6 +58,13 @@ async def _finish(row: Delivery, state: str, errcode: int | None = None, msgid: 
     await row.save(update_fields=["state", "errcode", "msgid", "updated_at"])
 
 
+async def _interrupted(attempts: list[Delivery]) -> None:
+    """Refuse to repeat a call whose outcome is unknown (see the module docstring)."""
+    if attempts and attempts[-1].state == SENDING:
+        await _finish(attempts[-1], UNKNOWN)
+        raise PermanentFailure(OUTCOME_UNKNOWN)
+
+
 async def send_subscribe(ctx: JobContext) -> str:
     """The `notify.send` job: payload {account_id, template, data, page}. Returns the outcome."""
     payload = ctx.job.payload
@@ -63,6 +77,7 @@ async def send_subscribe(ctx: JobContext) -> str:
     attempts = await attempts_of(base)
     if any(a.state in FINAL for a in attempts):
         return next(a.state for a in attempts if a.state in FINAL)
+    await _interrupted(attempts)
     async with in_transaction():
         # Earlier attempts that did not finish already hold this message's credit.
         if not attempts and not await credits.spend(account.id, tid):
@@ -96,6 +111,7 @@ async def send_once(ctx: JobContext, account: WeChatAccount | None, call: Callab
     attempts = await attempts_of(base)
     if any(a.state in FINAL for a in attempts):
         return SENT
+    await _interrupted(attempts)
     row = await Delivery.create(dedupe_key=_key(base, attempts), account_id=account.id if account else None,
                                 channel="customer", state=SENDING)
     try:

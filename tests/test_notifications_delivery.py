@@ -195,3 +195,25 @@ async def test_long_term_templates_send_without_spending(aiohttp_client, setting
         await queue(account.id, f"t:{n}")
     assert (await run_jobs(client.server.app))["done"] == 3
     assert len(await sandbox_messages(client, OPENID, "subscribe")) == 3
+
+
+async def test_a_send_interrupted_mid_call_is_not_repeated_until_an_admin_says_so(client):
+    account = await approver(client, app_credits=1)
+    await queue(account.id)
+    [job] = await OutboxJob.filter(kind="notify.send")
+    # A worker took the credit, wrote its attempt and died during the call (SIGKILL): nobody knows whether
+    # WeChat has the message.
+    assert await credits.spend(account.id, APPROVAL)
+    await Delivery.create(dedupe_key=f"{job.dedupe_key}#1", account_id=account.id, channel="subscribe",
+                          template_id=APPROVAL, state="sending")
+    assert await run_jobs(client.server.app) == {"done": 0, "retried": 0, "dead": 1}
+    assert "无法确认" in (await OutboxJob.get(id=job.id)).last_error
+    assert await attempts(account) == [("unknown", None)]
+    assert await send_calls(client) == 0
+    assert await InboxMessage.filter(account_id=account.id).count() == 1
+    # An admin who checked with the recipient retries the job: it is sent, on the credit already taken.
+    await OutboxJob.filter(id=job.id).update(state="pending", attempts=0)
+    assert await run_jobs(client.server.app) == {"done": 1, "retried": 0, "dead": 0}
+    assert await attempts(account) == [("unknown", None), ("sent", None)]
+    assert len(await sandbox_messages(client, OPENID, "subscribe")) == 1
+    assert await our_credits(account) == 0
