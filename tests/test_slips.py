@@ -108,11 +108,15 @@ async def error_code(resp) -> str:
 
 
 async def state_of(referral_id: str) -> tuple:
-    """Everything a refused scan must leave alone."""
+    """Everything a refused scan must leave alone: the referral, its timeline, its slips and the jobs it writes
+    (notifications and timers; jobs that the dispatcher's own handlers add later are none of a scan's doing)."""
     referral = await Referral.get(public_id=referral_id)
-    slips = tuple(await Slip.filter(referral_id=referral.id).order_by("id").values_list("state", flat=True))
+    slips = await Slip.filter(referral_id=referral.id).order_by("id")
+    jobs = await OutboxJob.filter(dedupe_key__startswith=f"notify:{referral.id}:").count() + \
+        await OutboxJob.filter(dedupe_key__in=[f"slip-expire:{s.id}" for s in slips]).count()
     return (str(referral.status), referral.version, referral.admitted_at, referral.booking_id,  # type: ignore[attr-defined]
-            await ReferralEvent.filter(referral_id=referral.id).count(), slips, await OutboxJob.all().count())
+            await ReferralEvent.filter(referral_id=referral.id).count(),
+            tuple((s.state, s.checked_in_at, s.revoked_at) for s in slips), jobs)
 
 
 def decode_qr(png: bytes) -> str:
