@@ -76,7 +76,19 @@ def machine() -> dict:
     """What the numbers were measured on."""
     return {"cores": os.cpu_count(), "cpu": _cpu_model(), "memory_mb": _meminfo_mb(),
             "python": platform.python_version(), "platform": platform.platform(),
-            "sqlite": sqlite3.sqlite_version, "date": now_china().isoformat(timespec="seconds")}
+            "sqlite": sqlite3.sqlite_version, "date": now_china().isoformat(timespec="seconds"),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (Linux /proc/stat; None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -254,6 +266,17 @@ class ServerProcess:
                 if time.monotonic() > deadline:
                     raise BenchError(f"{url} not ready after {timeout:.0f}s:\n{self.tail()}")
                 await asyncio.sleep(0.1)
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU the server process has used so far (Linux /proc; None elsewhere)."""
+        if self.process is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # After the command name: state is field 3, utime and stime are fields 14 and 15 (man 5 proc).
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         process = self.process

@@ -36,7 +36,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -54,6 +54,7 @@ from bench.common import (
     free_port,
     key32,
     machine,
+    machine_busy_seconds,
     now_china,
     pg_database,
     pg_version,
@@ -256,14 +257,18 @@ async def run_lifecycles(http: Http, world: World, clients: int, per_client: int
             "transitions_per_s": round(events / elapsed, 1)}
 
 
-async def run_transitions(http: Http, setup_http: Http, world: World, clients: int, per_client: int) -> dict:
-    desks = await asyncio.gather(*(prepare_desk(setup_http, world, c, per_client) for c in range(clients)))
+async def prepare_desks(http: Http, world: World, clients: int, per_client: int) -> list[Desk]:
+    """Log every client's people in and create its drafts (not timed)."""
+    return list(await asyncio.gather(*(prepare_desk(http, world, c, per_client) for c in range(clients))))
+
+
+async def run_transitions(http: Http, world: World, desks: list[Desk]) -> dict:
     started = time.perf_counter()
     results = await asyncio.gather(*(drive_drafts(http, world, desk) for desk in desks))
     elapsed = time.perf_counter() - started
     transitions, failed = sum(r[0] for r in results), sum(r[1] for r in results)
-    return {"clients": clients, "referrals": clients * per_client, "failed": failed, "count": transitions,
-            "seconds": round(elapsed, 3), "per_s": round(transitions / elapsed, 1)}
+    return {"clients": len(desks), "referrals": sum(len(d.drafts) for d in desks), "failed": failed,
+            "count": transitions, "seconds": round(elapsed, 3), "per_s": round(transitions / elapsed, 1)}
 
 
 # --------------------------------------------------------------------------------------- backends
@@ -308,15 +313,36 @@ async def services_backend(tmp: Path) -> AsyncIterator[Backend]:
 
 
 @contextlib.asynccontextmanager
-async def serving(args: list[str], env: dict[str, str], log: Path, port: int) -> AsyncIterator[str]:
+async def serving(args: list[str], env: dict[str, str], log: Path, port: int) -> AsyncIterator[ServerProcess]:
     server = ServerProcess(args, env, log)
     server.start()
     try:
-        base = f"http://127.0.0.1:{port}"
-        await server.wait_ready(f"{base}/healthz")
-        yield base
+        await server.wait_ready(f"http://127.0.0.1:{port}/healthz")
+        yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def server_load(server: ServerProcess, recorder: Recorder, result: dict) -> Iterator[None]:
+    """Add to a phase's result the requests it made and the server CPU they cost (is the server saturated?)."""
+    before, client_before, machine_before = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
+    yield
+    after, client_after, machine_after = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
+    seconds = result["seconds"]
+    requests = sum(len(v) for v in recorder.latencies.values()) + recorder.failure_count
+    result["requests"] = requests
+    result["requests_per_s"] = round(requests / seconds, 1) if seconds else None
+    if before is not None and after is not None and seconds:
+        cpu = after - before
+        result["server_cpu_s"] = round(cpu, 2)
+        result["server_busy"] = round(cpu / seconds, 2)  # 1.0 = one core saturated
+        result["server_cpu_ms_per_request"] = round(cpu * 1000 / requests, 2) if requests else None
+    if seconds:
+        result["client_busy"] = round((client_after - client_before) / seconds, 2)
+    if machine_before is not None and machine_after is not None and seconds:
+        # Every process on the machine (databases and anything else running): up to the number of cores.
+        result["machine_busy"] = round((machine_after - machine_before) / seconds, 2)
 
 
 def _say(message: str) -> None:
@@ -325,40 +351,54 @@ def _say(message: str) -> None:
 
 async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> dict:
     clients = opts.clients
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     lifecycle, transitions, bare_recorder = Recorder(), Recorder(), Recorder()
     setup = Recorder()
     port = free_port()
     env = _base_env() | backend.ours_env | {"HOST": "127.0.0.1", "PORT": str(port)}
     _say(f"[{backend.name}] starting the platform (migrate, seed) on port {port}")
-    async with serving(["app.py", "serve", "--migrate", "--seed"], env, tmp / "ours.log", port) as base, \
+    lifecycles: dict = {}
+    trans: dict = {}
+    bare_result: dict = {}
+    async with serving(["app.py", "serve", "--migrate", "--seed"], env, tmp / "ours.log", port) as server, \
             client_session(clients) as session:
+        base = f"http://127.0.0.1:{port}"
         setup_http = Http(session, base, setup)
         world = await setup_world(setup_http)
         if opts.warmup:
             _say(f"[{backend.name}] warm-up: {clients} clients × {opts.warmup} lifecycles")
             await run_lifecycles(Http(session, base, Recorder()), world, clients, opts.warmup)
         _say(f"[{backend.name}] lifecycles: {clients} clients × {opts.lifecycles}")
-        lifecycles = await run_lifecycles(Http(session, base, lifecycle), world, clients, opts.lifecycles)
+        with server_load(server, lifecycle, lifecycles):
+            lifecycles |= await run_lifecycles(Http(session, base, lifecycle), world, clients, opts.lifecycles)
         _say(f"[{backend.name}] transitions: {clients} clients × {opts.referrals} referrals")
-        trans = await run_transitions(Http(session, base, transitions), setup_http, world, clients, opts.referrals)
+        desks = await prepare_desks(setup_http, world, clients, opts.referrals)
+        with server_load(server, transitions, trans):
+            trans |= await run_transitions(Http(session, base, transitions), world, desks)
     port = free_port()
     _say(f"[{backend.name}] bare stack: {clients} clients × {opts.inserts} inserts")
     async with serving(["-m", "bench.bare", "--port", str(port), "--db-url", backend.bare_db_url],
-                       _base_env(), tmp / "bare.log", port) as base:
-        bare_result = await bare.drive(base, clients, opts.inserts, bare_recorder)
+                       _base_env(), tmp / "bare.log", port) as server:
+        with server_load(server, bare_recorder, bare_result):
+            bare_result |= await bare.drive(f"http://127.0.0.1:{port}", clients, opts.inserts, bare_recorder)
     bare_latency = bare_recorder.summary().get(bare.LABEL, {})
     bare_result |= {"p50_ms": bare_latency.get("p50_ms"), "p99_ms": bare_latency.get("p99_ms")}
     endpoints = {"lifecycle": lifecycle.summary(), "transitions": transitions.summary(),
                  "bare": bare_recorder.summary()}
     ratio = trans["per_s"] / bare_result["per_s"] if bare_result["per_s"] else None
     ratio_in_lifecycles = (lifecycles["transitions_per_s"] / bare_result["per_s"]) if bare_result["per_s"] else None
+    # Server CPU per request is what other load on the machine disturbs least: bare ÷ ours per request.
+    cpu_ours, cpu_bare = trans.get("server_cpu_ms_per_request"), bare_result.get("server_cpu_ms_per_request")
+    ratio_by_cpu = cpu_bare / cpu_ours if cpu_ours and cpu_bare else None
     return {
         "database": backend.description,
+        "load_average_at_start": load_at_start,
         "lifecycles": lifecycles,
         "transitions": trans,
         "bare_insert": bare_result,
         "ratio": round(ratio, 3) if ratio is not None else None,
         "ratio_in_lifecycles": round(ratio_in_lifecycles, 3) if ratio_in_lifecycles is not None else None,
+        "ratio_by_server_cpu": round(ratio_by_cpu, 3) if ratio_by_cpu is not None else None,
         "endpoints": endpoints,
         "targets": _targets(ratio, endpoints, clients),
         "failures": setup.failures + lifecycle.failures + transitions.failures + bare_recorder.failures,
