@@ -36,7 +36,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -69,6 +69,9 @@ SOURCES = ["DONGGUAN", "WENHE", "TANGWANG", "SANWAN", "GAOYOU", "BAOYING"]
 FALLBACK_DEPARTMENT = "心血管内科"
 REASON = "基层医院诊疗条件有限，需上级医院进一步诊治"
 BOOKING_DAYS = 14
+FINISHED_JOBS_SQL = "SELECT count(*) FROM outbox_job WHERE state IN ('done', 'dead')"
+DRAIN_QUIET = 1.0  # seconds without a finished job: the dispatcher has caught up
+DRAIN_TIMEOUT = 120.0
 BEDS_PER_DAY = 500  # the API's maximum; far more than a run books
 
 RATIO_TARGET = 0.5
@@ -279,6 +282,25 @@ class Backend:
     ours_env: dict[str, str]
     bare_db_url: str
     description: str
+    finished_jobs: Callable[[], Awaitable[int]]  # outbox jobs done or dead so far in our database
+
+
+async def _sqlite_finished_jobs(path: Path) -> int:
+    def count() -> int:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
+            return conn.execute(FINISHED_JOBS_SQL).fetchone()[0]
+
+    return await asyncio.to_thread(count)
+
+
+async def _pg_finished_jobs(url: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+    try:
+        return await conn.fetchval(FINISHED_JOBS_SQL)
+    finally:
+        await conn.close()
 
 
 def _base_env() -> dict[str, str]:
@@ -289,8 +311,9 @@ def _base_env() -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def sqlite_backend(tmp: Path) -> AsyncIterator[Backend]:
+    database = tmp / "ours" / "referral.sqlite3"
     yield Backend("sqlite", {"DATA_DIR": str(tmp / "ours")}, f"sqlite://{tmp / 'bare.sqlite3'}",
-                  f"SQLite {sqlite3.sqlite_version} (WAL), in-process KV")
+                  f"SQLite {sqlite3.sqlite_version} (WAL), in-process KV", lambda: _sqlite_finished_jobs(database))
 
 
 @contextlib.asynccontextmanager
@@ -307,7 +330,7 @@ async def services_backend(tmp: Path) -> AsyncIterator[Backend]:
             yield Backend("postgresql+redis", {
                 "DATABASE_URL": ours_url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix,
                 "DATA_DIR": str(tmp / "ours"), "JWT_SECRET": key32(), "DATA_KEY": key32(), "LOOKUP_KEY": key32()},
-                bare_url, description)
+                bare_url, description, lambda: _pg_finished_jobs(ours_url))
         finally:
             await drop_redis_prefix(redis_url, prefix)
 
@@ -325,24 +348,41 @@ async def serving(args: list[str], env: dict[str, str], log: Path, port: int) ->
 
 @contextlib.contextmanager
 def server_load(server: ServerProcess, recorder: Recorder, result: dict) -> Iterator[None]:
-    """Add to a phase's result the requests it made and the server CPU they cost (is the server saturated?)."""
+    """Add to a phase's result the requests it made and the server CPU they cost, background jobs included
+    (the block covers the phase and the outbox drain after it), and how busy server, client and machine were."""
     before, client_before, machine_before = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
+    started = time.perf_counter()
     yield
+    seconds = time.perf_counter() - started
     after, client_after, machine_after = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
-    seconds = result["seconds"]
     requests = sum(len(v) for v in recorder.latencies.values()) + recorder.failure_count
     result["requests"] = requests
-    result["requests_per_s"] = round(requests / seconds, 1) if seconds else None
-    if before is not None and after is not None and seconds:
+    result["requests_per_s"] = round(requests / result["seconds"], 1) if result["seconds"] else None
+    if before is not None and after is not None:
         cpu = after - before
         result["server_cpu_s"] = round(cpu, 2)
         result["server_busy"] = round(cpu / seconds, 2)  # 1.0 = one core saturated
         result["server_cpu_ms_per_request"] = round(cpu * 1000 / requests, 2) if requests else None
-    if seconds:
-        result["client_busy"] = round((client_after - client_before) / seconds, 2)
-    if machine_before is not None and machine_after is not None and seconds:
+    result["client_busy"] = round((client_after - client_before) / seconds, 2)
+    if machine_before is not None and machine_after is not None:
         # Every process on the machine (databases and anything else running): up to the number of cores.
         result["machine_busy"] = round((machine_after - machine_before) / seconds, 2)
+
+
+async def drain_outbox(backend: Backend, result: dict, jobs_before: int) -> int:
+    """Wait (bounded) until the outbox dispatcher has finished the jobs a phase caused, so that the next phase
+    does not pay for them; records how long that took after the phase's last request and how many jobs ran."""
+    started = time.perf_counter()
+    deadline = started + DRAIN_TIMEOUT
+    last, steady_since = await backend.finished_jobs(), time.perf_counter()
+    while time.perf_counter() - steady_since < DRAIN_QUIET and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+        now = await backend.finished_jobs()
+        if now != last:
+            last, steady_since = now, time.perf_counter()
+    result["background_jobs"] = last - jobs_before
+    result["outbox_drain_s"] = round(max(steady_since - started, 0.0), 2)
+    return last
 
 
 def _say(message: str) -> None:
@@ -368,13 +408,17 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
         if opts.warmup:
             _say(f"[{backend.name}] warm-up: {clients} clients × {opts.warmup} lifecycles")
             await run_lifecycles(Http(session, base, Recorder()), world, clients, opts.warmup)
+        jobs = await drain_outbox(backend, {}, 0)
         _say(f"[{backend.name}] lifecycles: {clients} clients × {opts.lifecycles}")
         with server_load(server, lifecycle, lifecycles):
             lifecycles |= await run_lifecycles(Http(session, base, lifecycle), world, clients, opts.lifecycles)
+            jobs = await drain_outbox(backend, lifecycles, jobs)
         _say(f"[{backend.name}] transitions: {clients} clients × {opts.referrals} referrals")
         desks = await prepare_desks(setup_http, world, clients, opts.referrals)
+        jobs = await drain_outbox(backend, {}, jobs)
         with server_load(server, transitions, trans):
             trans |= await run_transitions(Http(session, base, transitions), world, desks)
+            await drain_outbox(backend, trans, jobs)
     port = free_port()
     _say(f"[{backend.name}] bare stack: {clients} clients × {opts.inserts} inserts")
     async with serving(["-m", "bench.bare", "--port", str(port), "--db-url", backend.bare_db_url],

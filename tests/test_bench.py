@@ -46,6 +46,16 @@ async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
     assert run["transitions"]["count"] == 6 and run["transitions"]["failed"] == 0
     assert run["bare_insert"]["count"] == 6 and run["bare_insert"]["failed"] == 0
 
+    # Per lifecycle: three logins (two requests each), scan, create+submit, two approvals, the timeline.
+    assert run["lifecycles"]["requests"] == 2 * 11 and run["transitions"]["requests"] == 6
+    for phase in (run["lifecycles"], run["transitions"], run["bare_insert"]):
+        # CPU is counted in clock ticks (10 ms): a tiny phase may show none.
+        assert phase["server_cpu_ms_per_request"] >= 0 and phase["server_busy"] >= 0
+        assert phase["client_busy"] >= 0 and phase["machine_busy"] >= 0
+    for phase in (run["lifecycles"], run["transitions"]):
+        assert phase["background_jobs"] >= 0 and phase["outbox_drain_s"] >= 0
+    assert "ratio_by_server_cpu" in run
+
     _check_latencies(run["endpoints"]["lifecycle"], LIFECYCLE_ENDPOINTS)
     _check_latencies(run["endpoints"]["transitions"], TRANSITION_ENDPOINTS)
     _check_latencies(run["endpoints"]["bare"], {"POST /rows (bare insert)"})
