@@ -106,6 +106,8 @@ async def test_filters_status_direction_dates_and_text(client):
     assert await _ids(desk, who, box="outgoing", q="晓梅") == [lateral["id"], up_done["id"]]
     assert await _ids(desk, who, box="outgoing", q="周明华") == [up_pending["id"]]
     assert await _ids(desk, who, box="outgoing", q="不存在") == []
+    for wildcard in ("%", "_", "ZZ%", "周%华"):  # LIKE wildcards are text here, not patterns
+        assert await _ids(desk, who, box="outgoing", q=wildcard) == [], wildcard
 
     # Dates are days in China, inclusive at both ends.
     old_time = datetime.now(UTC) - timedelta(days=10)
