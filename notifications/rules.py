@@ -166,10 +166,6 @@ async def admission(facts: Facts, event: ReferralEvent | None, *, eve: bool = Fa
              f"请携带{WHAT_TO_BRING}，到住院处出示入院二维码办理入院{phone}。")
 
 
-async def _actor_institution(event: ReferralEvent, fallback: Institution) -> str:
-    return event.actor_institution_name or fallback.name
-
-
 async def _decision_for_doctor(facts: Facts, event: ReferralEvent) -> Notice | None:
     action, to = event.action, event.to_status
     data = event.data or {}
@@ -183,7 +179,7 @@ async def _decision_for_doctor(facts: Facts, event: ReferralEvent) -> Notice | N
     if action == "reject":
         reason = REJECTION_REASONS.get(data.get("reason_code", ""), "")
         text = "：".join(part for part in (reason, event.comment) if part) or "未说明原因"
-        return progress(facts, event, result="已拒绝", institution=await _actor_institution(event, facts.target),
+        return progress(facts, event, result="已拒绝", institution=event.actor_institution_name or facts.target.name,
                         note=text)
     if action == "redirect":
         return progress(facts, event, result="已改转", institution=data.get("from_institution", ""),
