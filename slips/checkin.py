@@ -23,6 +23,8 @@ from slips import keys
 from slips.lifecycle import REVOKE_REASONS
 from timeutil import china_time, china_today, utcnow
 
+ATTEMPTS = 3  # a scan that loses to an unrelated change of the referral (not another scan) tries again
+
 
 @dataclass(frozen=True)
 class CheckedIn:
@@ -102,19 +104,25 @@ async def check_in(principal: Principal, token: str) -> CheckedIn:
         raise NotFound("未找到该入院凭条", code="SLIP_NOT_FOUND")
     referral = await Referral.get(id=slip.referral_id)  # type: ignore[attr-defined]
     await _refuse_by_state(slip, referral)
-    try:
-        async with in_transaction():
-            referral = await commands.check_in(principal, referral.id, comment=f"扫描入院凭条 {slip.code} 办理入院")
-            marked = await Slip.filter(id=slip.id, state=SlipState.ACTIVE).update(
-                state=SlipState.USED, checked_in_at=referral.admitted_at, checked_in_by_id=principal.staff_id,
-                certificate_no=referral.admission_certificate_no)
-            if not marked:
-                raise Conflict("入院凭条状态已变化", code="SLIP_STATE_CHANGED")  # rolls the admission back
-    except Conflict:
-        # Someone else won the race (another scan, a cancellation, the no-show timer): say what happened.
-        slip = await Slip.get(id=slip.id)
-        await _refuse_by_state(slip, await Referral.get(id=referral.id))
-        raise
+    for attempt in range(ATTEMPTS):
+        try:
+            async with in_transaction():
+                referral = await commands.check_in(principal, referral.id,
+                                                   comment=f"扫描入院凭条 {slip.code} 办理入院")
+                marked = await Slip.filter(id=slip.id, state=SlipState.ACTIVE).update(
+                    state=SlipState.USED, checked_in_at=referral.admitted_at, checked_in_by_id=principal.staff_id,
+                    certificate_no=referral.admission_certificate_no)
+                if not marked:
+                    raise Conflict("入院凭条状态已变化", code="SLIP_STATE_CHANGED")  # rolls the admission back
+            break
+        except Conflict:
+            # Someone else won the race (another scan, a cancellation, the no-show timer): say what happened.
+            slip = await Slip.get(id=slip.id)
+            await _refuse_by_state(slip, await Referral.get(id=referral.id))
+            # Still scheduled with an active slip: the referral moved for another reason (the HIS job recording
+            # the admission certificate bumps its version), so the scan tries again.
+            if attempt == ATTEMPTS - 1:
+                raise
     await slip.refresh_from_db()
     clerk = await Staff.get(id=principal.staff_id)
     waiting = (referral.admitted_at - referral.submitted_at

@@ -23,6 +23,7 @@ from PIL import Image
 from tortoise.transactions import in_transaction
 
 from appkeys import CIPHER, HIS, WECHAT_SANDBOX
+from errors import Conflict
 from his.admission import admit_referral
 from models import (
     CapacityDay,
@@ -39,7 +40,8 @@ from models import (
 from outbox.registry import HANDLERS, JobContext, TemporaryFailure
 from qr import slip_token
 from qr.slip_token import sign, verify_offline
-from slips import images, lifecycle
+from referrals import commands
+from slips import checkin, images, lifecycle
 from slips.demo import demo_slip, summary_lines
 from tests.support import bearer, login, login_code, login_demo, seeded, valid_id
 from timeutil import CHINA_TZ, china_today
@@ -310,6 +312,41 @@ async def test_only_admission_clerks_check_in(client):
         resp = await scan(client, session, slip["token"])
         assert resp.status == 403, await resp.text()
     assert await state_of(flow["referral_id"]) == before
+
+
+async def test_a_scan_that_loses_to_an_unrelated_change_of_the_referral_tries_again(client, monkeypatch):
+    """The HIS job records the admission certificate with a timeline event, which moves the referral's version:
+    a scan that loses that race is not another scan's loser, so it tries again instead of answering 409."""
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    real = commands.check_in
+    calls = []
+
+    async def loses_first(principal, referral_id, **kwargs):
+        calls.append(referral_id)
+        if len(calls) == 1:  # what _transition raises when another writer bumped the version first
+            raise Conflict("转诊单刚刚已被他人处理，请刷新后查看最新状态", code="CONCURRENT_UPDATE")
+        return await real(principal, referral_id, **kwargs)
+
+    monkeypatch.setattr(commands, "check_in", loses_first)
+    resp = await scan(client, clerk, slip["token"])
+    assert resp.status == 200, await resp.text()
+    assert len(calls) == 2 and (await Referral.get(public_id=flow["referral_id"])).status == "admitted"
+
+    other = await schedule(client, seq=49)
+    other_slip = await get_slip(client, other["patient"], other["referral_id"])
+    before = await state_of(other["referral_id"])
+
+    async def always_loses(principal, referral_id, **kwargs):
+        calls.append(referral_id)
+        raise Conflict("转诊单刚刚已被他人处理，请刷新后查看最新状态", code="CONCURRENT_UPDATE")
+
+    monkeypatch.setattr(commands, "check_in", always_loses)
+    calls.clear()
+    resp = await scan(client, clerk, other_slip["token"])
+    assert resp.status == 409 and await error_code(resp) == "CONCURRENT_UPDATE"
+    assert len(calls) == checkin.ATTEMPTS and await state_of(other["referral_id"]) == before
 
 
 def _forge(code: str, *, kid: str = "kFORGED01", institution: str = "SUBEI", hours: int = 48) -> str:
