@@ -1,6 +1,6 @@
 """Referral Cloud: the one app factory and the command line.
 
-    python app.py serve | migrate | seed | demo | demo-accounts [--json]
+    python app.py serve | migrate | seed | demo | demo-accounts [--json] | worker | jobs [--dead] [--retry ID]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     import his
     import miniprogram_api
     import notifications
+    import outbox
     import wechat
     from metrics import Metrics
     from miniprogram_api.middleware import error_middleware, metrics_middleware
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     notifications.setup(app)
     his.setup(app)
     bot.setup(app)
+    outbox.setup(app)  # after the database, KV, WeChat and HIS: its dispatcher stops first
     miniprogram_api.setup(app)
     return app
 
@@ -125,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     accounts = sub.add_parser("demo-accounts", help="list the seeded demo staff")
     accounts.add_argument("--json", action="store_true")
     sub.add_parser("worker", help="run background jobs without serving HTTP")
+    jobs = sub.add_parser("jobs", help="list outbox jobs; retry dead ones")
+    from outbox.cli import add_arguments as add_job_arguments
+
+    add_job_arguments(jobs)
     sub.add_parser("audit-verify", help="check every referral timeline and the audit log for tampering")
     sub.add_parser("demo", help="walk the paper's referral flow against the running platform")
     slip_keys = sub.add_parser("slip-keys", help="rotate or list the keys that sign admission slips")
@@ -165,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from slips.cli import run_slip_keys
 
         return asyncio.run(run_slip_keys(settings, args.action))
+    elif args.command == "jobs":
+        from outbox.cli import run_jobs_command
+
+        return asyncio.run(run_jobs_command(settings, args))
     elif args.command == "worker":
         from worker import run_worker
 

@@ -2,10 +2,10 @@
 (a conditional create, so no re-registration on arrival and no duplicate on retry), and the electronic
 admission certificate (a planned inpatient Encounter keyed by the referral code).
 
-``admit_referral`` is the body of the ``his.admit`` outbox job that referrals.commands enqueues on target
-approval; the dispatcher runs it outside any request and retries it on HisError. Running it twice is
-harmless: the HIS side is two conditional creates and the platform side is guarded by the stored
-certificate number.
+``issue_certificate`` is the HIS half of the ``his.admit`` outbox job that referrals.commands enqueues on
+target approval (``his.jobs`` stores the number together with a timeline event); ``admit_referral`` does both
+halves without the event. Running either twice is harmless: the HIS side is two conditional creates and the
+platform side is guarded by the stored certificate number.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ async def admit_referral(gateway: HisGateway, cipher: PersonalDataCipher, referr
     if referral.status not in ADMITTABLE:
         log.info("referral %s is %s: no admission certificate", referral.code, referral.status)
         return None
+    number = await issue_certificate(gateway, cipher, referral)
+    await Referral.filter(id=referral.id, admission_certificate_no="").update(
+        admission_certificate_no=number, his_sync=HisSync.DONE)
+    return number
+
+
+async def issue_certificate(gateway: HisGateway, cipher: PersonalDataCipher, referral: Referral) -> str:
+    """The HIS side of admit_referral: register the patient, create the certificate, link the MRN; returns the
+    certificate number and leaves storing it to the caller (his.jobs stores it with a timeline event)."""
     if referral.admission_date is None:
         raise ValueError(f"referral {referral.code} is scheduled without an admission date")
     target = await Institution.get(id=referral.target_institution_id)  # type: ignore[attr-defined]
@@ -68,7 +77,5 @@ async def admit_referral(gateway: HisGateway, cipher: PersonalDataCipher, referr
     elif existing.patient_id != patient.id:  # type: ignore[attr-defined]
         raise Conflict("目标医院 HIS 返回的病历号在本平台已关联其他患者，请联系信息科核对",
                        code="IDENTIFIER_CONFLICT")
-    await Referral.filter(id=referral.id, admission_certificate_no="").update(
-        admission_certificate_no=number, his_sync=HisSync.DONE)
     log.info("referral %s: admission certificate issued by %s", referral.code, target.code)
     return number

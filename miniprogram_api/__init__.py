@@ -11,6 +11,7 @@ from miniprogram_api import (
     directory,
     his_launch,
     inbox,
+    jobs,
     ops,
     patients,
     referral_records,
@@ -21,7 +22,7 @@ from miniprogram_api import (
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions]
+               inbox, subscriptions, jobs]
 
 
 def all_routes() -> list:

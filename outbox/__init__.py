@@ -1,1 +1,88 @@
-"""Transactional outbox and its dispatcher (issue 5)."""
+"""Transactional outbox: jobs written in the same transaction as the change that causes them (`outbox.jobs`),
+carried out by a dispatcher (`outbox.dispatcher`) with leases, retries and dead letters.
+
+`setup(app)` imports the job-handler modules (so web and worker processes know the same kinds), registers
+the app's wake-up publisher and, with BACKGROUND_TASKS and EMBEDDED_DISPATCHER, runs a dispatcher inside
+the process, listening for wake-ups on the KV store. `python app.py worker` runs the same app without a
+listener and always with the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from appkeys import KV_STORE, SETTINGS
+from kv import KV
+from outbox.dispatcher import Dispatcher, DispatcherConfig
+from outbox.wakeup import CHANNEL, Waker, register, unregister
+
+log = logging.getLogger("referral_cloud.outbox")
+
+# Modules whose import registers job handlers (outbox.registry.handler); a kind is only claimed by processes
+# that have its handler, so every process must import the same list.
+HANDLER_MODULES = ["his.jobs", "referrals.orders", "slips.jobs", "notifications.handlers", "bot.jobs",
+                   "outbox.probe"]
+
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("outbox_dispatcher", Dispatcher)
+# How long a stopping dispatcher may take: its shutdown grace plus the slowest handler it lets finish.
+STOP_TIMEOUT = 30.0
+
+
+def setup(app: web.Application) -> None:
+    """Call after the database, KV, WeChat and HIS are set up: their clean-ups must run after the dispatcher's."""
+    for name in HANDLER_MODULES:
+        importlib.import_module(name)
+    app.cleanup_ctx.append(_outbox)
+
+
+async def _outbox(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    dispatcher: Dispatcher | None = None
+    if settings.background_tasks and settings.embedded_dispatcher:
+        dispatcher = Dispatcher(app, DispatcherConfig.from_settings(settings))
+        app[DISPATCHER] = dispatcher
+    waker = Waker(app[KV_STORE], dispatcher.wake if dispatcher else None)
+    register(waker)
+    tasks: list[asyncio.Task] = []
+    if dispatcher is not None:
+        tasks = [asyncio.create_task(listen(app[KV_STORE], dispatcher), name="outbox-listener"),
+                 asyncio.create_task(dispatcher.run(), name="outbox-dispatcher")]
+    try:
+        yield
+    finally:
+        unregister(waker)
+        if dispatcher is not None:
+            listener, runner = tasks
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            dispatcher.stop()
+            try:
+                await asyncio.wait_for(runner, STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("outbox dispatcher did not stop within %ss", STOP_TIMEOUT)
+        await waker.close()
+
+
+async def listen(kv: KV, dispatcher: Dispatcher, *, retry_after: float = 1.0) -> None:
+    """Wake the dispatcher on every published wake-up; outlive KV outages (polling covers them)."""
+    while True:
+        try:
+            async with kv.subscribe(CHANNEL) as messages:
+                async for _ in messages:
+                    dispatcher.wake()
+        except Exception as exc:
+            log.warning("outbox wake-up subscription lost (%s); polling until it is back", type(exc).__name__)
+            await asyncio.sleep(retry_after)
+
+
+async def run_due_jobs(app: web.Application, config: DispatcherConfig | None = None) -> int:
+    """Run every due job now, until none is due, in this task (tests, and `python app.py jobs --run`)."""
+    config = config or DispatcherConfig.from_settings(app[SETTINGS])
+    return await Dispatcher(app, config).drain()

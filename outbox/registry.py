@@ -38,3 +38,19 @@ def handler(kind: str) -> Callable[[Handler], Handler]:
         return fn
 
     return register
+
+
+# What to do when a job of a kind goes dead (e.g. show "HIS sync failed" on the referral): called once, after
+# the job is marked dead, with the reason. Optional; its own failure is logged and does not revive the job.
+DeadHandler = Callable[[JobContext, str], Awaitable[None]]
+DEAD_HANDLERS: dict[str, DeadHandler] = {}
+
+
+def on_dead(kind: str) -> Callable[[DeadHandler], DeadHandler]:
+    def register(fn: DeadHandler) -> DeadHandler:
+        if kind in DEAD_HANDLERS and DEAD_HANDLERS[kind] is not fn:
+            raise ValueError(f"two dead-job handlers for job kind {kind}")
+        DEAD_HANDLERS[kind] = fn
+        return fn
+
+    return register

@@ -84,10 +84,15 @@ async def summary_view(referral: Referral, cache: ViewCache) -> dict:
     }
 
 
+# Timeline events that are not transitions of the state machine.
+OTHER_EVENT_NAMES = {"create": "创建转诊单", "his_admission": "HIS 已开具电子住院证"}
+
+
 def event_view(event: ReferralEvent) -> dict:
     action = event.action
     return {"seq": event.seq, "at": event.at, "action": action,
-            "action_name": ACTION_NAMES[Action(action)] if action in Action.__members__.values() else "创建转诊单",
+            "action_name": (ACTION_NAMES[Action(action)] if action in Action.__members__.values()
+                            else OTHER_EVENT_NAMES.get(action, action)),
             "from_status": event.from_status or None, "to_status": event.to_status,
             "to_status_name": STATUS_NAMES[Status(event.to_status)],
             "actor": {"name": event.actor_name, "role": event.actor_role,

@@ -1,0 +1,172 @@
+"""his.admit as an outbox job, against the embedded HIS simulator and its faults: the referral's HIS sync goes
+pending → done with the certificate number on the timeline (hash chain intact), survives HIS 500s and
+timeouts, goes failed on a rejection, and recovers when an admin retries the dead job."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from tortoise.transactions import in_transaction
+
+from app import create_app
+from his.jobs import ADMIT, CERTIFICATE_EVENT, record_certificate
+from models import HisSync, OutboxJob, Referral, ReferralEvent
+from outbox import run_due_jobs
+from outbox.dispatcher import DispatcherConfig
+from referrals.state_machine import Status
+from referrals.timeline import SYSTEM_ACTOR, append_event, verify_referral
+from tests.referral_support import Desk
+from tests.test_outbox import eventually
+
+FAST = DispatcherConfig(poll=0.05, lease=10.0, concurrency=4, max_attempts=5, backoff=0.05, backoff_max=0.2)
+
+
+@pytest.fixture
+async def dispatching(aiohttp_client, settings):
+    """The app with its embedded dispatcher on, short backoffs and a short HIS deadline."""
+    fast = replace(settings, embedded_dispatcher=True, outbox_poll=0.2, outbox_backoff=0.05, outbox_backoff_max=0.2,
+                   outbox_max_attempts=5, his_timeout=0.5)
+    return await aiohttp_client(create_app(fast))
+
+
+async def his_fault(client, **fault) -> None:
+    resp = await client.post("/his-sim/_faults", json={"institution": "SUBEI", "method": "POST"} | fault)
+    assert resp.status in (200, 201), await resp.text()
+
+
+async def admit_job(referral_id: int) -> OutboxJob:
+    return await OutboxJob.get(kind=ADMIT, dedupe_key=f"his-admit:{referral_id}")
+
+
+async def job_done(referral_id: int) -> OutboxJob | None:
+    job = await admit_job(referral_id)
+    return job if job.state == "done" else None  # its done mark follows the referral's update by a moment
+
+
+async def synced(referral_id: int, state: str):
+    referral = await Referral.get(id=referral_id)
+    return referral if referral.his_sync == state else None
+
+
+async def test_acceptance_issues_the_certificate_and_records_it_on_the_timeline(dispatching):
+    desk = await Desk.open(dispatching)
+    body = await desk.drive(Status.SCHEDULED)
+    assert body["his_sync"] == HisSync.PENDING
+    referral = await Referral.get(public_id=body["id"])
+    done = await eventually(lambda: synced(referral.id, HisSync.DONE))
+    assert done.admission_certificate_no.startswith("ZY")
+    detail = await desk.detail(("DONGGUAN", "doctor"), body["id"])
+    assert detail["his_sync"] == "done" and detail["admission_certificate_no"] == done.admission_certificate_no
+    event = detail["timeline"][-1]
+    assert event["action"] == CERTIFICATE_EVENT and event["action_name"] == "HIS 已开具电子住院证"
+    assert event["seq"] == detail["version"] == body["version"] + 1
+    assert event["data"] == {"admission_certificate_no": done.admission_certificate_no}
+    assert done.admission_certificate_no in event["comment"] and event["actor"]["role"] == "system"
+    assert event["to_status"] == event["from_status"] == "scheduled"
+    check = await desk.ok(await desk.get(("SUBEI", "approver"), f"/api/v1/referrals/{body['id']}/timeline/verify"))
+    assert check["valid"] is True
+    await eventually(lambda: job_done(referral.id))
+
+
+async def test_his_500s_and_timeouts_are_retried_until_the_his_recovers(dispatching):
+    desk = await Desk.open(dispatching)
+    await his_fault(dispatching, kind="error500", count=2)
+    await his_fault(dispatching, kind="timeout", count=1, delay=1.0)
+    body = await desk.drive(Status.SCHEDULED)
+    referral = await Referral.get(public_id=body["id"])
+    done = await eventually(lambda: synced(referral.id, HisSync.DONE), timeout=10)
+    job = await eventually(lambda: job_done(referral.id))
+    assert job.attempts == 4
+    assert await ReferralEvent.filter(referral_id=referral.id, action=CERTIFICATE_EVENT).count() == 1
+    assert (await verify_referral(referral.id, done.version)).valid
+
+
+async def test_a_rejection_is_final_until_an_admin_retries(dispatching):
+    desk = await Desk.open(dispatching)
+    await his_fault(dispatching, kind="outcome", count=1, status=422, message="科室代码在本院 HIS 中不存在")
+    body = await desk.drive(Status.SCHEDULED)
+    referral = await Referral.get(public_id=body["id"])
+    await eventually(lambda: synced(referral.id, HisSync.FAILED))
+    job = await admit_job(referral.id)
+    assert job.state == "dead" and job.attempts == 1 and "科室代码在本院 HIS 中不存在" in job.last_error
+    detail = await desk.detail(("SUBEI", "approver"), body["id"])
+    assert detail["his_sync"] == "failed" and detail["admission_certificate_no"] is None
+
+    # The target's admin sees the dead job and sends it round again once the HIS side is fixed.
+    resp = await desk.get(("SUBEI", "admin"), "/api/v1/admin/jobs", state="dead")
+    listed = await desk.ok(resp)
+    assert [(j["id"], j["kind"], j["referral"]["code"]) for j in listed["items"]] == [
+        (str(job.id), ADMIT, referral.code)]
+    retried = await desk.ok(await dispatching.post(f"/api/v1/admin/jobs/{job.id}/retry",
+                                                  headers=await desk.headers(("SUBEI", "admin"))))
+    assert retried["state"] == "pending" and retried["attempts"] == 0
+    done = await eventually(lambda: synced(referral.id, HisSync.DONE))
+    assert done.admission_certificate_no and await eventually(lambda: job_done(referral.id))
+
+
+async def test_a_referral_cancelled_before_the_job_ran_gets_no_certificate(client):
+    app = client.server.app
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.SCHEDULED)
+    await desk.ok(await desk.post(("DONGGUAN", "doctor"), body["id"], "cancel"))
+    referral = await Referral.get(public_id=body["id"])
+    await run_due_jobs(app, FAST)
+    after = await Referral.get(id=referral.id)
+    assert after.his_sync == HisSync.NONE and after.admission_certificate_no == "" and after.version == referral.version
+    assert (await admit_job(referral.id)).state == "done"
+
+
+async def test_running_the_job_again_changes_nothing(client):
+    app = client.server.app
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.SCHEDULED)
+    referral = await Referral.get(public_id=body["id"])
+    await run_due_jobs(app, FAST)
+    first = await Referral.get(id=referral.id)
+    job = await admit_job(referral.id)
+    await OutboxJob.filter(id=job.id).update(state="pending")  # as if the done mark had been lost
+    await run_due_jobs(app, FAST)
+    again = await Referral.get(id=referral.id)
+    assert (again.version, again.admission_certificate_no) == (first.version, first.admission_certificate_no)
+    assert await ReferralEvent.filter(referral_id=referral.id, action=CERTIFICATE_EVENT).count() == 1
+
+
+async def test_a_concurrent_transition_and_the_certificate_event_never_interleave(client, backend):
+    await Desk.open(client)
+    desk = Desk(client)
+    body = await desk.drive(Status.SCHEDULED)
+    referral = await Referral.get(public_id=body["id"])
+    updated, release = asyncio.Event(), asyncio.Event()
+
+    async def transition() -> None:
+        """A check-in that has bumped the version and not yet committed when the job records its event."""
+        async with in_transaction():
+            current = await Referral.get(id=referral.id)
+            await Referral.filter(id=current.id, version=current.version).update(
+                version=current.version + 1, status=Status.ADMITTED)
+            await append_event(current, seq=current.version + 1, action="check_in", from_status="scheduled",
+                               to_status="admitted", actor=SYSTEM_ACTOR)
+            updated.set()
+            await release.wait()
+
+    other = asyncio.create_task(transition())
+    await updated.wait()
+    recording = asyncio.create_task(record_certificate(referral.id, "ZY-RACE-1"))
+    await asyncio.sleep(0.2)
+    release.set()
+    await other
+    won = await recording
+    # PostgreSQL: the job's conditional update waited for the check-in's row lock, then found the version moved:
+    # it lost and wrote nothing, and the handler tries again. SQLite has one writer: the job ran after it.
+    assert won is (backend == "embedded")
+    if not won:
+        assert not await ReferralEvent.filter(referral_id=referral.id, action=CERTIFICATE_EVENT).exists()
+        assert await record_certificate(referral.id, "ZY-RACE-1") is True
+    final = await Referral.get(id=referral.id)
+    events = await ReferralEvent.filter(referral_id=referral.id).order_by("seq")
+    assert [e.action for e in events][-2:] == ["check_in", CERTIFICATE_EVENT]
+    assert events[-1].seq == final.version and final.his_sync == HisSync.DONE
+    assert events[-1].to_status == "admitted"  # recorded after the check-in, on top of it
+    assert (await verify_referral(referral.id, final.version)).valid
