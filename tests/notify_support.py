@@ -4,59 +4,30 @@ with wechatpy's own crypto)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from unittest.mock import patch
 
-from tortoise.expressions import Q
 from wechatpy.crypto import WeChatCrypto
 
-from models import JobState, OutboxJob
-from outbox.registry import HANDLERS, JobContext, PermanentFailure
+from outbox.dispatcher import Dispatcher, DispatcherConfig
 from tests.support import bearer
-from timeutil import utcnow
 
 
-async def run_jobs(app, *, now: datetime | None = None, kinds: set[str] | None = None,
-                   retry_in: float = 60.0) -> dict[str, int]:
-    """Run every due job (and the jobs those write) the way a dispatcher would: claimed by a conditional
-    update, done on success, pending again `retry_in` seconds later on a temporary failure, dead on a permanent
-    one. Jobs a background dispatcher has claimed are waited for. Returns counts by outcome."""
-    outcome = {"done": 0, "retried": 0, "dead": 0}
-    for _ in range(100):
-        at = (now or utcnow()).astimezone(UTC)  # SQLite compares stored times as text: UTC only
-        due = OutboxJob.filter(state=JobState.PENDING, next_attempt_at__lte=at, kind__in=sorted(kinds or HANDLERS))
-        jobs = await due.order_by("id")
-        if not jobs:
-            if not await OutboxJob.filter(state=JobState.RUNNING, kind__in=sorted(kinds or HANDLERS)).exists():
-                return outcome
-            await asyncio.sleep(0.02)  # a background dispatcher is on it
-            continue
-        for job in jobs:
-            claimed = await OutboxJob.filter(id=job.id, state=JobState.PENDING).update(
-                state=JobState.RUNNING, attempts=job.attempts + 1)
-            if not claimed:
-                continue
-            job.attempts += 1
-            try:
-                await HANDLERS[job.kind](JobContext(app, job))
-            except PermanentFailure as exc:
-                await OutboxJob.filter(id=job.id).update(state=JobState.DEAD, last_error=str(exc))
-                outcome["dead"] += 1
-            except Exception as exc:  # temporary, as the registry says of anything else
-                await OutboxJob.filter(id=job.id).update(state=JobState.PENDING, last_error=str(exc),
-                                                         next_attempt_at=at + timedelta(seconds=retry_in))
-                outcome["retried"] += 1
-            else:
-                await OutboxJob.filter(id=job.id).update(state=JobState.DONE)
-                outcome["done"] += 1
-    raise AssertionError("jobs kept writing jobs for 100 rounds")
-
-
-async def jobs(kind: str, **filters) -> list[OutboxJob]:
-    return await OutboxJob.filter(Q(kind=kind), **filters).order_by("id")
+async def run_jobs(app, *, now: datetime | None = None) -> dict[str, int]:
+    """Run every due job, and the jobs those write, with the real dispatcher (`drain`); with `now`, its clock
+    is moved there (timers due by then run, retries scheduled after it wait). Returns counts by outcome."""
+    dispatcher = Dispatcher(app, DispatcherConfig())
+    if now is None:
+        await dispatcher.drain()
+    else:
+        at = now.astimezone(UTC)  # SQLite compares stored times as text: UTC only
+        with patch("outbox.dispatcher._now", lambda: at):
+            await dispatcher.drain()
+    stats = dispatcher.stats
+    return {"done": stats.done, "retried": stats.retried, "dead": stats.dead}
 
 
 # -- the WeChat sandbox ----------------------------------------------------------------------------------------
