@@ -85,6 +85,10 @@ class ApproveIn(TransitionIn):
     admission: AdmissionIn | None = Field(default=None, description="接收机构审批时必填：入院日期和科室")
 
 
+class RescheduleIn(TransitionIn):
+    admission: AdmissionIn
+
+
 class RejectIn(TransitionIn):
     reason_code: str = Field(description="no_beds / not_indicated / incomplete / beyond_capability / "
                                          "patient_declined / other")
@@ -290,6 +294,11 @@ _transition_route("redirect", "改转其他机构", RedirectIn,
                                                        department_id=b.department_id))
 _transition_route("cancel", "取消转诊（入院前）", TransitionIn,
                   lambda r, p, i, b: commands.cancel(p, i, expected_version=b.version, comment=b.comment))
+_transition_route("reschedule", "改约入院日期（释放原床位、预约新床位、重新签发入院凭证）", RescheduleIn,
+                  lambda r, p, i, b: commands.reschedule(
+                      p, i, expected_version=b.version, comment=b.comment,
+                      admission=commands.Admission(b.admission.date, b.admission.department_id, b.admission.ward,
+                                                   b.admission.bed)))
 _transition_route("complete", "完成转诊并回传出院/回转小结", CompleteIn,
                   lambda r, p, i, b: commands.complete(p, i, expected_version=b.version, summary=b.summary))
 

@@ -246,6 +246,29 @@ class Admission:
     bed: str = ""
 
 
+async def _book_admission(current: Referral, admission: Admission | None) -> tuple[dict, dict]:
+    """Book a reserved bed for the admission (inside the transition's transaction): the referral's new
+    admission fields, and what the timeline records."""
+    if admission is None:
+        raise InvalidInput("接收审批需填写入院日期和科室", code="ADMISSION_REQUIRED")
+    if admission.date < china_today():
+        raise InvalidInput("入院日期不能早于今天", code="ADMISSION_DATE_PAST")
+    department_id = current.target_department_id  # type: ignore[attr-defined]
+    if admission.department_id is not None:
+        department = await Department.get_or_none(public_id=admission.department_id, deleted_at=None,
+                                                  institution_id=current.target_institution_id)  # type: ignore[attr-defined]
+        if department is None:
+            raise NotFound("本机构没有该科室", code="DEPARTMENT_NOT_FOUND")
+        department_id = department.id
+    booking = await capacity.book(department_id, admission.date)
+    department = await Department.get(id=department_id)
+    ward = admission.ward or department.ward
+    return ({"admission_date": admission.date, "admission_department_id": department_id, "ward": ward,
+             "bed": admission.bed, "booking_id": booking.id},
+            {"admission_date": admission.date.isoformat(), "department": department.name, "ward": ward,
+             "bed": admission.bed})
+
+
 async def approve(principal: Principal, public_id, *, expected_version: int | None, comment: str = "",
                   admission: Admission | None = None) -> Referral:
     """Source approval passes the referral on; target approval books a reserved bed and schedules it."""
@@ -255,25 +278,8 @@ async def approve(principal: Principal, public_id, *, expected_version: int | No
         now = _now()
         if current.status == Status.PENDING_SOURCE:
             return Step({"stage_started_at": now}, comment=comment)
-        if admission is None:
-            raise InvalidInput("接收审批需填写入院日期和科室", code="ADMISSION_REQUIRED")
-        if admission.date < china_today():
-            raise InvalidInput("入院日期不能早于今天", code="ADMISSION_DATE_PAST")
-        department_id = current.target_department_id  # type: ignore[attr-defined]
-        if admission.department_id is not None:
-            department = await Department.get_or_none(public_id=admission.department_id, deleted_at=None,
-                                                      institution_id=current.target_institution_id)  # type: ignore[attr-defined]
-            if department is None:
-                raise NotFound("本机构没有该科室", code="DEPARTMENT_NOT_FOUND")
-            department_id = department.id
-        booking = await capacity.book(department_id, admission.date)
-        department = await Department.get(id=department_id)
-        return Step({"decided_at": now, "admission_date": admission.date, "admission_department_id": department_id,
-                     "ward": admission.ward or department.ward, "bed": admission.bed, "booking_id": booking.id,
-                     "his_sync": HisSync.PENDING},
-                    comment=comment,
-                    data={"admission_date": admission.date.isoformat(), "department": department.name,
-                          "ward": admission.ward or department.ward, "bed": admission.bed})
+        changes, data = await _book_admission(current, admission)
+        return Step({"decided_at": now, "his_sync": HisSync.PENDING, **changes}, comment=comment, data=data)
 
     async def after(current: Referral, step: Step) -> None:
         if current.status == Status.SCHEDULED:
@@ -283,6 +289,24 @@ async def approve(principal: Principal, public_id, *, expected_version: int | No
             await slip_lifecycle.issue(current)
 
     return await _transition(principal, referral.id, Action.APPROVE, expected_version=expected_version,
+                             prepare=prepare, after=after)
+
+
+async def reschedule(principal: Principal, public_id, *, expected_version: int | None, admission: Admission,
+                     comment: str = "") -> Referral:
+    """The target moves a scheduled admission: the old bed is freed, a new one booked, the slip reissued."""
+    referral = await visible_referral(principal, public_id)
+
+    async def prepare(current: Referral) -> Step:
+        previous = current.admission_date.isoformat() if current.admission_date else None
+        await capacity.release(current.booking_id)  # type: ignore[attr-defined]
+        changes, data = await _book_admission(current, admission)
+        return Step(changes, comment=comment, data={**data, "previous_date": previous})
+
+    async def after(current: Referral, step: Step) -> None:
+        await slip_lifecycle.reissue(current)
+
+    return await _transition(principal, referral.id, Action.RESCHEDULE, expected_version=expected_version,
                              prepare=prepare, after=after)
 
 

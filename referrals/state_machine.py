@@ -34,6 +34,7 @@ class Action(StrEnum):
     COMPLETE = "complete"
     EXPIRE = "expire"
     RESUBMIT = "resubmit"
+    RESCHEDULE = "reschedule"
 
 
 class Side(StrEnum):
@@ -66,6 +67,7 @@ ACTION_NAMES = {
     Action.EDIT: "修改草稿", Action.SUBMIT: "提交转诊", Action.APPROVE: "审批通过", Action.REJECT: "拒绝",
     Action.REDIRECT: "改转其他机构", Action.CANCEL: "取消转诊", Action.CHECK_IN: "入院登记",
     Action.COMPLETE: "完成并回传", Action.EXPIRE: "逾期未到院", Action.RESUBMIT: "重新发起",
+    Action.RESCHEDULE: "改约入院日期",
 }
 
 DIRECTION_NAMES = {Direction.UP: "上转", Direction.DOWN: "下转", Direction.LATERAL: "平转"}
@@ -100,6 +102,7 @@ TABLE: tuple[Transition, ...] = (
     T(S.PENDING_SOURCE, A.CANCEL, Side.REFERRER, "doctor", S.CANCELLED),
     T(S.PENDING_TARGET, A.CANCEL, Side.REFERRER, "doctor", S.CANCELLED),
     T(S.SCHEDULED, A.CANCEL, Side.REFERRER, "doctor", S.CANCELLED),
+    T(S.SCHEDULED, A.RESCHEDULE, Side.TARGET, "approver", S.SCHEDULED),
     T(S.SCHEDULED, A.CHECK_IN, Side.TARGET, "admission_clerk", S.ADMITTED),
     T(S.SCHEDULED, A.EXPIRE, Side.SYSTEM, "system", S.EXPIRED),
     T(S.ADMITTED, A.COMPLETE, Side.TARGET, "doctor", S.COMPLETED),

@@ -76,7 +76,7 @@ from tests.referral_support import (
 from timeutil import china_today
 
 ACTIONS = [Action.EDIT, Action.SUBMIT, Action.APPROVE, Action.REJECT, Action.REDIRECT, Action.CANCEL,
-           Action.CHECK_IN, Action.COMPLETE, Action.RESUBMIT]
+           Action.CHECK_IN, Action.COMPLETE, Action.RESUBMIT, Action.RESCHEDULE]
 FORWARD = {Action.SUBMIT, Action.APPROVE, Action.CHECK_IN, Action.COMPLETE}
 REASONS = [*REJECTION_REASONS, "bogus"]
 INCOMPLETE = {"chief_complaint": "胸闷"}  # no diagnosis, no reason: cannot be submitted
@@ -396,6 +396,25 @@ class ReferralMachine(RuleBasedStateMachine):
                 extra = {"booking": (dept_id, day)}
             call = lambda: commands.approve(who, ref.public_id, expected_version=None,  # noqa: E731
                                             admission=admission)
+        elif action == Action.RESCHEDULE:
+            day = self.days[params.draw(st.integers(0, len(self.days) - 1))]
+            dept = params.draw(st.sampled_from([None, 0, 1, 2]))
+            department = self.department(ref.target, dept) if dept is not None else None
+            admission = commands.Admission(day, department.public_id if department else None)
+            if predicted is None and ref.status == Status.SCHEDULED:
+                dept_id = department.id if department else self.world.run(_target_department(ref.id))
+                beds = list(self.beds.get((dept_id, day), [0, 0]))
+                if ref.booking == (dept_id, day):
+                    beds[1] -= 1  # the old bed is freed before the new one is booked
+                if day < china_today():
+                    predicted = {"ADMISSION_DATE_PAST"}
+                elif beds[0] == 0:
+                    predicted = {"NO_RESERVED_BEDS"}
+                elif beds[1] >= beds[0]:
+                    predicted = {"BEDS_FULL"}
+                extra = {"booking": (dept_id, day)}
+            call = lambda: commands.reschedule(who, ref.public_id, expected_version=None,  # noqa: E731
+                                               admission=admission)
         elif action == Action.REDIRECT:
             to = self.world.institutions[params.draw(st.sampled_from(INSTITUTION_CODES))]
             department = self.department(to.id, params.draw(st.integers(0, 6)))
@@ -443,6 +462,11 @@ class ReferralMachine(RuleBasedStateMachine):
         elif action == Action.REDIRECT:
             ref.target = extra["target"]
         elif action == Action.APPROVE and from_status == Status.PENDING_TARGET:
+            ref.booking = extra["booking"]
+            self.beds[ref.booking][1] += 1
+        elif action == Action.RESCHEDULE:
+            if ref.booking:
+                self.beds[ref.booking][1] -= 1
             ref.booking = extra["booking"]
             self.beds[ref.booking][1] += 1
         elif action in (Action.CANCEL, Action.EXPIRE) and ref.booking:

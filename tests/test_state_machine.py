@@ -109,7 +109,7 @@ def test_submit_goes_to_the_source_or_straight_to_the_target():
     (Status.PENDING_TARGET, {Side.REFERRER, Side.SOURCE}, {"doctor"}, [Action.CANCEL]),
     (Status.PENDING_TARGET, {Side.TARGET}, {"doctor", "admission_clerk", "expert", "admin"}, []),
     (Status.SCHEDULED, {Side.TARGET}, {"admission_clerk"}, [Action.CHECK_IN]),
-    (Status.SCHEDULED, {Side.TARGET}, {"approver"}, []),
+    (Status.SCHEDULED, {Side.TARGET}, {"approver"}, [Action.RESCHEDULE]),
     (Status.SCHEDULED, {Side.REFERRER, Side.SOURCE}, {"doctor"}, [Action.CANCEL]),
     (Status.SCHEDULED, {Side.SYSTEM}, {"system"}, [Action.EXPIRE]),
     (Status.ADMITTED, {Side.TARGET}, {"doctor"}, [Action.COMPLETE]),
