@@ -2,8 +2,8 @@
 
 * A referral waiting for an institution: all of that institution's approvers (the facility, not one person).
 * Every decision (approve, reject, redirect) and the later milestones: the referring doctor.
-* The patient (every account bound to them): acceptance with date, place and what to bring; redirect;
-  cancellation; and the day before admission.
+* The patient (every account bound to them): acceptance with date, place and what to bring; a new date;
+  redirect; cancellation; and the day before admission.
 * Cancellation: also the approvers of the institution that had the referral on its desk.
 * A referral past its institution's deadline: its approvers; past twice the deadline: its admins.
 
@@ -140,8 +140,10 @@ def progress(facts: Facts, event: ReferralEvent, *, result: str, institution: st
         body=f"转诊单 {referral.code}（患者 {facts.patient}）{result}：{institution}。{note}")
 
 
-async def admission(facts: Facts, event: ReferralEvent | None, *, eve: bool = False) -> Notice:
-    """For the patient: when and where to be admitted, and what to bring."""
+async def admission(facts: Facts, event: ReferralEvent | None, *, eve: bool = False,
+                    moved: bool = False) -> Notice:
+    """For the patient: when and where to be admitted, and what to bring (the day before: `eve`; after the
+    target moved the date: `moved`)."""
     referral = facts.referral
     data = event.data if event is not None else {}
     department = referral.admission_department_id and await Department.get_or_none(  # type: ignore[attr-defined]
@@ -155,6 +157,11 @@ async def admission(facts: Facts, event: ReferralEvent | None, *, eve: bool = Fa
     if eve:
         title, note = "明日入院提醒", f"明日入院，请带{WHAT_TO_BRING}"
         lead = f"您预约的入院日期是明天（{format_date(day)}）"
+    elif moved:
+        before = data.get("previous_date")
+        title, note = "入院日期已调整", f"已改期，请带{WHAT_TO_BRING}"
+        lead = (f"{facts.target.name}将您的入院日期调整为 {format_date(day)}"
+                + (f"（原定 {format_date(before)}）" if before else ""))
     else:
         title, note = "转诊已接收，请按时入院", WHAT_TO_BRING
         lead = f"{facts.target.name}已接收您的转诊，入院日期 {format_date(day)}"
@@ -172,8 +179,9 @@ async def _decision_for_doctor(facts: Facts, event: ReferralEvent) -> Notice | N
     if action == "approve" and to == Status.PENDING_TARGET:
         return progress(facts, event, result="初审通过", institution=short(facts.source),
                         note=f"已转 {short(facts.target)} 审批")
+    # The event's own date: the referral may have been moved again since.
+    day = format_date(data.get("admission_date") or facts.referral.admission_date)
     if action == "approve" and to == Status.SCHEDULED:
-        day = format_date(facts.referral.admission_date) if facts.referral.admission_date else ""
         return progress(facts, event, result="已接收", institution=short(facts.target),
                         note=f"{day}入院 {data.get('department', facts.department.name)}")
     if action == "reject":
@@ -184,6 +192,8 @@ async def _decision_for_doctor(facts: Facts, event: ReferralEvent) -> Notice | N
     if action == "redirect":
         return progress(facts, event, result="已改转", institution=data.get("from_institution", ""),
                         note=f"改转 {data.get('to_institution', facts.target.name)}，待其审批")
+    if action == "reschedule":
+        return progress(facts, event, result="已改期", institution=short(facts.target), note=f"入院日期改为{day}")
     if action == "check_in":
         return progress(facts, event, result="已入院", institution=short(facts.target), note="患者已办理入院")
     if action == "complete":
@@ -201,6 +211,8 @@ async def _for_patient(facts: Facts, event: ReferralEvent, current: bool) -> Not
     if action == "approve" and to == Status.SCHEDULED:
         # "Come on this date" is wrong once the referral was cancelled or redirected; the later event says so.
         return await admission(facts, event) if current else None
+    if action == "reschedule":
+        return await admission(facts, event, moved=True) if current else None
     if action == "redirect":
         return progress(facts, event, result="已改转", institution=data.get("to_institution", facts.target.name),
                         note="已为您改转至该医院，请等待审批结果")

@@ -194,3 +194,37 @@ async def test_a_stale_todo_is_not_sent_and_events_are_handled_once(client):
     await run_jobs(client.server.app)
     assert len(await world.messages("demo_subei_approver")) == 1
     assert await InboxMessage.filter(referral_id=referral.id).count() == 2  # SUBEI approver + doctor
+
+
+async def test_a_new_admission_date_reaches_the_patient_and_moves_the_reminder(client):
+    world, patient_id = await cast(client)
+    desk = world.desk
+    rid = (await desk.ok(await desk.create("DONGGUAN", patient_id, "SUBEI", "CARD", submit=True), 201))["id"]
+    await desk.ok(await desk.post(("DONGGUAN", "approver"), rid, "approve"))
+    day, later = tomorrow() + timedelta(days=2), tomorrow() + timedelta(days=5)
+    await desk.publish_beds("SUBEI", "CARD", day, 1)
+    await desk.publish_beds("SUBEI", "CARD", later, 1)
+    await desk.ok(await desk.approve_target("SUBEI", rid, day=day))
+    await run_jobs(client.server.app)
+    await desk.ok(await desk.post(("SUBEI", "approver"), rid, "reschedule", {"admission": {"date": later.isoformat()}}))
+    await run_jobs(client.server.app)
+    await _no_dead_jobs()
+
+    for openid in ("o_n_patient", "o_n_family"):
+        first, moved = await world.messages(openid)
+        assert first["data"]["date4"] == f"{day.year}年{day.month}月{day.day}日"
+        assert moved["template_id"] == ADMISSION
+        assert moved["data"]["date4"] == f"{later.year}年{later.month}月{later.day}日"
+        assert moved["data"]["thing5"].startswith("已改期")
+        newest = (await world.inbox(openid))["items"][0]
+        assert newest["title"] == "入院日期已调整" and f"原定 {day.year}年{day.month}月{day.day}日" in newest["body"]
+    doctor = (await world.messages("demo_dongguan_doctor"))[-1]
+    assert doctor["data"]["phrase3"] == "已改期" and doctor["data"]["thing5"].endswith(f"{later.month}月{later.day}日")
+
+    # Two day-before timers exist; only the one for the new date says anything.
+    eves = sorted(j.next_attempt_at for j in await OutboxJob.filter(kind="notify.timer")
+                  if j.payload["timer"] == "eve")
+    assert eves == [datetime.combine(d - timedelta(days=1), time(9), CHINA_TZ) for d in (day, later)]
+    await run_jobs(client.server.app, now=datetime.combine(later, time(8), CHINA_TZ))
+    kinds = [m["kind"] for m in (await world.inbox("o_n_patient"))["items"]]
+    assert kinds == ["admission_eve", "admission", "admission"]
