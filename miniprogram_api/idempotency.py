@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from aiohttp import web
 from tortoise.exceptions import IntegrityError
@@ -13,8 +14,10 @@ from accounts.principal import Principal
 from errors import Conflict, DomainError, InvalidInput
 from miniprogram_api.middleware import error_body
 from models import IdempotencyRecord
+from timeutil import utcnow
 
 HEADER = "Idempotency-Key"
+IN_PROGRESS_TIMEOUT = 120  # seconds: longer than any request may take
 
 
 async def idempotent(request: web.Request, principal: Principal,
@@ -29,7 +32,14 @@ async def idempotent(request: web.Request, principal: Principal,
     try:
         record = await IdempotencyRecord.create(account_id=principal.account_id, key=key, fingerprint=fingerprint)
     except IntegrityError:
-        return await _replay(principal, key, fingerprint)
+        if not await _abandoned(principal, key):
+            return await _replay(principal, key, fingerprint)
+        # The process that took this key died mid-request: the key is free again.
+        try:
+            record = await IdempotencyRecord.create(account_id=principal.account_id, key=key,
+                                                    fingerprint=fingerprint)
+        except IntegrityError:
+            return await _replay(principal, key, fingerprint)
     try:
         response = await run()
     except DomainError as exc:
@@ -40,6 +50,13 @@ async def idempotent(request: web.Request, principal: Principal,
         raise
     await IdempotencyRecord.filter(id=record.id).update(status=response.status, body=response.text or "")
     return response
+
+
+async def _abandoned(principal: Principal, key: str) -> bool:
+    """Delete an in-progress record older than any request can run (its process crashed); True if deleted."""
+    cutoff = utcnow() - timedelta(seconds=IN_PROGRESS_TIMEOUT)
+    return bool(await IdempotencyRecord.filter(account_id=principal.account_id, key=key, status=None,
+                                               created_at__lt=cutoff).delete())
 
 
 async def _replay(principal: Principal, key: str, fingerprint: str) -> web.Response:

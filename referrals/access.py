@@ -8,7 +8,7 @@ from accounts.principal import Principal
 from errors import NotFound
 from models import Referral
 from referrals.policy import policy_of
-from referrals.state_machine import Side
+from referrals.state_machine import Side, Status
 
 
 def sides_of(principal: Principal, referral: Referral) -> set[Side]:
@@ -25,26 +25,29 @@ def sides_of(principal: Principal, referral: Referral) -> set[Side]:
 
 
 def can_view(principal: Principal, referral: Referral) -> bool:
-    """Staff of the two institutions involved, and the patient's own bound accounts. Nobody else."""
-    return bool(sides_of(principal, referral)) or referral.patient_id in principal.patient_ids  # type: ignore[attr-defined]
+    """Staff of the two institutions involved, and the patient's own bound accounts once the referral is
+    submitted (a draft is the doctor's working copy). Nobody else."""
+    if sides_of(principal, referral):
+        return True
+    return referral.status != Status.DRAFT and referral.patient_id in principal.patient_ids  # type: ignore[attr-defined]
 
 
 async def effective_roles(principal: Principal, referral: Referral, sides: set[Side]) -> set[str]:
-    """Staff roles, plus "approver" where the institution's policy lets one of the caller's roles approve."""
-    roles = set(principal.roles)
-    if principal.institution_id is not None and (Side.SOURCE in sides or Side.TARGET in sides):
-        policy = await policy_of(principal.institution_id)
-        if roles.intersection(policy.approver_roles):
+    """Staff roles, where "approver" means what the caller's institution policy says: whoever holds one of
+    its `approver_roles` approves, and nobody else does (not even the approver role, if the policy left it out)."""
+    roles = set(principal.roles) - {"approver"}
+    if Side.SOURCE in sides or Side.TARGET in sides:
+        if await approver_here(principal):
             roles.add("approver")
     return roles
 
 
 async def approver_here(principal: Principal) -> bool:
-    """Whether the caller approves referrals for their own institution (role or institution policy)."""
+    """Whether the caller approves referrals for their own institution, by its policy's approver roles."""
     if principal.institution_id is None:
         return False
     policy = await policy_of(principal.institution_id)
-    return "approver" in principal.roles or bool(set(principal.roles) & set(policy.approver_roles))
+    return bool(set(principal.roles) & set(policy.approver_roles))
 
 
 async def visible_referral(principal: Principal, public_id: uuid.UUID | str) -> Referral:

@@ -65,3 +65,15 @@ async def test_admin_edits_own_policy(client):
     other = await login_demo(client, "GAOYOU", "admin")
     assert (await (await client.get("/api/v1/admin/policy", headers=bearer(other))).json())["source_approval_down"] \
         is False
+
+
+async def test_the_policy_decides_who_approves(client):
+    await seeded(client)
+    admin = await login_demo(client, "SUBEI", "admin")
+    approver = await login_demo(client, "SUBEI", "approver")
+    assert (await client.get("/api/v1/referrals?box=to_approve", headers=bearer(approver))).status == 200
+    assert (await client.get("/api/v1/referrals?box=to_approve", headers=bearer(admin))).status == 403
+    resp = await client.put("/api/v1/admin/policy", json={"approver_roles": ["admin"]}, headers=bearer(admin))
+    assert resp.status == 200
+    assert (await client.get("/api/v1/referrals?box=to_approve", headers=bearer(approver))).status == 403
+    assert (await client.get("/api/v1/referrals?box=to_approve", headers=bearer(admin))).status == 200

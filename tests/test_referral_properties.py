@@ -192,13 +192,16 @@ class ReferralMachine(RuleBasedStateMachine):
         return sides
 
     def roles(self, who: Principal, sides: set[Side]) -> set[str]:
-        roles = set(who.roles)
-        if sides & {Side.SOURCE, Side.TARGET} and roles & set(self.policies[who.institution_id].approver_roles):
+        """The policy decides who approves: its approver roles, and only those."""
+        roles = set(who.roles) - {"approver"}
+        approver_roles = set(self.policies[who.institution_id].approver_roles) if who.institution_id else set()
+        if sides & {Side.SOURCE, Side.TARGET} and set(who.roles) & approver_roles:
             roles.add("approver")
         return roles
 
     def visible(self, who: Principal, ref: Expected) -> bool:
-        return bool(self.sides(who, ref)) or ref.patient in who.patient_ids
+        """The two institutions' staff; the patient once the referral is no longer a draft."""
+        return bool(self.sides(who, ref)) or (ref.status != Status.DRAFT and ref.patient in who.patient_ids)
 
     def level(self, institution_id: int) -> str:
         return str(next(i.level for i in self.world.institutions.values() if i.id == institution_id))
@@ -529,7 +532,8 @@ class ReferralMachine(RuleBasedStateMachine):
             assert (referral.source_institution_id, referral.target_institution_id, referral.patient_id) == (
                 ref.source, ref.target, ref.patient)
             for who in self.principals:
-                expected = (who.institution_id in (ref.source, ref.target)) or ref.patient in who.patient_ids
+                expected = (who.institution_id in (ref.source, ref.target)) or (
+                    ref.status != Status.DRAFT and ref.patient in who.patient_ids)
                 assert can_view(who, referral) is expected, (who.staff_id, who.institution_id, ref)
         self.touched.clear()
 
