@@ -53,13 +53,17 @@ async def _outbox(app: web.Application) -> AsyncIterator[None]:
     if dispatcher is not None:
         tasks = [asyncio.create_task(listen(app[KV_STORE], dispatcher), name="outbox-listener"),
                  asyncio.create_task(dispatcher.run(), name="outbox-dispatcher")]
+        tasks[1].add_done_callback(_report_exit)
     try:
         yield
     finally:
         unregister(waker)
         if dispatcher is not None:
             listener, runner = tasks
-            listener.cancel()
+            # redis-py can swallow a cancellation that lands mid-command (see wechat._token_keeper): insist.
+            while not listener.done():
+                listener.cancel()
+                await asyncio.wait({listener}, timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             dispatcher.stop()
@@ -67,7 +71,15 @@ async def _outbox(app: web.Application) -> AsyncIterator[None]:
                 await asyncio.wait_for(runner, STOP_TIMEOUT)
             except TimeoutError:
                 log.warning("outbox dispatcher did not stop within %ss", STOP_TIMEOUT)
+            except Exception:  # noqa: S110  (already reported by _report_exit)
+                pass
         await waker.close()
+
+
+def _report_exit(task: asyncio.Task) -> None:
+    """A dispatcher only ends when told to; say so loudly if it died of a bug instead."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("outbox dispatcher died; jobs wait for another process", exc_info=task.exception())
 
 
 async def listen(kv: KV, dispatcher: Dispatcher, *, retry_after: float = 1.0) -> None:

@@ -59,7 +59,8 @@ async def deliver_once(ctx: JobContext, call: Callable[[], Awaitable[T]]) -> T |
     kv = ctx.app[KV_STORE]
     key = marker_key(ctx.job.id)
     attempt = ctx.job.attempts
-    marker = _parse(await kv.get(key))
+    # On a first attempt any marker predates an admin's retry: skip the read (one round trip per message).
+    marker = _parse(await kv.get(key)) if attempt > 1 else None
     if marker is not None and marker[1] < attempt:
         if marker[0] == SENT:
             return None
