@@ -95,6 +95,6 @@ async def listen(kv: KV, dispatcher: Dispatcher, *, retry_after: float = 1.0) ->
 
 
 async def run_due_jobs(app: web.Application, config: DispatcherConfig | None = None) -> int:
-    """Run every due job now, until none is due, in this task (tests, and `python app.py jobs --run`)."""
+    """Run every due job now, until none is due, in this task (tests and benches that want no background)."""
     config = config or DispatcherConfig.from_settings(app[SETTINGS])
     return await Dispatcher(app, config).drain()

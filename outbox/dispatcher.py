@@ -354,7 +354,7 @@ class Dispatcher:
                  self.stats.retried, self.stats.dead)
 
     async def drain(self) -> int:
-        """Run every due job now and until none is due (tests and `python app.py jobs --run`); the number run."""
+        """Run every due job now and until none is due, in this task (tests, benches); the number run."""
         total = 0
         while True:
             jobs = await self.claim(self.config.concurrency)
