@@ -20,10 +20,10 @@ async def _staff_with_roles(institution_id: int, roles: set[str]) -> list[int]:
 
 
 async def approver_accounts(institution_id: int) -> list[int]:
-    """Every approver of the institution: the approver role plus whatever roles its policy lets approve."""
+    """Every approver of the institution: whoever holds one of the roles its policy lets approve
+    (the same rule as referrals.access.approver_here)."""
     policy = await policy_of(institution_id)
-    return await _accounts_of_staff(await _staff_with_roles(institution_id,
-                                                            {"approver", *(policy.approver_roles or [])}))
+    return await _accounts_of_staff(await _staff_with_roles(institution_id, set(policy.approver_roles or [])))
 
 
 async def admin_accounts(institution_id: int) -> list[int]:
