@@ -396,6 +396,8 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
     setup = Recorder()
     port = free_port()
     env = _base_env() | backend.ours_env | {"HOST": "127.0.0.1", "PORT": str(port)}
+    if opts.no_background:
+        env["BACKGROUND_TASKS"] = "false"
     _say(f"[{backend.name}] starting the platform (migrate, seed) on port {port}")
     lifecycles: dict = {}
     trans: dict = {}
@@ -483,6 +485,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write the JSON (default bench/results/lifecycle-<date>.json)")
     parser.add_argument("--no-save", action="store_true", help="print only, write no file")
+    parser.add_argument("--no-background", action="store_true",
+                        help="diagnosis only: run the platform without its background tasks (outbox dispatcher, "
+                             "token keeper) to see how much of its cost they are; not a valid measurement")
     opts = parser.parse_args(argv)
     if opts.clients < 1 or opts.lifecycles < 1 or opts.referrals < 1 or opts.inserts < 1 or opts.warmup < 0:
         parser.error("counts must be positive (warm-up may be 0)")
@@ -507,7 +512,8 @@ async def main(argv: list[str]) -> dict:
                             "clients in the bench process, loopback HTTP with keep-alive",
                   "lifecycle": "doctor login, scan, create+submit, source approver login + approve (up-referrals), "
                                "target approver login + approve with booking, doctor reads the timeline",
-                  "latency": "milliseconds per request as the client sees it"},
+                  "latency": "milliseconds per request as the client sees it",
+                  "background_tasks": not opts.no_background},
         "backends": {},
     }
     for name in opts.backends:
