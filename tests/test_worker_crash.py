@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -62,8 +63,8 @@ def openid(n: int) -> str:
     return f"o_crash_{n % RECIPIENTS:02d}"
 
 
-async def enqueue_all() -> list[OutboxJob]:
-    return [await enqueue(KIND, {"openid": openid(n)}, key(n)) for n in range(JOBS)]
+async def enqueue_all(run_at: datetime | None = None) -> list[OutboxJob]:
+    return [await enqueue(KIND, {"openid": openid(n)}, key(n), run_at=run_at) for n in range(JOBS)]
 
 
 async def sandbox_counts(session: aiohttp.ClientSession, sandbox: str) -> Counter:
@@ -129,11 +130,18 @@ async def test_one_worker_killed_mid_run_no_message_is_sent_twice(services_datab
                 processes.append(start(["app.py", "worker"], env, log))
             await until(lambda: workers_started(logs[1:]), 30, "the workers")
 
-            jobs = await enqueue_all()
+            # All 1,000 become due at once, so both workers hold a full load when one of them is killed.
+            jobs = await enqueue_all(run_at=datetime.now(UTC) + timedelta(hours=1))
+            await OutboxJob.filter(kind=KIND).update(next_attempt_at=datetime.now(UTC))
             await kv.publish(CHANNEL, "1")
-            # Kill worker 1 while messages are flowing: some done, many still to go.
-            await until(lambda: _done_at_least(JOBS // 4), 30, "a quarter of the jobs")
+            # Kill worker 1 while messages are flowing (some done, many still to go) and it holds claimed jobs.
             victim = processes[1]
+
+            async def mid_run() -> bool:
+                holding = OutboxJob.filter(kind=KIND, state=JobState.RUNNING, locked_by__contains=f":{victim.pid}:")
+                return await _done_at_least(JOBS // 4) and await holding.exists()
+
+            await until(mid_run, 30, "worker 1 to be busy with a quarter of the jobs done")
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=10)
 
