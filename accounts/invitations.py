@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from datetime import UTC, datetime, timedelta
-
-import qrcode
-from qrcode.constants import ERROR_CORRECT_M
 
 from accounts.principal import Principal
 from accounts.tokens import new_secret_token, token_hash
@@ -34,16 +29,3 @@ async def create_invitation(admin: Principal, *, name: str, roles: list[str], de
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl))
     return invitation, token
 
-
-def qr_png(content: str) -> bytes:
-    """A QR PNG of `content` (CPU-bound: call through run_in_executor from a handler)."""
-    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=8, border=4)
-    code.add_data(content)
-    code.make(fit=True)
-    buffer = io.BytesIO()
-    code.make_image().save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def png_data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()

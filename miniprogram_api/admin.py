@@ -10,7 +10,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from accounts.invitations import create_invitation, png_data_url, qr_png
+from accounts.invitations import create_invitation
 from accounts.principal import authenticate
 from appkeys import SETTINGS
 from directory import admin as directory_admin
@@ -19,6 +19,7 @@ from miniprogram_api.directory import DepartmentOut, path_uuid
 from miniprogram_api.pagination import PageQuery, paginate
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
 from models import Department, Role, Staff, WeChatAccount
+from qr.render import png_data_url, render_png
 
 api = Api()
 TAGS = ["admin"]
@@ -107,7 +108,7 @@ async def invite(request: web.Request) -> web.Response:
     invitation, token = await create_invitation(admin, name=body.name, roles=list(body.roles),
                                                 department_id=body.department_id,
                                                 ttl=request.app[SETTINGS].invitation_ttl)
-    png = await asyncio.get_running_loop().run_in_executor(None, qr_png, token)
+    png = await asyncio.get_running_loop().run_in_executor(None, render_png, token)
     return json_response(InvitationOut(id=str(invitation.public_id), name=invitation.name,
                                        roles=invitation.roles, expires_at=invitation.expires_at,
                                        invite_token=token, qr_png=png_data_url(png)), status=201)

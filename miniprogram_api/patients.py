@@ -19,7 +19,7 @@ from models import Institution, Patient
 from models.accounts import RELATION_NAMES
 from patients.card import card_for
 from patients.scan import MAX_CONTENT, prefill, scan_patient
-from qr.patient_card import png_data_url, render_png
+from qr.render import png_data_url, render_png
 from referrals.clinical import Clinical
 from security.crypto import PersonalDataCipher
 from security.idcard import china_today

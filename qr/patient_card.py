@@ -11,17 +11,13 @@ the card, so the lifetime is minutes.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import io
 import time
 import uuid
 from dataclasses import dataclass
 
 import jwt
-import qrcode
-from qrcode.constants import ERROR_CORRECT_M
 
 TOKEN_TYPE = "rc-patient-card"
 CARD_TTL = 10 * 60
@@ -95,16 +91,3 @@ def verify_card(secret: str, token: str) -> uuid.UUID:
     except ValueError:
         raise CardTokenError("无法识别的患者二维码", "PATIENT_CARD_INVALID") from None
 
-
-def render_png(content: str, *, box_size: int = 8, border: int = 4) -> bytes:
-    """The QR code of ``content`` as PNG bytes (CPU-bound: run it in an executor)."""
-    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=box_size, border=border)
-    code.add_data(content)
-    code.make(fit=True)
-    buffer = io.BytesIO()
-    code.make_image().save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def png_data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
