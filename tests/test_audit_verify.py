@@ -5,26 +5,14 @@ from __future__ import annotations
 from tortoise.transactions import in_transaction
 
 from audit_verify import verify_all
-from models import AuditEvent, Institution, ReferralEvent
+from models import AuditEvent, ReferralEvent
+from referrals.state_machine import Status
 from security import audit
-from tests.support import bearer, login_code, login_demo, seeded, valid_id
+from tests.referral_support import Desk
 
 
 async def _referral(client) -> dict:
-    await seeded(client)
-    resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, "o_audit_patient"), "name": "钱审计", "id_number": valid_id(11),
-        "phone": "13700001111", "relation": "self"})
-    patient_id = (await resp.json())["account"]["patients"][0]["id"]
-    doctor = await login_demo(client, "DONGGUAN", "doctor")
-    target = await Institution.get(code="SUBEI").prefetch_related("departments")
-    resp = await client.post("/api/v1/referrals", headers=bearer(doctor), json={
-        "patient_id": patient_id, "target_institution_id": str(target.public_id),
-        "target_department_id": str(target.departments[0].public_id), "submit": True,
-        "clinical": {"diagnoses": [{"code": "I63.9", "name": "脑梗死"}], "chief_complaint": "左侧肢体无力2天",
-                     "referral_reason": "需进一步溶栓评估"}})
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+    return await (await Desk.open(client)).drive(Status.PENDING_SOURCE)
 
 
 async def test_audit_verify_reports_tampering(client):

@@ -7,32 +7,20 @@ import io
 import aiohttp
 
 from appkeys import HIS_SIMULATOR
-from models import Institution, OutboxJob, ReferralOrder
+from models import OutboxJob, ReferralOrder
 from outbox.registry import HANDLERS, JobContext
-from tests.support import bearer, login_code, login_demo, seeded, valid_id
+from referrals.state_machine import Status
+from tests.referral_support import Desk
+from tests.support import bearer, login_demo
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 async def _pending_at_target(client) -> tuple[dict, dict]:
     """A DONGGUAN doctor's referral up to SUBEI, approved at the source; returns (referral, doctor session)."""
-    await seeded(client)
-    resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, "o_records_patient"), "name": "孙报告", "id_number": valid_id(21),
-        "phone": "13600002222", "relation": "self"})
-    patient_id = (await resp.json())["account"]["patients"][0]["id"]
-    doctor = await login_demo(client, "DONGGUAN", "doctor")
-    target = await Institution.get(code="SUBEI").prefetch_related("departments")
-    resp = await client.post("/api/v1/referrals", headers=bearer(doctor), json={
-        "patient_id": patient_id, "target_institution_id": str(target.public_id),
-        "target_department_id": str(target.departments[0].public_id), "submit": True,
-        "clinical": {"diagnoses": [{"code": "I21.9", "name": "急性心肌梗死"}], "chief_complaint": "胸痛3小时",
-                     "referral_reason": "需急诊介入治疗"}})
-    referral = await resp.json()
-    approver = await login_demo(client, "DONGGUAN", "approver")
-    resp = await client.post(f"/api/v1/referrals/{referral['id']}/approve", json={}, headers=bearer(approver))
-    assert resp.status == 200, await resp.text()
-    return await resp.json(), doctor
+    desk = await Desk.open(client)
+    referral = await desk.drive(Status.PENDING_TARGET)
+    return referral, await desk.session("DONGGUAN", "doctor")
 
 
 async def _run_jobs(app, kind: str) -> None:
