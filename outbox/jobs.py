@@ -14,6 +14,8 @@ async def enqueue(kind: str, payload: dict, dedupe_key: str, *, run_at: datetime
 
     Dispatchers are woken at once (see outbox.wakeup for why that is safe before the commit); a job with a
     future `run_at` is found by their polls."""
+    # SQLite compares stored times as text: keep every run_at in UTC, whatever offset the caller used.
+    run_at = run_at.astimezone(UTC) if run_at is not None else None
     job, created = await OutboxJob.get_or_create(
         dedupe_key=dedupe_key,
         defaults={"kind": kind, "payload": payload, "next_attempt_at": run_at or datetime.now(UTC)})

@@ -415,3 +415,17 @@ async def test_deliver_once_never_repeats_a_send_across_a_crash(client, kinds):
     await retry_job(crashed.id)
     await run_due_jobs(app, FAST)
     assert sends == [2, 1] and (await OutboxJob.get(id=crashed.id)).state == JobState.DONE
+
+
+async def test_a_timer_given_in_china_time_fires_at_that_instant(client):
+    """SQLite compares stored times as text: enqueue must store run_at in UTC whatever its offset."""
+    from datetime import timedelta
+
+    from models import OutboxJob
+    from outbox.jobs import enqueue
+    from timeutil import CHINA_TZ, utcnow
+
+    soon = (utcnow() - timedelta(seconds=1)).astimezone(CHINA_TZ)
+    await enqueue("probe.cs_message", {}, dedupe_key="tz-probe", run_at=soon)
+    due = await OutboxJob.filter(dedupe_key="tz-probe", next_attempt_at__lte=utcnow()).exists()
+    assert due, "a job due one second ago (given in +08:00) must be due now"
