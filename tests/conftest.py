@@ -106,14 +106,28 @@ async def _drop_redis_prefix(prefix: str) -> None:
         await store.close()
 
 
-@pytest.fixture(params=["embedded", "services"])
-def backend(request) -> str:
-    if request.param == "services" and _services_missing():
-        reason = f"services backend needs {_services_missing()} (PostgreSQL and Redis)"
+def require_services(what: str) -> None:
+    """Skip visibly when PostgreSQL/Redis are not configured; with REQUIRE_SERVICES=1 fail instead."""
+    missing = _services_missing()
+    if missing:
+        reason = f"{what} needs {missing} (PostgreSQL and Redis)"
         if REQUIRE_SERVICES:
             pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(params=["embedded", "services"])
+def backend(request) -> str:
+    if request.param == "services":
+        require_services("the services backend")
     return request.param
+
+
+@pytest.fixture
+def services_database(pg_database) -> str:
+    """This run's migrated PostgreSQL database, for tests that start processes of their own."""
+    require_services("this test")
+    return pg_database
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from kv import LockNotAcquired
 from kv.memory import MemoryKV
-from tests.conftest import BASE_REDIS_URL, REQUIRE_SERVICES
+from tests.conftest import BASE_REDIS_URL, require_services
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -17,10 +17,7 @@ async def store(request):
     if request.param == "memory":
         yield MemoryKV("t:")
         return
-    if not BASE_REDIS_URL:
-        if REQUIRE_SERVICES:
-            pytest.fail("REQUIRE_SERVICES=1 but REDIS_URL is not set")
-        pytest.skip("the Redis run needs REDIS_URL")
+    require_services("the Redis run")
     from kv.redis_store import RedisKV
 
     kv = RedisKV(BASE_REDIS_URL, f"rc-test-kv-{uuid.uuid4().hex[:8]}:")

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from kv.redis_store import RedisKV
-from tests.conftest import BASE_REDIS_URL, REQUIRE_SERVICES, RUN_ID, _drop_redis_prefix, _services_missing
+from tests.conftest import BASE_REDIS_URL, RUN_ID, _drop_redis_prefix
 from wechat.token import TOKEN_KEY, fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,18 +89,6 @@ async def wait_for(session: aiohttp.ClientSession, url: str, processes: list[sub
             output = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
             pytest.fail(f"{url} not ready ({'a process exited' if exited else 'timed out'}):\n{output}")
         await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-def services_database(pg_database) -> str:
-    """This run's migrated PostgreSQL database; skipped (visibly) without services, failed with REQUIRE_SERVICES=1."""
-    missing = _services_missing()
-    if missing:
-        reason = f"the shared-token check needs {missing} (PostgreSQL and Redis)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-    return pg_database
 
 
 async def test_two_web_processes_share_one_access_token(services_database, tmp_path):

@@ -37,10 +37,8 @@ from outbox.probe import KIND, probe_text
 from outbox.wakeup import CHANNEL
 from tests.conftest import (
     BASE_REDIS_URL,
-    REQUIRE_SERVICES,
     RUN_ID,
     _drop_redis_prefix,
-    _services_missing,
     _truncate_pg,
     make_settings,
 )
@@ -87,18 +85,6 @@ async def until(check, timeout: float, what: str):
 
 async def workers_started(logs: list[Path]) -> bool:
     return all(log.exists() and re.search(r"worker \S+ started", log.read_text(errors="replace")) for log in logs)
-
-
-@pytest.fixture
-def services_database(request) -> str:
-    """This run's migrated PostgreSQL database; skipped (visibly) without services, failed with REQUIRE_SERVICES=1."""
-    missing = _services_missing()
-    if missing:
-        reason = f"the worker crash test needs {missing} (PostgreSQL and Redis)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-    return request.getfixturevalue("pg_database")
 
 
 async def test_one_worker_killed_mid_run_no_message_is_sent_twice(services_database, tmp_path):
