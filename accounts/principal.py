@@ -47,7 +47,11 @@ def revoked_key(jti: str) -> str:
 async def load_principal(account: WeChatAccount, *, jti: str = "", expires_at: float = 0.0) -> Principal:
     staff: Staff | None = None
     if account.staff_id is not None:
-        staff = await Staff.get_or_none(id=account.staff_id, deleted_at=None, is_active=True)
+        joined = account.__dict__.get("_staff")  # present when the caller loaded it with select_related
+        if isinstance(joined, Staff):
+            staff = joined if joined.deleted_at is None and joined.is_active else None
+        else:
+            staff = await Staff.get_or_none(id=account.staff_id, deleted_at=None, is_active=True)
     patient_ids = tuple(await PatientBinding.filter(account_id=account.id, patient__deleted_at=None)
                         .order_by("id").values_list("patient_id", flat=True))
     kind = "staff" if staff else ("patient" if patient_ids else "unbound")
@@ -76,7 +80,7 @@ async def authenticate(request: web.Request) -> Principal:
     claims = verify_access_token(request.app[SETTINGS].jwt_secret, token.strip())
     if await request.app[KV_STORE].get(revoked_key(claims.jti)) is not None:
         raise Unauthenticated("您已退出登录，请重新登录", code="TOKEN_REVOKED")
-    account = await WeChatAccount.get_or_none(public_id=claims.account)
+    account = await WeChatAccount.get_or_none(public_id=claims.account).select_related("staff")
     if account is None:
         raise Unauthenticated("账号不存在，请重新登录", code="TOKEN_INVALID")
     principal = await load_principal(account, jti=claims.jti, expires_at=claims.expires_at)

@@ -52,7 +52,7 @@ def new_code(today: date | None = None) -> str:
 async def _actor(principal: Principal | None, role: str) -> Actor:
     if principal is None or principal.staff_id is None:
         return SYSTEM_ACTOR
-    staff = await Staff.get(id=principal.staff_id).prefetch_related("institution")
+    staff = await Staff.get(id=principal.staff_id).select_related("institution")
     return Actor(staff.id, staff.name, role, staff.institution.id, staff.institution.name)
 
 
@@ -96,15 +96,16 @@ async def _transition(principal: Principal | None, referral_id: int, action: Act
                             detail={"status": str(referral.status)}) from None
         step = await prepare(referral) if prepare else Step({})
         from_status, version = referral.status, referral.version
-        won = await Referral.filter(id=referral.id, version=version).update(
-            status=row.to, version=version + 1, **step.changes)
+        changes = {"status": row.to, "version": version + 1, "updated_at": _now(), **step.changes}
+        won = await Referral.filter(id=referral.id, version=version).update(**changes)
         if not won:
             current = await Referral.get(id=referral.id)
             raise _state_conflict(current, "CONCURRENT_UPDATE", "转诊单刚刚已被他人处理，请刷新后查看最新状态")
         await append_event(referral, seq=version + 1, action=str(action), from_status=str(from_status),
                            to_status=str(row.to), actor=await _actor(principal, row.role), comment=step.comment,
                            data=step.data)
-        await referral.refresh_from_db()
+        for field, value in changes.items():  # the row as just written, without reading it back
+            setattr(referral, field, value)
         if after:
             await after(referral, step)
         await enqueue("notify.referral_event", {"referral_id": referral.id, "seq": version + 1,
