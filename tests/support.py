@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
+import sys
 from datetime import date
+from pathlib import Path
 
 from directory.seed import demo_openid, seed_demo
 from security.idcard import make_id_number
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def login_code(client, openid: str) -> str:
@@ -35,3 +42,23 @@ async def login_demo(client, institution_code: str, role: str) -> dict:
 
 def valid_id(seq: int = 1, birth: date = date(1980, 5, 17), region: str = "321002") -> str:
     return make_id_number(region, birth, seq)
+
+
+async def run_app_cli(settings, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run `python app.py <args>` against this test's own database and keys: (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env |= {"DATA_DIR": str(settings.data_dir), "JWT_SECRET": settings.jwt_secret,
+            "DATA_KEY": base64.urlsafe_b64encode(settings.data_key).decode(),
+            "LOOKUP_KEY": base64.urlsafe_b64encode(settings.lookup_key).decode()}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "app.py", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, out.decode(), err.decode()

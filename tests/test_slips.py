@@ -9,8 +9,6 @@ import asyncio
 import base64
 import io
 import json
-import os
-import sys
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -43,10 +41,9 @@ from qr.slip_token import sign, verify_offline
 from referrals import commands
 from slips import checkin, images, lifecycle
 from slips.demo import demo_slip, summary_lines
-from tests.support import bearer, login, login_code, login_demo, seeded, valid_id
+from tests.support import bearer, login, login_code, login_demo, run_app_cli, seeded, valid_id
 from timeutil import CHINA_TZ, china_today
 
-ROOT = Path(__file__).resolve().parent.parent
 PATIENT_NAME = "钱玉兰"
 CLINICAL = {"diagnoses": [{"code": "I63.9", "name": "脑梗死"}], "chief_complaint": "左侧肢体无力6小时",
             "referral_reason": "需上级医院溶栓评估"}
@@ -475,22 +472,9 @@ async def test_jwks_document(client):
 
 
 async def _run_cli(settings, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env |= {"DATA_DIR": str(settings.data_dir), "JWT_SECRET": settings.jwt_secret,
-            "DATA_KEY": base64.urlsafe_b64encode(settings.data_key).decode(),
-            "LOOKUP_KEY": base64.urlsafe_b64encode(settings.lookup_key).decode()}
-    if settings.database_url:
-        env["DATABASE_URL"] = settings.database_url
-    process = await asyncio.create_subprocess_exec(sys.executable, "app.py", *args, cwd=ROOT, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+    code, out, err = await run_app_cli(settings, *args)
+    assert code == 0, err
+    return out
 
 
 async def test_key_rotation_keeps_issued_slips_valid(client, settings):

@@ -4,12 +4,7 @@ unmasked identity is audited and the audit chain stays valid until a row is tamp
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from tortoise.transactions import in_transaction
@@ -19,8 +14,8 @@ from referrals.state_machine import Status
 from referrals.timeline import event_hash, verify_referral
 from security import audit
 from tests.referral_support import Desk
+from tests.support import run_app_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 REFERRER = ("DONGGUAN", "doctor")
 
 
@@ -142,22 +137,8 @@ async def test_audit_verify_command_reports_a_tampered_timeline(client, settings
     await desk.ok(await desk.get(REFERRER, f"/api/v1/referrals/{rid}/patient-identity"))
 
     async def audit_verify() -> tuple[int, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        env |= {"DATA_DIR": str(settings.data_dir), "JWT_SECRET": settings.jwt_secret,
-                "DATA_KEY": base64.urlsafe_b64encode(settings.data_key).decode(),
-                "LOOKUP_KEY": base64.urlsafe_b64encode(settings.lookup_key).decode()}
-        if settings.database_url:
-            env["DATABASE_URL"] = settings.database_url
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "app.py", "audit-verify", cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        try:
-            out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        return process.returncode, out.decode()
+        code, out, err = await run_app_cli(settings, "audit-verify")
+        return code, out + err
 
     code, out = await audit_verify()
     assert code == 0, out
