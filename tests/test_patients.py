@@ -5,15 +5,11 @@ equals what the simulator holds; names that differ from the HIS master index are
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import time
 import uuid
 from datetime import date
 
 import jwt
-import zxingcpp
-from PIL import Image
 
 from appkeys import HIS_SIMULATOR, SETTINGS
 from his import profile
@@ -21,7 +17,7 @@ from his.simulator import Fault
 from models import AuditEvent, Institution, Patient, PatientIdentifier
 from qr.patient_card import issue_card
 from security.idcard import make_id_number
-from tests.support import bearer, login_code, login_demo, seeded
+from tests.support import bearer, login_code, login_demo, read_qr, seeded
 
 UNKNOWN_ID = make_id_number("321002", date(1950, 2, 2), 555)
 BAD_CHECK_DIGIT = UNKNOWN_ID[:17] + ("1" if UNKNOWN_ID[17] != "1" else "2")
@@ -222,12 +218,7 @@ async def test_a_down_his_is_a_503_not_a_hang_or_a_500(client):
 # ----------------------------------------------------------------------------------- the patient card
 
 def decode_png(data_url: str) -> str:
-    prefix = "data:image/png;base64,"
-    assert data_url.startswith(prefix)
-    image = Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix):])))
-    [barcode] = zxingcpp.read_barcodes(image)
-    assert barcode.format == zxingcpp.BarcodeFormat.QRCode
-    return barcode.text
+    return read_qr(data_url).text
 
 
 async def test_the_patient_card_is_a_signed_token_without_personal_data_and_its_qr(client):
