@@ -9,6 +9,7 @@ from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
 
+from directory import cache as directory_cache
 from models import MODEL_MODULES
 from settings import Settings
 
@@ -33,6 +34,7 @@ async def open_db(settings: Settings) -> TortoiseContext:
     # Tortoise caches each model's INSERT SQL by connection name, not by dialect: a process that opens
     # SQLite and later PostgreSQL under the name "default" (the test suite does) would reuse "?" placeholders.
     EXECUTOR_CACHE.clear()
+    directory_cache.clear()  # rows of another database (each test opens its own) must not be served
     return await Tortoise.init(config=tortoise_config(settings.db_url), _enable_global_fallback=True)
 
 

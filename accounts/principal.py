@@ -25,6 +25,7 @@ class Principal:
     patient_ids: tuple[int, ...]
     token_jti: str = ""
     token_expires_at: float = 0.0
+    staff_name: str = ""  # as the timeline records the actor
 
     def require_role(self, *roles: str) -> None:
         """Raise Forbidden unless the caller is active staff holding one of `roles`."""
@@ -63,6 +64,7 @@ async def load_principal(account: WeChatAccount, *, jti: str = "", expires_at: f
         department_id=staff.department_id if staff else None,  # type: ignore[attr-defined]
         roles=frozenset(staff.roles) if staff else frozenset(),
         patient_ids=patient_ids,
+        staff_name=staff.name if staff else "",
         token_jti=jti,
         token_expires_at=expires_at,
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models import Institution, PatientBinding, Staff, WeChatAccount
+from directory import cache
+from models import PatientBinding, Staff, WeChatAccount
 from models.accounts import RELATION_NAMES
 from models.people import ROLE_NAMES
 from security.masking import mask_id_number, mask_name, mask_phone
@@ -14,8 +15,8 @@ if TYPE_CHECKING:
 
 
 async def staff_view(staff: Staff) -> dict:
-    institution = await Institution.get(id=staff.institution_id)  # type: ignore[attr-defined]
-    department = await staff.department if staff.department_id else None  # type: ignore[attr-defined]
+    institution = await cache.institution(staff.institution_id)  # type: ignore[attr-defined]
+    department = await cache.department(staff.department_id) if staff.department_id else None  # type: ignore[attr-defined]
     return {
         "id": str(staff.public_id),
         "name": staff.name,
@@ -32,7 +33,7 @@ async def staff_view(staff: Staff) -> dict:
 async def account_view(account: WeChatAccount, principal: Principal, cipher=None) -> dict:
     staff = await Staff.get(id=principal.staff_id) if principal.staff_id else None
     bindings = await PatientBinding.filter(account_id=account.id, patient__deleted_at=None) \
-        .order_by("id").prefetch_related("patient")
+        .order_by("id").prefetch_related("patient") if principal.patient_ids else []
     patients = []
     for binding in bindings:
         patient = binding.patient

@@ -13,6 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from accounts.principal import Principal
+from directory import cache
 from errors import DomainError
 from models import Department, Institution, Referral
 from models.referrals import Urgency
@@ -74,10 +75,10 @@ async def reply(principal: Principal | None, text: str, links: Links) -> str:
 
 
 async def _names(referral: Referral) -> tuple[Institution, Institution, Department]:
-    return (await Institution.get(id=referral.source_institution_id),  # type: ignore[attr-defined]
-            await Institution.get(id=referral.target_institution_id),  # type: ignore[attr-defined]
-            await Department.get(id=referral.admission_department_id  # type: ignore[attr-defined]
-                                 or referral.target_department_id))  # type: ignore[attr-defined]
+    return (await cache.institution(referral.source_institution_id),  # type: ignore[attr-defined]
+            await cache.institution(referral.target_institution_id),  # type: ignore[attr-defined]
+            await cache.department(referral.admission_department_id  # type: ignore[attr-defined]
+                                   or referral.target_department_id))  # type: ignore[attr-defined]
 
 
 def _short(institution: Institution) -> str:

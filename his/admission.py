@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 
+from directory import cache
 from errors import Conflict
 from his.gateway import AdmissionRequest, Diagnosis, HisGateway, PatientDemographics
-from models import Department, Institution, Patient, PatientIdentifier, Referral, Staff
+from models import Patient, PatientIdentifier, Referral, Staff
 from models.referrals import HisSync
 from referrals.state_machine import Status
 from security.crypto import PersonalDataCipher
@@ -53,10 +54,10 @@ async def issue_certificate(gateway: HisGateway, cipher: PersonalDataCipher, ref
     certificate number and leaves storing it to the caller (his.jobs stores it with a timeline event)."""
     if referral.admission_date is None:
         raise ValueError(f"referral {referral.code} is scheduled without an admission date")
-    target = await Institution.get(id=referral.target_institution_id)  # type: ignore[attr-defined]
-    source = await Institution.get(id=referral.source_institution_id)  # type: ignore[attr-defined]
-    department = await Department.get(
-        id=referral.admission_department_id or referral.target_department_id)  # type: ignore[attr-defined]
+    target = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
+    source = await cache.institution(referral.source_institution_id)  # type: ignore[attr-defined]
+    department = await cache.department(
+        referral.admission_department_id or referral.target_department_id)  # type: ignore[attr-defined]
     patient = await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
     referrer = await Staff.get_or_none(id=referral.referrer_id)  # type: ignore[attr-defined]
 

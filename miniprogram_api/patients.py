@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 
 from accounts.principal import authenticate
 from appkeys import CIPHER, HIS, SETTINGS
+from directory import cache
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
 from miniprogram_api.schemas import InstitutionRef
-from models import Institution, Patient
+from models import Patient
 from models.accounts import RELATION_NAMES
 from patients.card import card_for
 from patients.scan import MAX_CONTENT, prefill, scan_patient
@@ -110,7 +111,7 @@ async def scan(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_role("doctor")
     body = await parse_body(request, ScanIn)
-    institution = await Institution.get(id=principal.institution_id)
+    institution = await cache.institution(principal.institution_id)
     cipher = request.app[CIPHER]
     result = await scan_patient(request.app[HIS], cipher, card_secret=request.app[SETTINGS].jwt_secret,
                                 institution=institution, content=body.content,

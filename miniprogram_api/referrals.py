@@ -20,7 +20,7 @@ from referrals.access import visible_referral
 from referrals.clinical import Clinical, ReturnSummary, Urgency
 from referrals.queries import Filters, apply_filters, badge_counts, box_query, newest_first
 from referrals.timeline import verify_referral
-from referrals.views import ViewCache, referral_view, summary_view
+from referrals.views import referral_view, summary_view
 from security import audit
 from security.idcard import InvalidPhone, validate_phone
 from slips.views import summaries_for
@@ -234,8 +234,7 @@ async def worklist(request: web.Request) -> web.Response:
                       date_from=query.date_from, date_to=query.date_to, q=query.q)
     rows, cursor = await newest_first(apply_filters(await box_query(principal, query.box), filters),
                                       query.cursor, query.limit)
-    cache = ViewCache()
-    items = [await summary_view(r, cache) for r in rows]
+    items = [await summary_view(r) for r in rows]
     if query.box == "mine":
         slips = await summaries_for(rows, base_url(request))
         for row, item in zip(rows, items, strict=True):

@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field
 import slips.jobs  # noqa: F401  (registers the slip.expire job handler)
 from accounts.principal import authenticate
 from appkeys import CIPHER, SETTINGS, WECHAT
+from directory import cache
 from errors import Gone
 from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body
-from models import Institution, Referral, Slip, SlipState
+from models import Referral, Slip, SlipState
 from slips import images, keys
 from slips.access import slip_of_referral, visible_slip
 from slips.checkin import check_in
@@ -130,7 +131,7 @@ def _cached_response(request: web.Request, etag: str, cache_control: str) -> web
 
 
 async def _target_code(referral: Referral) -> str:
-    return (await Institution.get(id=referral.target_institution_id)).code  # type: ignore[attr-defined]
+    return (await cache.institution(referral.target_institution_id)).code  # type: ignore[attr-defined]
 
 
 async def _active_slip(request: web.Request) -> tuple[Slip, Referral]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from models import Department, Institution, Referral, ReferralEvent, Staff
+from directory import cache
+from models import Department, Institution, Referral, ReferralEvent
 from models.referrals import Urgency
 from notifications import recipients
 from notifications.templates import ADMISSION, APPROVAL, PROGRESS, detail_page, format_date, slip_page
@@ -58,9 +59,9 @@ class Facts:
         diagnoses = clinical.get("diagnoses") or []
         diagnosis = (diagnoses[0].get("name") if diagnoses else "") or clinical.get("chief_complaint", "")
         return cls(referral=referral, patient=mask_name(referral.patient_name),
-                   source=await Institution.get(id=referral.source_institution_id),  # type: ignore[attr-defined]
-                   target=await Institution.get(id=referral.target_institution_id),  # type: ignore[attr-defined]
-                   department=await Department.get(id=referral.target_department_id),  # type: ignore[attr-defined]
+                   source=await cache.institution(referral.source_institution_id),  # type: ignore[attr-defined]
+                   target=await cache.institution(referral.target_institution_id),  # type: ignore[attr-defined]
+                   department=await cache.department(referral.target_department_id),  # type: ignore[attr-defined]
                    diagnosis=str(diagnosis))
 
 
@@ -146,8 +147,8 @@ async def admission(facts: Facts, event: ReferralEvent | None, *, eve: bool = Fa
     target moved the date: `moved`)."""
     referral = facts.referral
     data = event.data if event is not None else {}
-    department = referral.admission_department_id and await Department.get_or_none(  # type: ignore[attr-defined]
-        id=referral.admission_department_id)  # type: ignore[attr-defined]
+    department = referral.admission_department_id and await cache.department(
+        referral.admission_department_id)  # type: ignore[attr-defined]
     department_name = data.get("department") or (department.name if department else facts.department.name)
     ward = data.get("ward") or referral.ward
     place = f"{department_name} {ward}".strip() if ward and ward != department_name else department_name
@@ -244,7 +245,7 @@ async def for_event(facts: Facts, event: ReferralEvent) -> list[Notice]:
                                                          Status.SCHEDULED):
         desk = (referral.source_institution_id if event.from_status == Status.PENDING_SOURCE  # type: ignore[attr-defined]
                 else referral.target_institution_id)  # type: ignore[attr-defined]
-        referrer = await Staff.get_or_none(id=referral.referrer_id)  # type: ignore[attr-defined]
+        referrer = await cache.staff(referral.referrer_id)  # type: ignore[attr-defined]
         cancelled = progress(facts, event, result="已取消", institution=short(facts.source),
                              note=f"{referrer.name if referrer else '转诊医生'}已取消该转诊", kind="referral_cancelled")
         cancelled.accounts = await recipients.approver_accounts(desk)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from appkeys import WECHAT
 from models import OutboxJob
-from outbox.jobs import enqueue
+from outbox.jobs import enqueue, job_of
 from outbox.once import deliver_once
 from outbox.registry import JobContext, PermanentFailure, TemporaryFailure, handler
 from wechat.errors import WeChatError
@@ -21,7 +21,8 @@ def probe_text(dedupe_key: str) -> str:
 
 
 async def enqueue_probe(openid: str, dedupe_key: str) -> OutboxJob:
-    return await enqueue(KIND, {"openid": openid}, dedupe_key)
+    await enqueue(KIND, {"openid": openid}, dedupe_key)
+    return await job_of(dedupe_key)
 
 
 @handler(KIND)

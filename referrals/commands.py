@@ -13,8 +13,9 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from accounts.principal import Principal
+from directory import cache
 from errors import Conflict, Forbidden, InvalidInput, NotFound
-from models import Department, HisSync, Institution, Patient, Referral, Staff
+from models import Department, HisSync, Institution, Patient, Referral
 from outbox.jobs import enqueue
 from referrals import capacity
 from referrals.access import effective_roles, sides_of, visible_referral
@@ -52,8 +53,8 @@ def new_code(today: date | None = None) -> str:
 async def _actor(principal: Principal | None, role: str) -> Actor:
     if principal is None or principal.staff_id is None:
         return SYSTEM_ACTOR
-    staff = await Staff.get(id=principal.staff_id).select_related("institution")
-    return Actor(staff.id, staff.name, role, staff.institution.id, staff.institution.name)
+    institution = await cache.institution(principal.institution_id)  # type: ignore[arg-type]
+    return Actor(principal.staff_id, principal.staff_name, role, institution.id, institution.name)
 
 
 def _state_conflict(referral: Referral, code: str, message: str) -> Conflict:
@@ -70,14 +71,17 @@ class Step:
     data: dict | None = None
 
 
-async def _transition(principal: Principal | None, referral_id: int, action: Action, *,
+async def _transition(principal: Principal | None, referral: Referral | int, action: Action, *,
                       expected_version: int | None,
                       prepare: Callable[[Referral], Awaitable[Step]] | None = None,
                       after: Callable[[Referral, Step], Awaitable[None]] | None = None) -> Referral:
     """The one way a referral changes state: check the table, bump the version conditionally (so of two
     concurrent actors exactly one wins), apply the step's changes, append the event, write jobs."""
     async with in_transaction():
-        referral = await Referral.get(id=referral_id)
+        if not isinstance(referral, Referral):
+            referral = await Referral.get(id=referral)
+        # A referral the caller just read (to check they may see it) is not read again: the UPDATE below is
+        # conditional on its version, so a step decided on a row somebody changed since is refused (409).
         if principal is None:
             sides, roles = {Side.SYSTEM}, {"system"}
         else:
@@ -145,7 +149,7 @@ async def create_referral(principal: Principal, cipher: PersonalDataCipher, new:
     patient = await Patient.get_or_none(public_id=new.patient_id, deleted_at=None)
     if patient is None:
         raise NotFound("未找到该患者，请先扫码识别患者", code="PATIENT_NOT_FOUND")
-    source = await Institution.get(id=principal.institution_id)
+    source = await cache.institution(principal.institution_id)
     target, department = await _target(new.target_institution_id, new.target_department_id)
     if target.id == source.id:
         raise InvalidInput("接收机构不能是本机构", code="SAME_INSTITUTION")
@@ -217,13 +221,13 @@ async def edit_draft(principal: Principal, cipher: PersonalDataCipher, public_id
             target, department = await _target(target_institution_id, target_department_id)
             if target.id == current.source_institution_id:  # type: ignore[attr-defined]
                 raise InvalidInput("接收机构不能是本机构", code="SAME_INSTITUTION")
-            source = await Institution.get(id=current.source_institution_id)  # type: ignore[attr-defined]
+            source = await cache.institution(current.source_institution_id)  # type: ignore[attr-defined]
             direction = direction_of(str(source.level), str(target.level))
             changes.update(target_institution_id=target.id, target_department_id=department.id, direction=direction,
                            needs_source_approval=needs_source_approval(await policy_of(source.id), direction))
         return Step(changes, data={"fields": sorted(changes)})
 
-    return await _transition(principal, referral.id, Action.EDIT, expected_version=expected_version,
+    return await _transition(principal, referral, Action.EDIT, expected_version=expected_version,
                              prepare=prepare)
 
 
@@ -235,7 +239,7 @@ async def submit(principal: Principal, public_id, *, expected_version: int | Non
         now = _now()
         return Step({"submitted_at": now, "stage_started_at": now})
 
-    return await _transition(principal, referral.id, Action.SUBMIT, expected_version=expected_version,
+    return await _transition(principal, referral, Action.SUBMIT, expected_version=expected_version,
                              prepare=prepare)
 
 
@@ -262,7 +266,7 @@ async def _book_admission(current: Referral, admission: Admission | None) -> tup
             raise NotFound("本机构没有该科室", code="DEPARTMENT_NOT_FOUND")
         department_id = department.id
     booking = await capacity.book(department_id, admission.date)
-    department = await Department.get(id=department_id)
+    department = await cache.department(department_id)
     ward = admission.ward or department.ward
     return ({"admission_date": admission.date, "admission_department_id": department_id, "ward": ward,
              "bed": admission.bed, "booking_id": booking.id},
@@ -289,7 +293,7 @@ async def approve(principal: Principal, public_id, *, expected_version: int | No
             # The patient's admission slip (QR), with its no-show timer.
             await slip_lifecycle.issue(current)
 
-    return await _transition(principal, referral.id, Action.APPROVE, expected_version=expected_version,
+    return await _transition(principal, referral, Action.APPROVE, expected_version=expected_version,
                              prepare=prepare, after=after)
 
 
@@ -307,7 +311,7 @@ async def reschedule(principal: Principal, public_id, *, expected_version: int |
     async def after(current: Referral, step: Step) -> None:
         await slip_lifecycle.reissue(current)
 
-    return await _transition(principal, referral.id, Action.RESCHEDULE, expected_version=expected_version,
+    return await _transition(principal, referral, Action.RESCHEDULE, expected_version=expected_version,
                              prepare=prepare, after=after)
 
 
@@ -327,7 +331,7 @@ async def reject(principal: Principal, public_id, *, expected_version: int | Non
                     comment=comment,
                     data={"reason_code": reason_code, "reason": REJECTION_REASONS[reason_code]})
 
-    return await _transition(principal, referral.id, Action.REJECT, expected_version=expected_version,
+    return await _transition(principal, referral, Action.REJECT, expected_version=expected_version,
                              prepare=prepare)
 
 
@@ -340,8 +344,8 @@ async def redirect(principal: Principal, public_id, *, expected_version: int | N
         target, department = await _target(institution_id, department_id)
         if target.id in (current.target_institution_id, current.source_institution_id):  # type: ignore[attr-defined]
             raise InvalidInput("请选择转出机构和本机构以外的其他机构", code="INVALID_REDIRECT")
-        old_target = await Institution.get(id=current.target_institution_id)  # type: ignore[attr-defined]
-        source = await Institution.get(id=current.source_institution_id)  # type: ignore[attr-defined]
+        old_target = await cache.institution(current.target_institution_id)  # type: ignore[attr-defined]
+        source = await cache.institution(current.source_institution_id)  # type: ignore[attr-defined]
         await capacity.release(current.booking_id)  # type: ignore[attr-defined]
         return Step({"target_institution_id": target.id, "target_department_id": department.id,
                      "direction": direction_of(str(source.level), str(target.level)),
@@ -353,7 +357,7 @@ async def redirect(principal: Principal, public_id, *, expected_version: int | N
     async def after(current: Referral, step: Step) -> None:
         await slip_lifecycle.revoke(current.id, "redirected")
 
-    return await _transition(principal, referral.id, Action.REDIRECT, expected_version=expected_version,
+    return await _transition(principal, referral, Action.REDIRECT, expected_version=expected_version,
                              prepare=prepare, after=after)
 
 
@@ -367,7 +371,7 @@ async def cancel(principal: Principal, public_id, *, expected_version: int | Non
     async def after(current: Referral, step: Step) -> None:
         await slip_lifecycle.revoke(current.id, "cancelled")
 
-    return await _transition(principal, referral.id, Action.CANCEL, expected_version=expected_version,
+    return await _transition(principal, referral, Action.CANCEL, expected_version=expected_version,
                              prepare=prepare, after=after)
 
 
@@ -380,7 +384,7 @@ async def complete(principal: Principal, public_id, *, expected_version: int | N
         return Step({"closed_at": _now(), "return_summary": summary.model_dump()},
                     data={"diagnosis": summary.diagnosis})
 
-    return await _transition(principal, referral.id, Action.COMPLETE, expected_version=expected_version,
+    return await _transition(principal, referral, Action.COMPLETE, expected_version=expected_version,
                              prepare=prepare)
 
 
@@ -406,8 +410,8 @@ async def resubmit(principal: Principal, cipher: PersonalDataCipher, public_id, 
     """A rejected referral comes back as a new one linked to the old; the old one records the link."""
     old = await visible_referral(principal, public_id)
     patient = await Patient.get(id=old.patient_id)  # type: ignore[attr-defined]
-    target = await Institution.get(id=old.target_institution_id)  # type: ignore[attr-defined]
-    department = await Department.get(id=old.target_department_id)  # type: ignore[attr-defined]
+    target = await cache.institution(old.target_institution_id)  # type: ignore[attr-defined]
+    department = await cache.department(old.target_department_id)  # type: ignore[attr-defined]
     phone = cipher.decrypt(old.contact_phone_enc, "phone") if old.contact_phone_enc else ""
     created: list[Referral] = []
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from tortoise.transactions import in_transaction
 
 from accounts.principal import Principal
+from directory import cache
 from errors import Conflict, Forbidden
 from his.admission import patient_demographics
 from his.gateway import HisGateway, HisRejected, Order, Report
@@ -77,7 +78,7 @@ async def place_order_job(ctx: JobContext) -> None:
     if order.state == "placed":
         return
     referral = await Referral.get(id=order.referral_id)  # type: ignore[attr-defined]
-    target = await Institution.get(id=referral.target_institution_id)  # type: ignore[attr-defined]
+    target = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
     patient = await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
     requester = await Staff.get_or_none(id=order.ordered_by_id)  # type: ignore[attr-defined]
     gateway = ctx.app[HIS]
@@ -106,7 +107,7 @@ async def reports_of(gateway: HisGateway, cipher: PersonalDataCipher, principal:
                                                 system="mrn")
     if known is None:
         return [], {}
-    target = await Institution.get(id=referral.target_institution_id)  # type: ignore[attr-defined]
+    target = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
     since: datetime = referral.created_at
     reports = await gateway.list_reports(target, known.value, since=since)
     orders = {str(o.public_id): o for o in await ReferralOrder.filter(referral_id=referral.id)}

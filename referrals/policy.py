@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from directory import cache
 from models import InstitutionPolicy
 from referrals.state_machine import Direction
 
 
 async def policy_of(institution_id: int) -> InstitutionPolicy:
-    policy, _ = await InstitutionPolicy.get_or_create(institution_id=institution_id)
-    return policy
+    """The institution's policy as this process has it (shared: read it, never change it)."""
+    return await cache.policy(institution_id)
 
 
 def needs_source_approval(policy: InstitutionPolicy, direction: Direction) -> bool:
@@ -32,7 +33,7 @@ def policy_view(policy: InstitutionPolicy) -> dict:
 
 async def update_policy(institution_id: int, changes: dict) -> InstitutionPolicy:
     """Applies to referrals created from now on; referrals under way keep the approval path they started with."""
-    policy = await policy_of(institution_id)
+    policy, _ = await InstitutionPolicy.get_or_create(institution_id=institution_id)  # our own copy to change
     policy.update_from_dict(changes)
     await policy.save()
     return policy

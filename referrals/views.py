@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from accounts.principal import Principal
-from models import Department, Institution, Patient, Referral, ReferralEvent, Staff
+from directory import cache
+from models import Department, Institution, Patient, Referral, ReferralEvent
 from models.referrals import Urgency
 from referrals.access import effective_roles, sides_of
 from referrals.clinical import REJECTION_REASONS
@@ -23,39 +24,17 @@ from security.masking import mask_name, mask_phone
 from timeutil import china_today, utcnow
 
 
-class ViewCache:
-    """Institutions, departments and policies looked up once per response, however many referrals it shows."""
-
-    def __init__(self) -> None:
-        self._institutions: dict[int, Institution] = {}
-        self._departments: dict[int, Department] = {}
-        self._policies: dict[int, object] = {}
-
-    async def institution(self, pk: int) -> Institution:
-        if pk not in self._institutions:
-            self._institutions[pk] = await Institution.get(id=pk)
-        return self._institutions[pk]
-
-    async def department(self, pk: int | None) -> Department | None:
-        if pk is None:
-            return None
-        if pk not in self._departments:
-            self._departments[pk] = await Department.get(id=pk)
-        return self._departments[pk]
-
-    async def policy(self, institution_id: int):
-        if institution_id not in self._policies:
-            self._policies[institution_id] = await policy_of(institution_id)
-        return self._policies[institution_id]
-
-
-async def deadline_of(referral: Referral, cache: ViewCache) -> datetime | None:
+async def deadline_of(referral: Referral) -> datetime | None:
     """When the institution responsible for the current step must have answered."""
     if referral.stage_started_at is None or referral.status not in (Status.PENDING_SOURCE, Status.PENDING_TARGET):
         return None
     responsible = (referral.source_institution_id if referral.status == Status.PENDING_SOURCE  # type: ignore[attr-defined]
                    else referral.target_institution_id)  # type: ignore[attr-defined]
-    return deadline(await cache.policy(responsible), referral.urgency, referral.stage_started_at)
+    return deadline(await policy_of(responsible), referral.urgency, referral.stage_started_at)
+
+
+async def _department(pk: int | None) -> Department | None:
+    return await cache.department(pk) if pk is not None else None
 
 
 def _institution_ref(i: Institution) -> dict:
@@ -66,9 +45,9 @@ def _department_ref(d: Department | None) -> dict | None:
     return {"id": str(d.public_id), "code": d.code, "name": d.name} if d else None
 
 
-async def summary_view(referral: Referral, cache: ViewCache) -> dict:
-    """A worklist row."""
-    due = await deadline_of(referral, cache)
+async def summary_view(referral: Referral) -> dict:
+    """A worklist row (institutions, departments and policies come from the process cache)."""
+    due = await deadline_of(referral)
     return {
         "id": str(referral.public_id), "code": referral.code, "status": str(referral.status),
         "status_name": STATUS_NAMES[referral.status], "direction": str(referral.direction),
@@ -77,7 +56,7 @@ async def summary_view(referral: Referral, cache: ViewCache) -> dict:
         "patient_name": mask_name(referral.patient_name), "version": referral.version,
         "source_institution": _institution_ref(await cache.institution(referral.source_institution_id)),  # type: ignore[attr-defined]
         "target_institution": _institution_ref(await cache.institution(referral.target_institution_id)),  # type: ignore[attr-defined]
-        "target_department": _department_ref(await cache.department(referral.target_department_id)),  # type: ignore[attr-defined]
+        "target_department": _department_ref(await _department(referral.target_department_id)),  # type: ignore[attr-defined]
         "submitted_at": referral.submitted_at, "updated_at": referral.updated_at,
         "admission_date": referral.admission_date.isoformat() if referral.admission_date else None,
         "deadline_at": due, "overdue": bool(due and due < utcnow()),
@@ -100,12 +79,11 @@ def event_view(event: ReferralEvent) -> dict:
             "comment": event.comment, "data": event.data, "hash": event.hash}
 
 
-async def referral_view(referral: Referral, principal: Principal, cipher, cache: ViewCache | None = None) -> dict:
-    cache = cache or ViewCache()
+async def referral_view(referral: Referral, principal: Principal, cipher) -> dict:
     sides = sides_of(principal, referral)
     roles = await effective_roles(principal, referral, sides)
     patient = await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
-    referrer = await Staff.get(id=referral.referrer_id)  # type: ignore[attr-defined]
+    referrer = await cache.staff(referral.referrer_id)  # type: ignore[attr-defined]
     events = await ReferralEvent.filter(referral_id=referral.id).order_by("seq")
     age = None
     if patient.birth_date:
@@ -113,17 +91,17 @@ async def referral_view(referral: Referral, principal: Principal, cipher, cache:
         age = today.year - patient.birth_date.year - ((today.month, today.day) <
                                                        (patient.birth_date.month, patient.birth_date.day))
     phone = cipher.decrypt(referral.contact_phone_enc, "phone") if referral.contact_phone_enc else ""
-    view = await summary_view(referral, cache)
+    view = await summary_view(referral)
     view.update({
         "fhir_status": FHIR_STATUS[referral.status],
         "patient": {"id": str(patient.public_id), "name": mask_name(patient.name), "gender": str(patient.gender),
                     "age": age},
-        "source_department": _department_ref(await cache.department(referral.source_department_id)),  # type: ignore[attr-defined]
+        "source_department": _department_ref(await _department(referral.source_department_id)),  # type: ignore[attr-defined]
         "referrer": {"id": str(referrer.public_id), "name": referrer.name, "title": referrer.title},
         "clinical": referral.clinical,
         "contact_phone": mask_phone(phone) if phone else "",
         "admission": ({"date": referral.admission_date.isoformat(),
-                       "department": _department_ref(await cache.department(referral.admission_department_id)),  # type: ignore[attr-defined]
+                       "department": _department_ref(await _department(referral.admission_department_id)),  # type: ignore[attr-defined]
                        "ward": referral.ward, "bed": referral.bed} if referral.admission_date else None),
         "rejection": ({"code": referral.rejection_code, "reason": REJECTION_REASONS.get(referral.rejection_code, ""),
                        "text": referral.rejection_text} if referral.rejection_code else None),

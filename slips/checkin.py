@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise.transactions import in_transaction
 
 from accounts.principal import Principal
+from directory import cache
 from errors import Conflict, DomainError, Gone, InvalidInput, NotFound
 from models import Institution, Referral, ReferralEvent, Slip, SlipState, Staff
 from qr import slip_token
@@ -89,7 +90,7 @@ async def _refuse_by_state(slip: Slip, referral: Referral) -> None:
 async def check_in(principal: Principal, token: str) -> CheckedIn:
     """Admit the patient named by a scanned slip token, as an admission clerk of the target institution."""
     principal.require_role("admission_clerk")
-    institution = await Institution.get(id=principal.institution_id)
+    institution = await cache.institution(principal.institution_id)
     try:
         claims = slip_token.verify(token, await keys.public_key(slip_token.token_kid(token)), institution.code)
     except SlipTokenError as exc:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from models import Department, Institution, Referral, Slip, SlipState, Staff
+from directory import cache
+from models import Department, Referral, Slip, SlipState, Staff
 from referrals.state_machine import Status
 from security.masking import mask_name
 from slips.lifecycle import REVOKE_REASONS
@@ -38,7 +39,7 @@ def summary_view(slip: Slip, referral: Referral, base_url: str) -> dict:
 
 async def slip_view(slip: Slip, referral: Referral, *, token: str | None, base_url: str) -> dict:
     state = effective_state(slip, referral)
-    institution = await Institution.get(id=referral.target_institution_id)  # type: ignore[attr-defined]
+    institution = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
     department = await Department.get_or_none(id=slip.department_id) if slip.department_id else None  # type: ignore[attr-defined]
     clerk = await Staff.get_or_none(id=slip.checked_in_by_id) if slip.checked_in_by_id else None  # type: ignore[attr-defined]
     active = state == SlipState.ACTIVE

@@ -18,7 +18,7 @@ from outbox import DISPATCHER, listen, run_due_jobs
 from outbox import dispatcher as dispatcher_module
 from outbox.admin import retry_job
 from outbox.dispatcher import Dispatcher, DispatcherConfig, backoff_delay, failure_reason
-from outbox.jobs import enqueue
+from outbox.jobs import enqueue, job_of
 from outbox.once import SENT, deliver_once, marker_key
 from outbox.probe import KIND as PROBE
 from outbox.probe import enqueue_probe, probe_text
@@ -26,6 +26,12 @@ from outbox.registry import DEAD_HANDLERS, HANDLERS, PermanentFailure, Temporary
 from outbox.wakeup import CHANNEL
 
 FAST = DispatcherConfig(poll=0.05, lease=5.0, concurrency=8, max_attempts=4, backoff=0.05, backoff_max=0.2)
+
+
+async def enqueued(kind: str, payload: dict, dedupe_key: str, **kwargs) -> OutboxJob:
+    """enqueue, then the job that the dedupe key names (enqueue itself returns nothing)."""
+    await enqueue(kind, payload, dedupe_key, **kwargs)
+    return await job_of(dedupe_key)
 
 
 @pytest.fixture
@@ -102,7 +108,7 @@ async def test_a_job_runs_once_and_is_marked_done(client, kinds):
         seen.append((ctx.job.kind, ctx.job.payload, ctx.job.attempts, ctx.app is app))
 
     kinds("test.work", work)
-    job = await enqueue("test.work", {"n": 1}, "test:work:1")
+    job = await enqueued("test.work", {"n": 1}, "test:work:1")
     assert job.state == JobState.PENDING
     assert await run_due_jobs(app, FAST) == 1
     assert seen == [("test.work", {"n": 1}, 1, True)]
@@ -119,11 +125,11 @@ async def test_a_dedupe_key_makes_a_second_enqueue_harmless(client, kinds):
         runs.append(ctx.job.id)
 
     kinds("test.work", work)
-    first = await enqueue("test.work", {"n": 1}, "test:same")
-    again = await enqueue("test.work", {"n": 2}, "test:same")
+    first = await enqueued("test.work", {"n": 1}, "test:same")
+    again = await enqueued("test.work", {"n": 2}, "test:same")
     assert again.id == first.id and again.payload == {"n": 1}
     await run_due_jobs(app, FAST)
-    after = await enqueue("test.work", {"n": 3}, "test:same")  # even after it ran
+    after = await enqueued("test.work", {"n": 3}, "test:same")  # even after it ran
     assert after.id == first.id and after.state == JobState.DONE
     await run_due_jobs(app, FAST)
     assert runs == [first.id] and await OutboxJob.filter(dedupe_key="test:same").count() == 1
@@ -140,7 +146,7 @@ async def test_temporary_failures_retry_with_growing_backoff_then_succeed(client
 
     kinds("test.flaky", flaky)
     config = replace(FAST, backoff=0.2, backoff_max=10.0)
-    job = await enqueue("test.flaky", {}, "test:flaky")
+    job = await enqueued("test.flaky", {}, "test:flaky")
     await run_due_jobs(app, config)
     waiting = await OutboxJob.get(id=job.id)
     assert waiting.state == JobState.PENDING and waiting.last_error == "对方系统繁忙"
@@ -165,7 +171,7 @@ async def test_exhausted_attempts_go_dead_with_the_reason_and_the_dead_handler_r
         told.append((ctx.job.id, reason))
 
     kinds("test.always", always, dead)
-    job = await enqueue("test.always", {}, "test:always")
+    job = await enqueued("test.always", {}, "test:always")
     await run_until(app, FAST, job.id, JobState.DEAD)
     dead_job = await OutboxJob.get(id=job.id)
     assert dead_job.attempts == FAST.max_attempts and dead_job.last_error == "HIS 一直不可用"
@@ -183,7 +189,7 @@ async def test_a_permanent_failure_is_dead_at_once(client, kinds):
         told.append(reason)
 
     kinds("test.refuse", refuse, dead)
-    job = await enqueue("test.refuse", {}, "test:refuse")
+    job = await enqueued("test.refuse", {}, "test:refuse")
     await run_due_jobs(app, FAST)
     dead_job = await OutboxJob.get(id=job.id)
     assert (dead_job.state, dead_job.attempts, dead_job.last_error) == (JobState.DEAD, 1, "HIS 拒绝：科室代码无效")
@@ -203,7 +209,7 @@ async def test_an_unexpected_exception_or_a_hung_handler_is_retried(client, kind
 
     kinds("test.buggy", buggy)
     config = replace(FAST, lease=0.4)
-    job = await enqueue("test.buggy", {}, "test:buggy")
+    job = await enqueued("test.buggy", {}, "test:buggy")
     await run_until(app, config, job.id, JobState.DONE)
     assert calls == ["", "KeyError: 'referral_id'", "处理超时"]
 
@@ -250,7 +256,7 @@ async def test_a_job_that_keeps_killing_its_worker_ends_dead(client, kinds):
 
 async def test_only_kinds_with_a_handler_here_are_claimed(client, kinds):
     app = client.server.app
-    job = await enqueue("test.nobody_handles_this", {}, "test:orphan")
+    job = await enqueued("test.nobody_handles_this", {}, "test:orphan")
     assert await run_due_jobs(app, FAST) == 0
     assert (await OutboxJob.get(id=job.id)).state == JobState.PENDING
 
@@ -263,7 +269,7 @@ async def test_a_job_due_later_waits_for_its_time(client, kinds):
         runs.append(1)
 
     kinds("test.work", work)
-    job = await enqueue("test.work", {}, "test:later", run_at=datetime.now(UTC) + timedelta(seconds=0.3))
+    job = await enqueued("test.work", {}, "test:later", run_at=datetime.now(UTC) + timedelta(seconds=0.3))
     assert await run_due_jobs(app, FAST) == 0
     await asyncio.sleep(0.35)
     assert await run_due_jobs(app, FAST) == 1 and runs == [1]
@@ -298,14 +304,14 @@ async def test_the_embedded_dispatcher_is_woken_by_enqueue_not_by_polling(dispat
     kinds("test.work", work)
     await asyncio.sleep(0.1)  # the dispatcher's first poll has found nothing; the next poll is 30 s away
     started = time.monotonic()
-    job = await enqueue("test.work", {}, "test:wake")
+    job = await enqueued("test.work", {}, "test:wake")
     await eventually(lambda: job_in(job.id, JobState.DONE), timeout=2)
     assert finished["test:wake"] - started < 1.0
 
     # Woken before its transaction commits: the dispatcher's settle re-checks still find it soon after.
     started = time.monotonic()
     async with in_transaction():
-        late = await enqueue("test.work", {}, "test:wake-late")
+        late = await enqueued("test.work", {}, "test:wake-late")
         await asyncio.sleep(0.3)
     await eventually(lambda: job_in(late.id, JobState.DONE), timeout=3)
     assert finished["test:wake-late"] - started < 2.0
@@ -344,7 +350,7 @@ async def test_stopping_hands_unfinished_jobs_back(dispatching, kinds, monkeypat
 
     kinds("test.slow", slow)
     monkeypatch.setattr(dispatcher_module, "STOP_GRACE", 0.1)
-    job = await enqueue("test.slow", {}, "test:slow")
+    job = await enqueued("test.slow", {}, "test:slow")
     await asyncio.wait_for(started.wait(), 3)
     dispatcher = app[DISPATCHER]
     dispatcher.stop()
@@ -392,7 +398,7 @@ async def test_deliver_once_never_repeats_a_send_across_a_crash(client, kinds):
 
     # 1. A failed call clears its marker: the retry sends.
     fail_next.append(1)
-    job = await enqueue("test.send", {}, "test:send:1")
+    job = await enqueued("test.send", {}, "test:send:1")
     await run_until(app, FAST, job.id, JobState.DONE)
     assert sends == [2]
     assert await kv.get(marker_key(job.id)) == f"{SENT}:2".encode()
