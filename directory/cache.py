@@ -25,6 +25,7 @@ from models import Department, Institution, InstitutionPolicy, Staff
 TTL = 30.0  # seconds a row read here may lag a write made in another process
 
 T = TypeVar("T")
+_clock = time.monotonic
 _rows: dict[tuple[str, int], tuple[float, object]] = {}
 
 
@@ -35,7 +36,7 @@ def clear() -> None:
 async def _cached(kind: str, pk: int, load: Callable[[], Awaitable[T]]) -> T:
     key = (kind, pk)
     hit = _rows.get(key)
-    now = time.monotonic()
+    now = _clock()
     if hit is not None and hit[0] > now:
         return hit[1]  # type: ignore[return-value]
     row = await load()

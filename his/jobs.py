@@ -19,7 +19,7 @@ from his.admission import ADMITTABLE, issue_certificate
 from his.gateway import HisError, HisNotFound, HisRejected
 from models import HisSync, Referral, ReferralEvent
 from outbox.registry import JobContext, PermanentFailure, TemporaryFailure, handler, on_dead
-from referrals.timeline import SYSTEM_ACTOR, append_event
+from referrals.timeline import SYSTEM_ACTOR, chain_head, new_event
 
 log = logging.getLogger("referral_cloud.his.jobs")
 
@@ -66,14 +66,15 @@ async def record_certificate(referral_id: int, number: str) -> bool:
         if await ReferralEvent.filter(referral_id=referral_id, action=CERTIFICATE_EVENT).exists():
             return True  # recorded by an earlier run
         version = referral.version
+        event = await new_event(referral, seq=version + 1, action=CERTIFICATE_EVENT,
+                                from_status=str(referral.status), to_status=str(referral.status), actor=SYSTEM_ACTOR,
+                                comment=f"目标医院 HIS 已开具电子住院证，编号 {number}",
+                                data={"admission_certificate_no": number})
         won = await Referral.filter(id=referral_id, version=version).update(
-            version=version + 1, his_sync=HisSync.DONE, admission_certificate_no=number)
+            version=version + 1, his_sync=HisSync.DONE, admission_certificate_no=number, chain_head=chain_head(event))
         if not won:
             return False
-        await append_event(referral, seq=version + 1, action=CERTIFICATE_EVENT, from_status=str(referral.status),
-                           to_status=str(referral.status), actor=SYSTEM_ACTOR,
-                           comment=f"目标医院 HIS 已开具电子住院证，编号 {number}",
-                           data={"admission_certificate_no": number})
+        await event.save()
     return True
 
 

@@ -66,6 +66,10 @@ class Referral(Record):
     admission_certificate_no = fields.CharField(max_length=64, default="")
     previous = fields.ForeignKeyField("models.Referral", related_name="resubmissions", null=True,
                                       on_delete=fields.SET_NULL)
+    # "<seq>:<hash>" of the newest timeline event, written by the UPDATE that moved the version to <seq>, so the
+    # next event chains to it without reading the timeline. Only a cache: when the version has moved on
+    # without it (or it is empty), the head is read from the events (referrals.timeline.head_hash).
+    chain_head = fields.CharField(max_length=80, default="")
 
     class Meta:
         table = "referral"

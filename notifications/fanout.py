@@ -19,12 +19,14 @@ def send_dedupe_key(event_key: str, account_id: int, channel: str = "subscribe")
 async def publish(notice: Notice, referral: Referral | None, event_key: str) -> int:
     """Put `notice` in every recipient's inbox and queue its WeChat delivery; returns the recipients."""
     data = render(TEMPLATES[notice.template], notice.values)
+    if notice.accounts:
+        # One INSERT for every recipient; a message a first run already wrote is left as it is.
+        await InboxMessage.bulk_create([
+            InboxMessage(dedupe_key=f"inbox:{event_key}:{account_id}", account_id=account_id, kind=notice.kind,
+                         title=notice.title[:100], body=notice.body, page=notice.page, data=data,
+                         referral_id=referral.id if referral else None)
+            for account_id in notice.accounts], ignore_conflicts=True)
     for account_id in notice.accounts:
-        await InboxMessage.get_or_create(
-            dedupe_key=f"inbox:{event_key}:{account_id}",
-            defaults={"account_id": account_id, "kind": notice.kind, "title": notice.title[:100],
-                      "body": notice.body, "page": notice.page, "data": data,
-                      "referral_id": referral.id if referral else None})
         await enqueue(SEND_KIND, {"account_id": account_id, "template": notice.template, "data": data,
                                   "page": notice.page, "kind": notice.kind},
                       send_dedupe_key(event_key, account_id))

@@ -33,7 +33,7 @@ def _timer_key(referral_id: int, seq: int, timer: str) -> str:
 
 async def schedule(referral: Referral, event: ReferralEvent, now: datetime | None = None) -> list[str]:
     """Write the timers that the state `event` led to calls for (inside the caller's transaction)."""
-    if await moved_on(referral.id, event.seq):
+    if await moved_on(referral, event.seq):
         return []  # the referral moved on before we got here: its later event schedules what it needs
     now = now or utcnow()
     written = []
@@ -60,7 +60,7 @@ async def schedule(referral: Referral, event: ReferralEvent, now: datetime | Non
 async def fire(payload: dict) -> int:
     """The `notify.timer` job: tell whoever the timer is for, if the referral is still where it was."""
     referral = await Referral.get_or_none(id=payload["referral_id"])
-    if referral is None or str(referral.status) != payload["status"] or await moved_on(referral.id, payload["seq"]):
+    if referral is None or str(referral.status) != payload["status"] or await moved_on(referral, payload["seq"]):
         return 0
     timer = payload["timer"]
     facts = await Facts.of(referral)

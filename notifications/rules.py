@@ -77,10 +77,12 @@ def _when(at: datetime) -> str:
 STAGE_ACTIONS = [str(a) for a in Action]
 
 
-async def moved_on(referral_id: int, seq: int) -> bool:
+async def moved_on(referral: Referral, seq: int) -> bool:
     """Whether a transition followed event `seq`. Other timeline events (the HIS certificate arriving) bump the
-    version too but leave the referral where it was, so the version alone cannot tell."""
-    return await ReferralEvent.filter(referral_id=referral_id, seq__gt=seq, action__in=STAGE_ACTIONS).exists()
+    version too but leave the referral where it was, so a newer version has to be looked at in the timeline."""
+    if referral.version <= seq:
+        return False  # `seq` is still the newest event
+    return await ReferralEvent.filter(referral_id=referral.id, seq__gt=seq, action__in=STAGE_ACTIONS).exists()
 
 
 def responsible_institution(referral: Referral) -> int:
@@ -228,7 +230,7 @@ async def for_event(facts: Facts, event: ReferralEvent) -> list[Notice]:
     the first that concerns it (approver before doctor before patient)."""
     referral = facts.referral
     notices: list[Notice] = []
-    current = str(referral.status) == event.to_status and not await moved_on(referral.id, event.seq)
+    current = str(referral.status) == event.to_status and not await moved_on(referral, event.seq)
     if current and event.to_status in PENDING and event.action in ("submit", "approve", "redirect"):
         todo = await awaiting(facts)
         todo.accounts = await recipients.approver_accounts(responsible_institution(referral))

@@ -56,7 +56,7 @@ async def visible_referral(principal: Principal, public_id: uuid.UUID | str) -> 
         key = public_id if isinstance(public_id, uuid.UUID) else uuid.UUID(str(public_id))
     except ValueError:
         raise NotFound("未找到该转诊单", code="REFERRAL_NOT_FOUND") from None
-    referral = await Referral.get_or_none(public_id=key)
+    referral = await Referral.get_or_none(public_id=key).select_related("patient")  # the views show the patient
     if referral is None or not can_view(principal, referral):
         raise NotFound("未找到该转诊单", code="REFERRAL_NOT_FOUND")
     return referral

@@ -32,7 +32,7 @@ from referrals.state_machine import (
     is_permitted_somewhere,
     match,
 )
-from referrals.timeline import SYSTEM_ACTOR, Actor, append_event
+from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, chain_head, new_event
 from security.crypto import PersonalDataCipher
 from slips import lifecycle as slip_lifecycle
 from timeutil import china_today
@@ -100,14 +100,16 @@ async def _transition(principal: Principal | None, referral: Referral | int, act
                             detail={"status": str(referral.status)}) from None
         step = await prepare(referral) if prepare else Step({})
         from_status, version = referral.status, referral.version
-        changes = {"status": row.to, "version": version + 1, "updated_at": _now(), **step.changes}
+        event = await new_event(referral, seq=version + 1, action=str(action), from_status=str(from_status),
+                                to_status=str(row.to), actor=await _actor(principal, row.role),
+                                comment=step.comment, data=step.data)
+        changes = {"status": row.to, "version": version + 1, "updated_at": _now(), "chain_head": chain_head(event),
+                   **step.changes}
         won = await Referral.filter(id=referral.id, version=version).update(**changes)
         if not won:
             current = await Referral.get(id=referral.id)
             raise _state_conflict(current, "CONCURRENT_UPDATE", "转诊单刚刚已被他人处理，请刷新后查看最新状态")
-        await append_event(referral, seq=version + 1, action=str(action), from_status=str(from_status),
-                           to_status=str(row.to), actor=await _actor(principal, row.role), comment=step.comment,
-                           data=step.data)
+        await event.save()
         for field, value in changes.items():  # the row as just written, without reading it back
             setattr(referral, field, value)
         if after:

@@ -40,23 +40,48 @@ class Actor:
 SYSTEM_ACTOR = Actor(None, "系统", "system", None, "双向转诊云平台")
 
 
-async def append_event(referral: Referral, *, seq: int, action: str, from_status: str, to_status: str,
-                       actor: Actor, comment: str = "", data: dict | None = None) -> ReferralEvent:
-    """Append event `seq` (the referral's new version): call inside the transaction that changed it."""
+async def head_hash(referral: Referral) -> str:
+    """The hash the referral's next event chains to: its newest event's. Taken from `chain_head` when that was
+    written with the current version, else read from the timeline."""
+    seq, _, digest = (referral.chain_head or "").partition(":")
+    if digest and seq == str(referral.version):
+        return digest
+    newest = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
+    return newest.hash if newest else GENESIS
+
+
+def chain_head(event: ReferralEvent) -> str:
+    """What `Referral.chain_head` holds once `event` is the newest."""
+    return f"{event.seq}:{event.hash}"
+
+
+async def new_event(referral: Referral, *, seq: int, action: str, from_status: str, to_status: str,
+                    actor: Actor, comment: str = "", data: dict | None = None) -> ReferralEvent:
+    """Event `seq` (the referral's new version), hashed onto the chain and not saved yet: the caller writes
+    `chain_head(event)` with the version and saves the event, in the transaction that changed the referral."""
     data = data or {}
-    previous = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
-    prev_hash = previous.hash if previous else GENESIS
+    prev_hash = GENESIS if seq == 1 else await head_hash(referral)
     # Microsecond precision survives every backend, so the stored time re-hashes identically.
     at = datetime.now(UTC)
     digest = event_hash(prev_hash, referral_id=referral.id, seq=seq, at=at, action=action,
                         from_status=from_status, to_status=to_status, actor_staff_id=actor.staff_id,
                         actor_name=actor.name, actor_role=actor.role, actor_institution_id=actor.institution_id,
                         actor_institution_name=actor.institution_name, comment=comment, data=data)
-    return await ReferralEvent.create(
+    return ReferralEvent(
         referral_id=referral.id, seq=seq, at=at, action=action, from_status=from_status, to_status=to_status,
         actor_staff_id=actor.staff_id, actor_name=actor.name, actor_role=actor.role,
         actor_institution_id=actor.institution_id, actor_institution_name=actor.institution_name,
         comment=comment, data=data, prev_hash=prev_hash, hash=digest)
+
+
+async def append_event(referral: Referral, *, seq: int, action: str, from_status: str, to_status: str,
+                       actor: Actor, comment: str = "", data: dict | None = None) -> ReferralEvent:
+    """Append event `seq` without moving `chain_head` (the next event then reads the head from the timeline):
+    for a caller that has already written the version. Call inside the transaction that changed it."""
+    event = await new_event(referral, seq=seq, action=action, from_status=from_status, to_status=to_status,
+                            actor=actor, comment=comment, data=data)
+    await event.save()
+    return event
 
 
 @dataclass(frozen=True)

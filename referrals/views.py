@@ -79,10 +79,16 @@ def event_view(event: ReferralEvent) -> dict:
             "comment": event.comment, "data": event.data, "hash": event.hash}
 
 
+def _loaded_patient(referral: Referral) -> Patient | None:
+    """The patient when the referral was read with select_related("patient") (access.visible_referral does)."""
+    joined = referral.__dict__.get("_patient")
+    return joined if isinstance(joined, Patient) else None
+
+
 async def referral_view(referral: Referral, principal: Principal, cipher) -> dict:
     sides = sides_of(principal, referral)
     roles = await effective_roles(principal, referral, sides)
-    patient = await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
+    patient = _loaded_patient(referral) or await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
     referrer = await cache.staff(referral.referrer_id)  # type: ignore[attr-defined]
     events = await ReferralEvent.filter(referral_id=referral.id).order_by("seq")
     age = None

@@ -147,3 +147,18 @@ async def test_audit_verify_command_reports_a_tampered_timeline(client, settings
     code, out = await audit_verify()
     assert code == 1, out
     assert referral.code in out and "第 2 条记录已被篡改" in out
+
+
+async def test_the_chain_head_rides_on_the_referral_and_a_row_without_it_reads_the_timeline(client):
+    desk = await Desk.open(client)
+    rid, referral = await _scheduled(desk)
+    newest = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
+    assert referral.chain_head == f"{referral.version}:{newest.hash}"
+    # A writer that moves the version without the head (a row from before the column, an older process):
+    # the next event must still chain to the newest event, read from the timeline.
+    await Referral.filter(id=referral.id).update(chain_head=f"{referral.version - 1}:{'f' * 64}")
+    body = await desk.ok(await desk.post(REFERRER, rid, "cancel", {"comment": "患者决定暂不转诊"}))
+    assert body["status"] == "cancelled"
+    assert (await _verify(desk, rid)) == {"valid": True, "events": 5, "broken_at": None, "reason": ""}
+    row = await Referral.get(id=referral.id)
+    assert row.chain_head == f"5:{body['timeline'][-1]['hash']}"
