@@ -31,8 +31,9 @@ async def admin_accounts(institution_id: int) -> list[int]:
 
 
 async def referrer_accounts(referral: Referral) -> list[int]:
-    staff = await Staff.get_or_none(id=referral.referrer_id, is_active=True, deleted_at=None)  # type: ignore[attr-defined]
-    return await _accounts_of_staff([staff.id] if staff else [])
+    """The referring doctor's accounts, while they are active staff (one query, joined)."""
+    return list(await WeChatAccount.filter(staff_id=referral.referrer_id, staff__is_active=True,  # type: ignore[attr-defined]
+                                           staff__deleted_at=None).order_by("id").values_list("id", flat=True))
 
 
 async def patient_accounts(referral: Referral) -> list[int]:

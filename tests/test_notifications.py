@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
-from models import InboxMessage, InstitutionPolicy, OutboxJob, Referral, WeChatAccount
+from directory.seed import demo_openid
+from models import InboxMessage, InstitutionPolicy, OutboxJob, Referral, Staff, WeChatAccount
+from notifications.recipients import referrer_accounts
 from referrals.state_machine import Status
 from tests.notify_support import run_jobs, sandbox_messages, subscribe
 from tests.referral_support import Desk, add_staff, bind_patient, institution, tomorrow
@@ -228,3 +230,26 @@ async def test_a_new_admission_date_reaches_the_patient_and_moves_the_reminder(c
     await run_jobs(client.server.app, now=datetime.combine(later, time(8), CHINA_TZ))
     kinds = [m["kind"] for m in (await world.inbox("o_n_patient"))["items"]]
     assert kinds == ["admission_eve", "admission", "admission"]
+
+
+async def test_a_referrer_who_left_is_told_nothing_more(client):
+    desk = await Desk.open(client)
+    doctor_account = await WeChatAccount.get(openid=demo_openid("DONGGUAN", "doctor"))
+    app = client.server.app
+    first, second = await desk.drive(Status.PENDING_TARGET), await desk.drive(Status.PENDING_TARGET)
+    await run_jobs(app)
+
+    async def told_of_rejection(referral: dict) -> int:
+        """Reject at the target; how many inbox messages that added for the doctor."""
+        before = await InboxMessage.filter(account_id=doctor_account.id).count()
+        await desk.ok(await desk.post(("SUBEI", "approver"), referral["id"], "reject",
+                                      {"reason_code": "no_beds", "comment": "本周床位已满"}))
+        await run_jobs(app)
+        return await InboxMessage.filter(account_id=doctor_account.id).count() - before
+
+    assert await told_of_rejection(first) == 1
+    row = await Referral.get(public_id=second["id"])
+    assert await referrer_accounts(row) == [doctor_account.id]
+    await Staff.filter(id=doctor_account.staff_id).update(is_active=False)  # type: ignore[attr-defined]
+    assert await referrer_accounts(row) == []
+    assert await told_of_rejection(second) == 0
