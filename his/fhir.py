@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from his import profile
 from his.gateway import (
+    AdmissionChange,
     AdmissionRequest,
     ClinicalSummary,
     Diagnosis,
@@ -576,6 +577,45 @@ class FhirGateway(HisGateway):
             raise HisProtocolError("医院信息系统（HIS）未返回住院证号", institution=endpoint.code)
         log.info("his %s admission encounter %s (%s)", endpoint.code, stored.id,
                  "created" if created else "already existed")
+        return number
+
+    async def update_admission(self, institution: InstitutionLike, change: AdmissionChange) -> str | None:
+        endpoint = self._endpoint(institution)
+        deadline = _Deadline(self.timeout)
+        found = await self._search(endpoint, deadline, Encounter,
+                                   [("identifier", _token(profile.REFERRAL_SYSTEM, change.referral_code))])
+        if not found:
+            return None
+        if len(found) > 1:
+            raise HisProtocolError("医院信息系统（HIS）中同一转诊单有多张住院证", institution=endpoint.code)
+        encounter = found[0]
+        number = _identifier(encounter, profile.CERTIFICATE_SYSTEM)
+        wanted = "cancelled" if change.cancelled else "planned"
+        if encounter.status not in ("planned", "cancelled"):
+            raise HisRejected("患者已在医院信息系统（HIS）中办理入院，住院证不能再修改", institution=endpoint.code)
+        data = json.loads(encounter.model_dump_json(exclude_none=True))
+        data["status"] = wanted
+        if not change.cancelled:
+            if change.planned_date is not None:
+                data["period"] = {"start": change.planned_date.isoformat()}
+            if change.department_code:
+                data["serviceType"] = {"coding": [{"system": profile.DEPARTMENT_SYSTEM, "code": change.department_code,
+                                                   "display": change.department_name}],
+                                       "text": change.department_name}
+            place = " ".join(p for p in (change.ward, change.bed) if p)
+            if place:
+                data["location"] = [{"location": {"display": place}, "status": "planned"}]
+            else:
+                data.pop("location", None)
+        data.pop("meta", None)
+        resource = _validated(Encounter, data)
+        if resource.model_dump_json(exclude_none=True) == encounter.model_copy(update={"meta": None}) \
+                .model_dump_json(exclude_none=True):
+            return number  # already as wanted: a retry after a lost answer
+        headers = {"If-Match": f'W/"{encounter.meta.versionId}"'} if encounter.meta and encounter.meta.versionId \
+            else {}
+        await self._request(endpoint, deadline, "PUT", f"Encounter/{encounter.id}", body=resource, headers=headers)
+        log.info("his %s admission encounter %s %s", endpoint.code, encounter.id, wanted)
         return number
 
     def order_resource(self, patient_id: str, order: Order) -> ServiceRequest | MedicationRequest:

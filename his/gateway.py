@@ -189,6 +189,20 @@ class AdmissionRequest:
     bed: str = ""
 
 
+@dataclass
+class AdmissionChange:
+    """A change to an admission certificate already issued, found by the referral code: moved to another date
+    (and department, ward, bed), or cancelled (the referral was cancelled, or the patient never came)."""
+
+    referral_code: str
+    cancelled: bool = False
+    planned_date: date | None = None
+    department_code: str = ""
+    department_name: str = ""
+    ward: str = ""
+    bed: str = ""
+
+
 OrderKind = Literal["exam", "lab", "treatment", "prescription"]
 
 
@@ -253,6 +267,11 @@ class HisGateway(abc.ABC):
         """Create the planned inpatient Encounter and return the admission certificate number."""
 
     @abc.abstractmethod
+    async def update_admission(self, institution: InstitutionLike, change: AdmissionChange) -> str | None:
+        """Bring the planned Encounter in line with `change`; returns its certificate number, or None when the
+        HIS has no admission for the referral (nothing to change)."""
+
+    @abc.abstractmethod
     async def place_order(self, institution: InstitutionLike, order: Order) -> PlacedOrder:
         """Place an exam/lab/treatment (ServiceRequest) or prescription (MedicationRequest)."""
 
@@ -307,6 +326,10 @@ class GatewayRouter(HisGateway):
     async def create_admission(self, institution: InstitutionLike, admission: AdmissionRequest) -> str:
         adapter, endpoint = self.route(institution)
         return await adapter.create_admission(endpoint, admission)
+
+    async def update_admission(self, institution: InstitutionLike, change: AdmissionChange) -> str | None:
+        adapter, endpoint = self.route(institution)
+        return await adapter.update_admission(endpoint, change)
 
     async def place_order(self, institution: InstitutionLike, order: Order) -> PlacedOrder:
         adapter, endpoint = self.route(institution)

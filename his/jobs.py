@@ -2,6 +2,9 @@
 target HIS and creates the electronic admission certificate (his.admission.issue_certificate, two conditional
 creates, so a retry never duplicates anything), then stores the certificate number on the referral together
 with a timeline event. The referral's `his_sync` reads pending → done, or failed once the job is dead.
+`his.update_admission` (enqueued by cancel, the no-show expiry and reschedule when the certificate exists or is
+being issued) withdraws or moves the planned Encounter in the target HIS and records that on the timeline; while
+his.admit is still pending it waits (retries), and it does nothing once the HIS never had the certificate.
 
 Failure mapping: HIS unreachable, 5xx, timeouts and garbled answers are temporary (retried with backoff); a
 rejection (OperationOutcome), a missing record or an MRN already linked to another patient are permanent.
@@ -14,17 +17,21 @@ import logging
 from tortoise.transactions import in_transaction
 
 from appkeys import CIPHER, HIS
+from directory import cache
 from errors import Conflict
 from his.admission import ADMITTABLE, issue_certificate
-from his.gateway import HisError, HisNotFound, HisRejected
+from his.gateway import AdmissionChange, HisError, HisNotFound, HisRejected
 from models import HisSync, Referral, ReferralEvent
 from outbox.registry import JobContext, PermanentFailure, TemporaryFailure, handler, on_dead
+from referrals.state_machine import Status
 from referrals.timeline import SYSTEM_ACTOR, chain_head, new_event
 
 log = logging.getLogger("referral_cloud.his.jobs")
 
 ADMIT = "his.admit"
 CERTIFICATE_EVENT = "his_admission"  # the timeline action that records the certificate number
+UPDATE_ADMISSION = "his.update_admission"
+UPDATE_EVENT = "his_admission_update"  # the timeline action that records a change made in the HIS
 # A concurrent transition may win the version race; try again at once this often before backing off.
 RECORD_TRIES = 3
 
@@ -65,17 +72,79 @@ async def record_certificate(referral_id: int, number: str) -> bool:
         referral = await Referral.get(id=referral_id)
         if await ReferralEvent.filter(referral_id=referral_id, action=CERTIFICATE_EVENT).exists():
             return True  # recorded by an earlier run
-        version = referral.version
-        event = await new_event(referral, seq=version + 1, action=CERTIFICATE_EVENT,
-                                from_status=str(referral.status), to_status=str(referral.status), actor=SYSTEM_ACTOR,
-                                comment=f"目标医院 HIS 已开具电子住院证，编号 {number}",
-                                data={"admission_certificate_no": number})
-        won = await Referral.filter(id=referral_id, version=version).update(
-            version=version + 1, his_sync=HisSync.DONE, admission_certificate_no=number, chain_head=chain_head(event))
-        if not won:
-            return False
-        await event.save()
+        return await _system_event(referral, CERTIFICATE_EVENT, f"目标医院 HIS 已开具电子住院证，编号 {number}",
+                                   {"admission_certificate_no": number},
+                                   his_sync=HisSync.DONE, admission_certificate_no=number)
+
+
+async def _system_event(referral: Referral, action: str, comment: str, data: dict, **changes) -> bool:
+    """Append a platform event that leaves the status as it is, bumping the version conditionally together
+    with `changes` (inside the caller's transaction). False when a concurrent transition won the version."""
+    version = referral.version
+    event = await new_event(referral, seq=version + 1, action=action, from_status=str(referral.status),
+                            to_status=str(referral.status), actor=SYSTEM_ACTOR, comment=comment, data=data)
+    won = await Referral.filter(id=referral.id, version=version).update(
+        version=version + 1, chain_head=chain_head(event), **changes)
+    if not won:
+        return False
+    await event.save()
     return True
+
+
+@handler(UPDATE_ADMISSION)
+async def update_admission(ctx: JobContext) -> None:
+    """{referral_id, seq}: after transition `seq` (cancel, no-show expiry, reschedule) of a referral whose
+    certificate was issued or is being issued, bring the target HIS's admission in line with the referral as it
+    is now (a later change's job finds it already done), and say so on the timeline."""
+    payload = ctx.job.payload
+    referral = await Referral.get_or_none(id=payload.get("referral_id"))
+    if referral is None:
+        raise PermanentFailure("转诊单不存在")
+    if not referral.admission_certificate_no:
+        if referral.his_sync == HisSync.PENDING:
+            raise TemporaryFailure("电子住院证尚在开具中，开具后再同步变更")
+        return  # the HIS never had it: his.admit saw the change first, or gave up
+    cancelled = referral.status in (Status.CANCELLED, Status.EXPIRED)
+    if not cancelled and referral.status != Status.SCHEDULED:
+        return  # admitted since: the HIS holds the live admission now
+    department = await cache.department(referral.admission_department_id  # type: ignore[attr-defined]
+                                        or referral.target_department_id)  # type: ignore[attr-defined]
+    change = AdmissionChange(referral_code=referral.code, cancelled=cancelled, planned_date=referral.admission_date,
+                             department_code=department.code, department_name=department.name,
+                             ward=referral.ward, bed=referral.bed)
+    try:
+        number = await ctx.app[HIS].update_admission(await cache.institution(referral.target_institution_id),  # type: ignore[attr-defined]
+                                                      change)
+    except HisRejected as exc:
+        if exc.http_status == 412:  # changed in the HIS meanwhile: read it again
+            raise TemporaryFailure(exc.message) from exc
+        raise PermanentFailure(exc.message) from exc
+    except HisError as exc:
+        raise TemporaryFailure(exc.message) from exc
+    if number is None:
+        raise PermanentFailure(f"目标医院 HIS 中找不到转诊单 {referral.code} 的电子住院证")
+    if cancelled:
+        comment = f"目标医院 HIS 已撤销电子住院证 {number}"
+    else:
+        day = referral.admission_date
+        comment = (f"目标医院 HIS 电子住院证 {number} 已改为 {day.year}年{day.month}月{day.day}日入院"
+                   f"（{department.name}）")
+    for _ in range(RECORD_TRIES):
+        async with in_transaction():
+            current = await Referral.get(id=referral.id)
+            if await _already_said(current.id, payload.get("seq")):
+                return
+            if await _system_event(current, UPDATE_EVENT, comment,
+                                   {"admission_certificate_no": number, "cancelled": cancelled,
+                                    "after_seq": payload.get("seq")}):
+                return
+    raise TemporaryFailure("转诊单正被同时修改，稍后重试记录住院证变更")
+
+
+async def _already_said(referral_id: int, seq: int | None) -> bool:
+    """Whether an earlier run of the job for transition `seq` recorded its event."""
+    events = await ReferralEvent.filter(referral_id=referral_id, action=UPDATE_EVENT, seq__gt=seq or 0)
+    return any(e.data.get("after_seq") == seq for e in events)
 
 
 @on_dead(ADMIT)

@@ -276,6 +276,14 @@ async def _book_admission(current: Referral, admission: Admission | None) -> tup
              "bed": admission.bed})
 
 
+async def _tell_target_his(current: Referral) -> None:
+    """After a change to a scheduled admission (cancel, no-show, new date): when the target HIS has the
+    certificate, or is being given it, queue bringing it in line (his.update_admission), in this transaction."""
+    if current.his_sync in (HisSync.PENDING, HisSync.DONE):
+        await enqueue("his.update_admission", {"referral_id": current.id, "seq": current.version},
+                      dedupe_key=f"his-update:{current.id}:{current.version}")
+
+
 async def approve(principal: Principal, public_id, *, expected_version: int | None, comment: str = "",
                   admission: Admission | None = None) -> Referral:
     """Source approval passes the referral on; target approval books a reserved bed and schedules it."""
@@ -312,6 +320,7 @@ async def reschedule(principal: Principal, public_id, *, expected_version: int |
 
     async def after(current: Referral, step: Step) -> None:
         await slip_lifecycle.reissue(current)
+        await _tell_target_his(current)
 
     return await _transition(principal, referral, Action.RESCHEDULE, expected_version=expected_version,
                              prepare=prepare, after=after)
@@ -372,6 +381,7 @@ async def cancel(principal: Principal, public_id, *, expected_version: int | Non
 
     async def after(current: Referral, step: Step) -> None:
         await slip_lifecycle.revoke(current.id, "cancelled")
+        await _tell_target_his(current)
 
     return await _transition(principal, referral, Action.CANCEL, expected_version=expected_version,
                              prepare=prepare, after=after)
@@ -404,7 +414,11 @@ async def expire(referral_id: int) -> Referral:
         await capacity.release(current.booking_id)  # type: ignore[attr-defined]
         return Step({"closed_at": _now(), "booking_id": None})
 
-    return await _transition(None, referral_id, Action.EXPIRE, expected_version=None, prepare=prepare)
+    async def after(current: Referral, step: Step) -> None:
+        await _tell_target_his(current)
+
+    return await _transition(None, referral_id, Action.EXPIRE, expected_version=None, prepare=prepare,
+                             after=after)
 
 
 async def resubmit(principal: Principal, cipher: PersonalDataCipher, public_id, *, submit_now: bool = False,

@@ -64,7 +64,8 @@ async def summary_view(referral: Referral) -> dict:
 
 
 # Timeline events that are not transitions of the state machine.
-OTHER_EVENT_NAMES = {"create": "创建转诊单", "his_admission": "HIS 已开具电子住院证"}
+OTHER_EVENT_NAMES = {"create": "创建转诊单", "his_admission": "HIS 已开具电子住院证",
+                     "his_admission_update": "HIS 电子住院证已同步变更"}
 
 
 def event_view(event: ReferralEvent) -> dict:

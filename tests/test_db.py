@@ -21,9 +21,8 @@ def test_sqlite_urls_are_passed_through_and_postgres_urls_get_the_pooled_connect
         ("db.internal", 5433, "referral")
 
 
-async def test_a_released_postgres_connection_carries_no_transaction(client, backend):
-    if backend != "services":
-        pytest.skip("SQLite has one connection and no pool")
+@pytest.mark.parametrize("backend", ["services"], indirect=True)  # SQLite has one connection and no pool
+async def test_a_released_postgres_connection_carries_no_transaction(client):
     await seeded(client)
     pool = connections.get("default")._pool
     async with pool.acquire() as conn:

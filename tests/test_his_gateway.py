@@ -16,6 +16,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from his import profile
 from his.fhir import FhirGateway
 from his.gateway import (
+    AdmissionChange,
     AdmissionRequest,
     Diagnosis,
     GatewayRouter,
@@ -218,6 +219,39 @@ async def test_an_admission_creates_exactly_one_planned_inpatient_encounter(serv
 async def test_an_admission_for_an_unknown_mrn_raises_not_found(server, gateway):
     with pytest.raises(HisNotFound):
         await gateway.create_admission(endpoint(server), admission("77777777"))
+
+
+async def test_an_admission_is_moved_then_cancelled_and_an_unknown_one_is_none(server, state, gateway):
+    mrn = await gateway.register_patient(endpoint(server), new_person())
+    number = await gateway.create_admission(endpoint(server), admission(mrn))
+    moved = AdmissionChange(referral_code="ZZ20260101-0001", planned_date=date(2026, 12, 8), department_code="CARD",
+                            department_name="心血管内科", ward="心内二病区")
+    assert await gateway.update_admission(endpoint(server), moved) == number
+    [encounter] = [e for e in state.store(CODE).all("Encounter")
+                   if any(i.get("value") == "ZZ20260101-0001" for i in e.get("identifier", []))]
+    assert (encounter["status"], encounter["period"]["start"], encounter["meta"]["versionId"]) == \
+        ("planned", "2026-12-08", "2")
+    assert encounter["serviceType"]["coding"][0]["code"] == "CARD"
+    assert encounter["location"][0]["location"]["display"] == "心内二病区"
+    assert encounter["participant"][0]["individual"]["display"] == "王建国"  # the rest is left as it was
+    assert await gateway.update_admission(endpoint(server), moved) == number  # already so: no second write
+    assert state.store(CODE).read("Encounter", encounter["id"])["meta"]["versionId"] == "2"
+    cancel = AdmissionChange(referral_code="ZZ20260101-0001", cancelled=True)
+    assert await gateway.update_admission(endpoint(server), cancel) == number
+    assert state.store(CODE).read("Encounter", encounter["id"])["status"] == "cancelled"
+    assert await gateway.update_admission(endpoint(server), AdmissionChange(referral_code="ZZ-NONE")) is None
+
+
+async def test_an_admission_the_his_has_started_is_not_changed(server, state, gateway):
+    mrn = await gateway.register_patient(endpoint(server), new_person())
+    await gateway.create_admission(endpoint(server), admission(mrn))
+    store = state.store(CODE)
+    [encounter] = [e for e in store.all("Encounter")
+                   if any(i.get("value") == "ZZ20260101-0001" for i in e.get("identifier", []))]
+    store.resources["Encounter"][encounter["id"]] = dict(encounter, status="in-progress")  # admitted at the desk
+    with pytest.raises(HisRejected, match="已在医院信息系统"):
+        await gateway.update_admission(endpoint(server), AdmissionChange(referral_code="ZZ20260101-0001",
+                                                                         cancelled=True))
 
 
 # ------------------------------------------------------------------------------- orders and reports

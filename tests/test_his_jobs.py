@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from tortoise.transactions import in_transaction
 
 from app import create_app
-from his.jobs import ADMIT, CERTIFICATE_EVENT, record_certificate
+from appkeys import HIS_SIMULATOR
+from his.jobs import ADMIT, CERTIFICATE_EVENT, UPDATE_ADMISSION, UPDATE_EVENT, record_certificate
 from models import HisSync, OutboxJob, Referral, ReferralEvent
 from outbox import run_due_jobs
 from outbox.dispatcher import DispatcherConfig
+from referrals import commands
 from referrals.state_machine import Status
 from referrals.timeline import SYSTEM_ACTOR, append_event, verify_referral
 from tests.referral_support import Desk
@@ -170,3 +173,105 @@ async def test_a_concurrent_transition_and_the_certificate_event_never_interleav
     assert events[-1].seq == final.version and final.his_sync == HisSync.DONE
     assert events[-1].to_status == "admitted"  # recorded after the check-in, on top of it
     assert (await verify_referral(referral.id, final.version)).valid
+
+
+# -- changes after the certificate: cancel, no-show, new date ------------------------------------------------
+
+def his_encounter(app, referral_code: str) -> dict | None:
+    """The target HIS's admission Encounter for a referral, as the simulator holds it."""
+    found = [e for e in app[HIS_SIMULATOR].store("SUBEI").all("Encounter")
+             if any(i.get("value") == referral_code for i in e.get("identifier") or [])]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+async def certified(client) -> tuple[Desk, dict, Referral]:
+    """A scheduled referral whose certificate the target HIS has issued (his.admit ran)."""
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.SCHEDULED)
+    await run_due_jobs(client.server.app, FAST)
+    referral = await Referral.get(public_id=body["id"])
+    assert referral.his_sync == HisSync.DONE and his_encounter(client.server.app, referral.code)["status"] == "planned"
+    return desk, body, referral
+
+
+async def test_a_cancelled_referral_withdraws_the_certificate_in_the_target_his(client):
+    app = client.server.app
+    desk, body, referral = await certified(client)
+    await desk.ok(await desk.post(("DONGGUAN", "doctor"), body["id"], "cancel", {"comment": "患者转往他院"}))
+    await run_due_jobs(app, FAST)
+    encounter = his_encounter(app, referral.code)
+    assert encounter["status"] == "cancelled" and encounter["meta"]["versionId"] == "2"
+    assert referral.admission_certificate_no in [i["value"] for i in encounter["identifier"]]
+    detail = await desk.detail(("SUBEI", "approver"), body["id"])
+    event = detail["timeline"][-1]
+    assert (event["action"], event["action_name"]) == (UPDATE_EVENT, "HIS 电子住院证已同步变更")
+    assert event["comment"] == f"目标医院 HIS 已撤销电子住院证 {referral.admission_certificate_no}"
+    assert event["data"]["cancelled"] is True and event["to_status"] == "cancelled"
+    assert (await verify_referral(referral.id, detail["version"])).valid
+    # Running the job again (a lost done mark) neither calls the HIS again nor writes a second event.
+    await OutboxJob.filter(kind=UPDATE_ADMISSION).update(state="pending")
+    await run_due_jobs(app, FAST)
+    assert his_encounter(app, referral.code)["meta"]["versionId"] == "2"
+    assert await ReferralEvent.filter(referral_id=referral.id, action=UPDATE_EVENT).count() == 1
+
+
+async def test_a_new_admission_date_moves_the_his_admission(client):
+    app = client.server.app
+    desk, body, referral = await certified(client)
+    later = referral.admission_date + timedelta(days=2)
+    await desk.publish_beds("SUBEI", "CARD", later, 1)
+    await desk.ok(await desk.post(("SUBEI", "approver"), body["id"], "reschedule",
+                                  {"admission": {"date": later.isoformat()}, "comment": "手术排期调整"}))
+    await run_due_jobs(app, FAST)
+    encounter = his_encounter(app, referral.code)
+    assert encounter["status"] == "planned" and encounter["period"] == {"start": later.isoformat()}
+    event = (await desk.detail(("DONGGUAN", "doctor"), body["id"]))["timeline"][-1]
+    assert event["action"] == UPDATE_EVENT and f"{later.year}年{later.month}月{later.day}日入院" in event["comment"]
+
+
+async def test_a_referral_cancelled_before_its_certificate_tells_the_his_nothing(client):
+    app = client.server.app
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.SCHEDULED)
+    await desk.ok(await desk.post(("DONGGUAN", "doctor"), body["id"], "cancel"))
+    referral = await Referral.get(public_id=body["id"])
+    for _ in range(3):  # the change waits (retries) while his.admit is pending; his.admit then stands down
+        await run_due_jobs(app, FAST)
+        await asyncio.sleep(0.3)
+    assert his_encounter(app, referral.code) is None
+    assert (await Referral.get(id=referral.id)).version == referral.version
+    assert {j.state for j in await OutboxJob.filter(kind__in=[ADMIT, UPDATE_ADMISSION])} == {"done"}
+
+
+async def test_the_withdrawal_waits_out_a_his_outage(dispatching):
+    app = dispatching.server.app
+    desk = await Desk.open(dispatching)
+    body = await desk.drive(Status.SCHEDULED)
+    referral = await Referral.get(public_id=body["id"])
+    await eventually(lambda: synced(referral.id, HisSync.DONE))
+    await his_fault(dispatching, kind="error500", count=2, method="PUT")
+    await desk.ok(await desk.post(("DONGGUAN", "doctor"), body["id"], "cancel"))
+    await eventually(lambda: _cancelled_in_his(app, referral.code), timeout=10)
+    job = await eventually(lambda: _update_done(referral.id), timeout=10)
+    assert job.attempts >= 2
+
+
+async def _cancelled_in_his(app, code: str) -> bool:
+    encounter = his_encounter(app, code)
+    return bool(encounter and encounter["status"] == "cancelled")
+
+
+async def _update_done(referral_id: int) -> OutboxJob | None:
+    job = await OutboxJob.get_or_none(kind=UPDATE_ADMISSION, dedupe_key__startswith=f"his-update:{referral_id}:")
+    return job if job is not None and job.state == "done" else None
+
+
+async def test_a_no_show_withdraws_the_certificate_too(client):
+    app = client.server.app
+    _, _, referral = await certified(client)
+    await commands.expire(referral.id)  # what the slip's no-show timer does
+    await run_due_jobs(app, FAST)
+    assert his_encounter(app, referral.code)["status"] == "cancelled"
+    event = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
+    assert event.action == UPDATE_EVENT and event.to_status == "expired"

@@ -161,7 +161,7 @@ async def test_a_service_request_gets_its_report_after_the_turnaround(sim, state
 
 async def test_faults_are_validated_listed_counted_and_cleared(sim, state):
     for bad in ({"kind": "explode"}, {"kind": "timeout", "count": 0}, {"kind": "timeout", "delay": -1},
-                {"kind": "outcome", "status": 500}, {"kind": "error500", "method": "PUT"}, ["kind"]):
+                {"kind": "outcome", "status": 500}, {"kind": "error500", "method": "DELETE"}, ["kind"]):
         resp = await sim.post("/his-sim/_faults", json=bad)
         assert resp.status == 422, bad
     resp = await sim.post("/his-sim/_faults", json={"kind": "error500", "count": 2, "institution": "SUBEI"})
@@ -224,3 +224,22 @@ async def test_python_m_his_simulator_serves_standalone():
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 10)
+
+
+async def test_an_update_keeps_what_the_his_assigned_and_checks_the_version(sim, state):
+    id_number = make_id_number("321003", date(1968, 3, 3), 31)
+    patient = await (await sim.post("/his-sim/SUBEI/fhir/Patient", json=patient_body(id_number))).json()
+    body = patient_body(id_number, name="孙思远") | {"id": patient["id"]}  # no MRN, no card code in the body
+    resp = await sim.put(f"/his-sim/SUBEI/fhir/Patient/{patient['id']}", json=body, headers={"If-Match": 'W/"1"'})
+    assert resp.status == 200 and resp.headers["ETag"] == 'W/"2"'
+    updated = await resp.json()
+    assert updated["name"] == [{"text": "孙思远"}] and updated["meta"]["versionId"] == "2"
+    assert {i["system"] for i in updated["identifier"]} == \
+        {profile.ID_NUMBER_SYSTEM, profile.MRN_SYSTEM, profile.CARD_SYSTEM}
+    assert state.store("SUBEI").read("Patient", patient["id"])["name"] == [{"text": "孙思远"}]
+    stale = await sim.put(f"/his-sim/SUBEI/fhir/Patient/{patient['id']}", json=body, headers={"If-Match": 'W/"1"'})
+    assert stale.status == 412 and (await stale.json())["issue"][0]["code"] == "conflict"
+    wrong = await sim.put(f"/his-sim/SUBEI/fhir/Patient/{patient['id']}", json=body | {"birthDate": "1990-13-01"})
+    assert wrong.status == 400
+    missing = await sim.put("/his-sim/SUBEI/fhir/Patient/424242", json=body | {"id": "424242"})
+    assert missing.status == 404

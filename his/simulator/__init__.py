@@ -134,6 +134,16 @@ def operation_outcome(status: int, code: str, diagnostics: str) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def _body(request: web.Request) -> dict:
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise FhirProblem(400, "structure", "请求体不是有效的 JSON") from None
+    if not isinstance(body, dict):
+        raise FhirProblem(400, "structure", "请求体应为 FHIR 资源")
+    return body
+
+
 def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> web.Application:
     """The simulator's routes under ``prefix`` ("" when mounted with add_subapp('/his-sim/', ...))."""
     app = web.Application()
@@ -190,12 +200,7 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
     @fhir
     async def create(request: web.Request) -> web.Response:
         name = resource_type(request)
-        try:
-            body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
-            raise FhirProblem(400, "structure", "请求体不是有效的 JSON") from None
-        if not isinstance(body, dict):
-            raise FhirProblem(400, "structure", "请求体应为 FHIR 资源")
+        body = await _body(request)
         store = state.store(request.match_info["code"])
         stored, created = store.create(name, body, request.headers.get("If-None-Exist"))
         location = f"{base(request)}/{name}/{stored['id']}/_history/{stored['meta']['versionId']}"
@@ -203,6 +208,17 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
         if request.headers.get("Prefer", "") == "return=minimal":
             return web.Response(status=201 if created else 200, headers=headers)
         return _fhir_json(stored, 201 if created else 200, headers)
+
+    @fhir
+    async def update(request: web.Request) -> web.Response:
+        name = resource_type(request)
+        body = await _body(request)
+        store = state.store(request.match_info["code"])
+        stored = store.update(name, request.match_info["id"], body, request.headers.get("If-Match"))
+        headers = {"ETag": f'W/"{stored["meta"]["versionId"]}"'}
+        if request.headers.get("Prefer", "") == "return=minimal":
+            return web.Response(status=200, headers=headers)
+        return _fhir_json(stored, 200, headers)
 
     async def patients(request: web.Request) -> web.Response:
         store = state.store(request.match_info["code"])
@@ -264,6 +280,7 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
     app.router.add_get(f"{root}/fhir/{{type}}", search)
     app.router.add_post(f"{root}/fhir/{{type}}", create)
     app.router.add_get(f"{root}/fhir/{{type}}/{{id}}", read)
+    app.router.add_put(f"{root}/fhir/{{type}}/{{id}}", update)
     return app
 
 
@@ -286,8 +303,8 @@ def _parse_fault(data: Any) -> tuple[Fault | None, str]:
     method = data.get("method")
     if institution is not None and not isinstance(institution, str):
         return None, "institution 应为机构代码"
-    if method is not None and method not in ("GET", "POST"):
-        return None, "method 应为 GET 或 POST"
+    if method is not None and method not in ("GET", "POST", "PUT"):
+        return None, "method 应为 GET、POST 或 PUT"
     message = data.get("message") or Fault.message
     if not isinstance(message, str):
         return None, "message 应为文本"
@@ -300,8 +317,9 @@ def capability_statement(code: str, base_url: str) -> dict[str, Any]:
     for name in RESOURCE_TYPES:
         resources.append({
             "type": name,
-            "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}],
+            "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}, {"code": "update"}],
             "conditionalCreate": True,
+            "versioning": "versioned-update",
             "searchParam": [{"name": p, "type": kind} for p, (kind, _) in SEARCH_PARAMETERS[name].items()],
         })
     statement = {

@@ -146,6 +146,10 @@ class _Hidden:
     visible_at: float  # time.monotonic() when a simulated lab result becomes available
 
 
+# Identifier systems whose values this HIS hands out; an update never changes them.
+HIS_ASSIGNED = (profile.MRN_SYSTEM, profile.CARD_SYSTEM, profile.CERTIFICATE_SYSTEM)
+
+
 class HisStore:
     """The resources of one institution's HIS. Single-threaded (one event loop): a conditional create is
     atomic because nothing awaits between the check and the insert."""
@@ -260,6 +264,29 @@ class HisStore:
         if after is not None:
             after(stored)
         return stored, True
+
+    def update(self, resource_type: str, rid: str, body: dict, if_match: str | None) -> dict:
+        """FHIR update (PUT): replace a stored resource, optionally only at the version `If-Match` names.
+        Identifiers this HIS assigned itself (MRN, card, certificate number) are kept whatever the body says."""
+        current = self.read(resource_type, rid)
+        version = current["meta"]["versionId"]
+        if if_match is not None and if_match.strip() not in (f'W/"{version}"', f'"{version}"', version):
+            raise FhirProblem(412, "conflict", f"{resource_type}/{rid} 已被修改（当前版本 {version}），请重新读取")
+        if body.get("resourceType") != resource_type or body.get("id", rid) != rid:
+            raise FhirProblem(400, "invalid", f"请求体应为 {resource_type}/{rid}")
+        body = {k: v for k, v in body.items() if k != "meta"} | {"id": rid}
+        try:
+            get_fhir_model_class(resource_type).model_validate(body)
+        except ValidationError as exc:
+            fields = ", ".join(sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()}))
+            raise FhirProblem(400, "invalid", f"{resource_type} 不符合 FHIR R4 规范：{fields}") from None
+        assigned = [i for i in current.get("identifier") or [] if i.get("system") in HIS_ASSIGNED]
+        kept = [i for i in body.get("identifier") or [] if i.get("system") not in HIS_ASSIGNED]
+        if assigned or "identifier" in body:
+            body["identifier"] = kept + assigned
+        stored = dict(body, meta={"versionId": str(int(version) + 1), "lastUpdated": iso(now_utc())})
+        self.resources[resource_type][rid] = stored
+        return stored
 
     def _require_patient(self, resource: dict) -> str:
         ref = (resource.get("subject") or {}).get("reference", "")
