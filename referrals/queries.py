@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
@@ -54,10 +54,13 @@ def apply_filters(query: QuerySet, filters: Filters) -> QuerySet:
         query = query.filter(status__in=filters.status)
     if filters.direction:
         query = query.filter(direction=filters.direction)
+    # Days are China's; the bounds go to the database in UTC, as times are stored (SQLite compares them as text,
+    # so a +08:00 bound would be compared with +00:00 values character by character).
     if filters.date_from:
-        query = query.filter(created_at__gte=datetime.combine(filters.date_from, time.min, CHINA_TZ))
+        query = query.filter(created_at__gte=datetime.combine(filters.date_from, time.min, CHINA_TZ).astimezone(UTC))
     if filters.date_to:
-        query = query.filter(created_at__lt=datetime.combine(filters.date_to + timedelta(days=1), time.min, CHINA_TZ))
+        query = query.filter(created_at__lt=datetime.combine(filters.date_to + timedelta(days=1), time.min,
+                                                             CHINA_TZ).astimezone(UTC))
     if filters.q:
         text = filters.q.strip()
         query = query.filter(Q(code__istartswith=text) | Q(patient_name__icontains=text))

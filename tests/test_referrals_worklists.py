@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from models import Referral
 from referrals.state_machine import Status
 from tests.referral_support import Desk, make_patient, patient_account
-from timeutil import china_today
+from timeutil import CHINA_TZ
 
 LIST = "/api/v1/referrals"
 
@@ -67,6 +67,19 @@ async def test_badge_counts_count_open_work(client):
     assert counts == {"outgoing": 0, "incoming": 4}  # no approver badge for a doctor
 
 
+async def test_date_filters_use_the_china_day_whatever_the_utc_day(client):
+    desk = await Desk.open(client)
+    who = ("DONGGUAN", "doctor")
+    early, late = await desk.drive(Status.PENDING_SOURCE), await desk.drive(Status.PENDING_SOURCE)
+    # 01:30 and 23:30 in China on 30 November: the first is still 29 November in UTC.
+    await Referral.filter(public_id=early["id"]).update(created_at=datetime(2026, 11, 29, 17, 30, tzinfo=UTC))
+    await Referral.filter(public_id=late["id"]).update(created_at=datetime(2026, 11, 30, 15, 30, tzinfo=UTC))
+    day = {"from": "2026-11-30", "to": "2026-11-30"}
+    assert await _ids(desk, who, box="outgoing", **day) == [late["id"], early["id"]]
+    assert await _ids(desk, who, box="outgoing", **{"from": "2026-11-29", "to": "2026-11-29"}) == []
+    assert await _ids(desk, who, box="outgoing", **{"from": "2026-12-01"}) == []
+
+
 async def test_patients_box_and_badge(client):
     desk = await Desk.open(client)
     patient = await make_patient(desk.cipher, "陈自己")
@@ -110,9 +123,10 @@ async def test_filters_status_direction_dates_and_text(client):
         assert await _ids(desk, who, box="outgoing", q=wildcard) == [], wildcard
 
     # Dates are days in China, inclusive at both ends.
-    old_time = datetime.now(UTC) - timedelta(days=10)
-    await Referral.filter(public_id=up_pending["id"]).update(created_at=old_time)
-    today = china_today()
+    # "Today" is the China day the referrals were made on (a run across midnight in China must not flake).
+    made = (await Referral.get(public_id=lateral["id"])).created_at
+    await Referral.filter(public_id=up_pending["id"]).update(created_at=(made - timedelta(days=10)).astimezone(UTC))
+    today = made.astimezone(CHINA_TZ).date()
     ten_days_ago = today - timedelta(days=10)
     assert await _ids(desk, who, box="outgoing", **{"from": today.isoformat()}) == [lateral["id"], up_done["id"]]
     assert await _ids(desk, who, box="outgoing", to=(today - timedelta(days=1)).isoformat()) == [up_pending["id"]]
