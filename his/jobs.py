@@ -44,7 +44,9 @@ async def admit(ctx: JobContext) -> None:
     number = referral.admission_certificate_no
     if not number:
         if referral.status not in ADMITTABLE:
-            # Cancelled (or redirected) before the HIS heard of it: nothing to send, nothing pending.
+            # Cancelled before a certificate was recorded. An earlier run may have had one issued and died
+            # before recording it: make sure the HIS holds none for this referral, then stand down.
+            await _withdraw_unrecorded(ctx, referral)
             await Referral.filter(id=referral.id, his_sync=HisSync.PENDING).update(his_sync=HisSync.NONE)
             log.info("referral %s is %s: no admission certificate", referral.code, referral.status)
             return
@@ -62,6 +64,18 @@ async def admit(ctx: JobContext) -> None:
         if await record_certificate(referral.id, number):
             return
     raise TemporaryFailure("转诊单正被同时修改，稍后重试记录住院证号")
+
+
+async def _withdraw_unrecorded(ctx: JobContext, referral: Referral) -> None:
+    target = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
+    try:
+        number = await ctx.app[HIS].update_admission(target, AdmissionChange(referral.code, cancelled=True))
+    except HisRejected as exc:
+        raise PermanentFailure(exc.message) from exc
+    except HisError as exc:
+        raise TemporaryFailure(exc.message) from exc
+    if number is not None:
+        log.warning("referral %s: withdrew certificate %s that was issued but never recorded", referral.code, number)
 
 
 async def record_certificate(referral_id: int, number: str) -> bool:

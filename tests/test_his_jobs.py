@@ -12,7 +12,8 @@ import pytest
 from tortoise.transactions import in_transaction
 
 from app import create_app
-from appkeys import HIS_SIMULATOR
+from appkeys import CIPHER, HIS, HIS_SIMULATOR
+from his.admission import issue_certificate
 from his.jobs import ADMIT, CERTIFICATE_EVENT, UPDATE_ADMISSION, UPDATE_EVENT, record_certificate
 from models import HisSync, OutboxJob, Referral, ReferralEvent
 from outbox import run_due_jobs
@@ -275,3 +276,21 @@ async def test_a_no_show_withdraws_the_certificate_too(client):
     assert his_encounter(app, referral.code)["status"] == "cancelled"
     event = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
     assert event.action == UPDATE_EVENT and event.to_status == "expired"
+
+
+async def test_a_certificate_issued_by_a_run_that_died_is_withdrawn_when_the_referral_is_cancelled(client):
+    app = client.server.app
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.SCHEDULED)
+    referral = await Referral.get(public_id=body["id"])
+    # A first his.admit run got the certificate issued, then its process died before recording it.
+    number = await issue_certificate(app[HIS], app[CIPHER], referral)
+    assert his_encounter(app, referral.code)["status"] == "planned"
+    await desk.ok(await desk.post(("DONGGUAN", "doctor"), body["id"], "cancel"))
+    for _ in range(3):
+        await run_due_jobs(app, FAST)
+        await asyncio.sleep(0.3)
+    encounter = his_encounter(app, referral.code)
+    assert encounter["status"] == "cancelled" and number in [i["value"] for i in encounter["identifier"]]
+    after = await Referral.get(id=referral.id)
+    assert after.his_sync == HisSync.NONE and after.admission_certificate_no == ""
