@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     import notifications
     import outbox
     import wechat
+    from directory import cache as directory_cache
     from metrics import Metrics
     from miniprogram_api.middleware import error_middleware, metrics_middleware
     from security.crypto import PersonalDataCipher
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_kv_store)
+    app.cleanup_ctx.append(directory_cache.sync)
     wechat.setup(app)
     notifications.setup(app)
     his.setup(app)

@@ -4,8 +4,9 @@ policies, staff names for display), kept in memory per process.
 A row is read once and then served from memory until
 - it is written in this process (Tortoise's post_save/post_delete signals clear the cache),
 - the database is opened again (db.open_db clears it: each test app starts empty), or
-- TTL seconds pass, which is how a write made by another process (a second web process, the worker)
-  reaches this one.
+- another process says it wrote one (every save or delete is published on the KV store's `directory:changed`
+  channel; each running app listens, see `sync`), or
+- TTL seconds pass: the safety net for a lost message or a KV outage.
 
 Cached rows are shared by every caller: read them, never change and save them (update_policy, the admin
 routes and the seed read their own copies). Authorisation does not come from here: who is active and which
@@ -14,15 +15,27 @@ roles they hold is read from the database on every request (accounts.principal).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from aiohttp import web
 from tortoise.signals import post_delete, post_save
 
+from appkeys import KV_STORE
+from kv import KV
 from models import Department, Institution, InstitutionPolicy, Staff
 
-TTL = 30.0  # seconds a row read here may lag a write made in another process
+log = logging.getLogger("referral_cloud.directory")
+
+TTL = 30.0  # seconds a row read here may lag a write made in another process whose message was lost
+CHANNEL = "directory:changed"
+# A change is published from inside the writer's transaction, before its commit: a listener clears at once and
+# again a little later, so that a read in between does not keep the old row for a whole TTL.
+SETTLE = (1.0, 5.0)
 
 T = TypeVar("T")
 _clock = time.monotonic
@@ -66,11 +79,68 @@ async def staff(pk: int) -> Staff:
     return await _cached("staff", pk, lambda: Staff.get(id=pk))
 
 
+_announcers: set[Callable[[], None]] = set()  # one per running app: tells the other processes
+
+
+def _changed() -> None:
+    clear()
+    for announce in list(_announcers):
+        announce()
+
+
 @post_save(Institution, Department, InstitutionPolicy, Staff)
 async def _saved(sender, instance, created, using_db, update_fields) -> None:
-    clear()
+    _changed()
 
 
 @post_delete(Institution, Department, InstitutionPolicy, Staff)
 async def _deleted(sender, instance, using_db) -> None:
-    clear()
+    _changed()
+
+
+async def _publish(kv: KV) -> None:
+    try:
+        await kv.publish(CHANNEL, "1")
+    except Exception as exc:  # the others fall back on the TTL
+        log.warning("directory change not published: %s", type(exc).__name__)
+
+
+async def _listen(kv: KV, *, retry_after: float = 1.0) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            async with kv.subscribe(CHANNEL) as messages:
+                async for _ in messages:
+                    clear()
+                    for delay in SETTLE:
+                        loop.call_later(delay, clear)
+        except Exception as exc:
+            log.warning("directory change subscription lost (%s); rows expire by TTL until it is back",
+                        type(exc).__name__)
+            await asyncio.sleep(retry_after)
+
+
+async def sync(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: publish this process's directory writes and clear the cache on everybody else's."""
+    kv = app[KV_STORE]
+    pending: set[asyncio.Task] = set()
+
+    def announce() -> None:
+        task = asyncio.get_running_loop().create_task(_publish(kv), name="directory-changed")
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    _announcers.add(announce)
+    listener = asyncio.create_task(_listen(kv), name="directory-cache-listener")
+    try:
+        yield
+    finally:
+        _announcers.discard(announce)
+        # redis-py can swallow a cancellation that lands mid-command (see outbox._outbox): insist.
+        while not listener.done():
+            listener.cancel()
+            await asyncio.wait({listener}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -3,10 +3,14 @@ by every save in this process, by a database (re)open and by its TTL for writes 
 
 from __future__ import annotations
 
+import asyncio
+
 import db
+from appkeys import KV_STORE
 from directory import cache
 from models import Department, Institution, InstitutionPolicy
 from tests.support import bearer, login_demo, seeded
+from tests.test_outbox import eventually
 
 
 async def _subei() -> Institution:
@@ -68,3 +72,26 @@ async def test_opening_the_database_starts_empty(client, settings):
     await db.close_db()
     await db.open_db(settings)  # what every app start (and every test's app) does
     assert not cache._rows
+
+
+async def test_a_change_published_by_another_process_clears_the_cache_here(client):
+    await seeded(client)
+    subei = await _subei()
+    await cache.institution(subei.id)
+    await Institution.filter(id=subei.id).update(name="改名后的医院")  # written by another process...
+    await client.server.app[KV_STORE].publish(cache.CHANNEL, "1")  # ...which says so
+    assert (await eventually(lambda: _named(subei.id, "改名后的医院"))) is True
+
+
+async def test_a_save_here_is_published_for_the_other_processes(client):
+    await seeded(client)
+    kv = client.server.app[KV_STORE]
+    department = await Department.filter(institution__code="SUBEI").first()
+    async with kv.subscribe(cache.CHANNEL) as messages:
+        department.ward = "西区 3 楼"
+        await department.save()
+        assert await asyncio.wait_for(anext(messages), 5) == "1"
+
+
+async def _named(pk: int, name: str) -> bool:
+    return (await cache.institution(pk)).name == name
