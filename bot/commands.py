@@ -17,10 +17,11 @@ from directory import cache
 from errors import DomainError
 from models import Department, Institution, Referral
 from models.referrals import Urgency
-from notifications.rules import WHAT_TO_BRING, stage_deadline
+from notifications.rules import stage_deadline
 from notifications.templates import detail_page, format_date, slip_page
 from referrals.access import can_view
 from referrals.clinical import REJECTION_REASONS
+from referrals.policy import what_to_bring
 from referrals.queries import box_query
 from referrals.state_machine import DIRECTION_NAMES, STATUS_NAMES, Status
 from security.masking import mask_name
@@ -96,7 +97,7 @@ async def next_step(referral: Referral) -> str:
     if status == Status.SCHEDULED:
         day = format_date(referral.admission_date) if referral.admission_date else "预约日期"
         ward = f" {referral.ward}" if referral.ward else ""
-        return f"请于{day}到{target.name}{department.name}{ward}办理入院，携带{WHAT_TO_BRING}"
+        return f"请于{day}到{target.name}{department.name}{ward}办理入院，携带{await what_to_bring(target.id)}"
     if status == Status.ADMITTED:
         return f"已在{_short(target)}住院治疗"
     if status == Status.COMPLETED:

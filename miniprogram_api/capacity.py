@@ -55,6 +55,7 @@ class PolicyModel(BaseModel):
     approver_roles: list[str]
     deadline_hours: dict[str, float]
     slip_grace_hours: int
+    what_to_bring: str = Field(description="患者入院需携带的物品（入院凭条、通知和公众号回复中使用）")
 
 
 class PolicyIn(BaseModel):
@@ -64,6 +65,13 @@ class PolicyIn(BaseModel):
     approver_roles: list[str] | None = Field(default=None, min_length=1, max_length=5)
     deadline_hours: dict[str, float] | None = None
     slip_grace_hours: int | None = Field(default=None, ge=0, le=24 * 14)
+    what_to_bring: str | None = Field(default=None, max_length=200, description="留空则使用平台默认内容")
+
+    @field_validator("what_to_bring")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        # It goes into WeChat messages, which allow no line breaks.
+        return " ".join(value.split()) if value is not None else None
 
     @field_validator("approver_roles")
     @classmethod

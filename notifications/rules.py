@@ -22,12 +22,11 @@ from models.referrals import Urgency
 from notifications import recipients
 from notifications.templates import ADMISSION, APPROVAL, PROGRESS, detail_page, format_date, slip_page
 from referrals.clinical import REJECTION_REASONS
-from referrals.policy import deadline, policy_of
+from referrals.policy import deadline, policy_of, what_to_bring
 from referrals.state_machine import Action, Status
 from security.masking import mask_name
 from timeutil import china_time
 
-WHAT_TO_BRING = "身份证、医保卡、入院二维码、既往病历"
 PENDING = (Status.PENDING_SOURCE, Status.PENDING_TARGET)
 
 
@@ -157,23 +156,24 @@ async def admission(facts: Facts, event: ReferralEvent | None, *, eve: bool = Fa
     day = referral.admission_date
     address = f"（{facts.target.address}）" if facts.target.address else ""
     phone = f"，咨询电话 {facts.target.phone}" if facts.target.phone else ""
+    bring = await what_to_bring(facts.target.id)
     if eve:
-        title, note = "明日入院提醒", f"明日入院，请带{WHAT_TO_BRING}"
+        title, note = "明日入院提醒", f"明日入院，请带{bring}"
         lead = f"您预约的入院日期是明天（{format_date(day)}）"
     elif moved:
         before = data.get("previous_date")
-        title, note = "入院日期已调整", f"已改期，请带{WHAT_TO_BRING}"
+        title, note = "入院日期已调整", f"已改期，请带{bring}"
         lead = (f"{facts.target.name}将您的入院日期调整为 {format_date(day)}"
                 + (f"（原定 {format_date(before)}）" if before else ""))
     else:
-        title, note = "转诊已接收，请按时入院", WHAT_TO_BRING
+        title, note = "转诊已接收，请按时入院", bring
         lead = f"{facts.target.name}已接收您的转诊，入院日期 {format_date(day)}"
     return Notice(
         kind="admission_eve" if eve else "admission", template=ADMISSION.key, page=slip_page(referral.public_id),
         title=title, values={"thing1": facts.patient, "thing2": facts.target.name, "thing3": place,
                              "date4": day, "thing5": note},
         body=f"{facts.patient}：{lead}，地点 {facts.target.name}{address} {place}。"
-             f"请携带{WHAT_TO_BRING}，到住院处出示入院二维码办理入院{phone}。")
+             f"请携带{bring}，到住院处出示入院二维码办理入院{phone}。")
 
 
 async def _decision_for_doctor(facts: Facts, event: ReferralEvent) -> Notice | None:

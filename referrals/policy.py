@@ -8,10 +8,18 @@ from directory import cache
 from models import InstitutionPolicy
 from referrals.state_machine import Direction
 
+# What a patient brings to the admission desk, unless the institution says otherwise.
+DEFAULT_WHAT_TO_BRING = "身份证、医保卡（或医保电子凭证）、既往病历和检查报告、正在服用的药物"
+
 
 async def policy_of(institution_id: int) -> InstitutionPolicy:
     """The institution's policy as this process has it (shared: read it, never change it)."""
     return await cache.policy(institution_id)
+
+
+async def what_to_bring(institution_id: int) -> str:
+    """What patients bring to the institution's admission desk: its own text, or the platform's."""
+    return (await policy_of(institution_id)).what_to_bring or DEFAULT_WHAT_TO_BRING
 
 
 def needs_source_approval(policy: InstitutionPolicy, direction: Direction) -> bool:
@@ -28,7 +36,8 @@ def deadline(policy: InstitutionPolicy, urgency: str, started_at: datetime) -> d
 def policy_view(policy: InstitutionPolicy) -> dict:
     return {"source_approval_up": policy.source_approval_up, "source_approval_down": policy.source_approval_down,
             "source_approval_lateral": policy.source_approval_lateral, "approver_roles": policy.approver_roles,
-            "deadline_hours": policy.deadline_hours, "slip_grace_hours": policy.slip_grace_hours}
+            "deadline_hours": policy.deadline_hours, "slip_grace_hours": policy.slip_grace_hours,
+            "what_to_bring": policy.what_to_bring or DEFAULT_WHAT_TO_BRING}
 
 
 async def update_policy(institution_id: int, changes: dict) -> InstitutionPolicy:

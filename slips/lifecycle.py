@@ -15,16 +15,13 @@ from tortoise.transactions import in_transaction
 from errors import Conflict
 from models import Referral, Slip, SlipState
 from outbox.jobs import enqueue
-from referrals.policy import policy_of
+from referrals.policy import policy_of, what_to_bring
 from slips import keys
 from timeutil import CHINA_TZ, utcnow
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # as referral codes: no 0/O, 1/I, read aloud at a desk
 CODE_PREFIX = "RY"  # 入院
 EXPIRE_JOB = "slip.expire"
-
-# What a patient brings to the admission desk, unless the institution says otherwise.
-DEFAULT_WHAT_TO_BRING = "身份证、医保卡（或医保电子凭证）、既往病历和检查报告、正在服用的药物"
 
 REVOKE_REASONS = {"cancelled": "转诊已取消", "redirected": "已改转其他医院",
                   "rescheduled": "入院日期已变更，请使用新凭条"}
@@ -39,11 +36,6 @@ def expiry_of(scheduled: date, grace_hours: int) -> datetime:
     """The end of the scheduled day in China, plus the institution's grace period."""
     day_end = datetime.combine(scheduled + timedelta(days=1), time.min, CHINA_TZ)
     return day_end + timedelta(hours=max(grace_hours, 0))
-
-
-async def what_to_bring(institution_id: int) -> str:
-    # One default for every institution today; InstitutionPolicy has no field for a per-institution list yet.
-    return DEFAULT_WHAT_TO_BRING
 
 
 async def issue(referral: Referral) -> Slip:

@@ -38,8 +38,10 @@ from outbox.registry import HANDLERS, JobContext, TemporaryFailure
 from qr import slip_token
 from qr.slip_token import sign, verify_offline
 from referrals import commands
+from referrals.policy import DEFAULT_WHAT_TO_BRING
 from slips import checkin, images, lifecycle
 from slips.demo import demo_slip, summary_lines
+from tests import notify_support
 from tests.support import bearer, login, login_code, login_demo, read_qr, run_app_cli, seeded, valid_id
 from timeutil import CHINA_TZ, china_today
 
@@ -134,6 +136,26 @@ def claims_of(token: str) -> dict:
 
 
 # -- issue and content --------------------------------------------------------------------------------------------
+
+
+async def test_what_to_bring_is_the_target_institutions_own_text(client):
+    await seeded(client)
+    admin = await login_demo(client, "SUBEI", "admin")
+    own = "身份证、医保卡、\n近三个月的检查报告、\n住院押金 3000 元"
+    resp = await client.put("/api/v1/admin/policy", json={"what_to_bring": own}, headers=bearer(admin))
+    assert resp.status == 200, await resp.text()
+    one_line = "身份证、医保卡、 近三个月的检查报告、 住院押金 3000 元"  # WeChat messages allow no line breaks
+    assert (await resp.json())["what_to_bring"] == one_line
+    flow = await schedule(client)
+    assert (await get_slip(client, flow["patient"], flow["referral_id"]))["what_to_bring"] == one_line
+    await notify_support.run_jobs(client.server.app)
+    inbox = await (await client.get("/api/v1/inbox", headers=bearer(flow["patient"]))).json()
+    assert any(one_line in message["body"] for message in inbox["items"])
+    # Emptied, the platform's text applies again (to slips issued from then on).
+    resp = await client.put("/api/v1/admin/policy", json={"what_to_bring": ""}, headers=bearer(admin))
+    assert (await resp.json())["what_to_bring"] == DEFAULT_WHAT_TO_BRING
+    again = await schedule(client, seq=42)
+    assert (await get_slip(client, again["patient"], again["referral_id"]))["what_to_bring"] == DEFAULT_WHAT_TO_BRING
 
 
 async def test_target_acceptance_issues_a_slip_with_date_ward_expiry_and_a_timer(client):
