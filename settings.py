@@ -92,6 +92,7 @@ class Settings:
     outbox_max_attempts: int = 12
     outbox_backoff: float = 2.0
     outbox_backoff_max: float = 3600.0
+    outbox_keep_done_days: int = 7
     max_body: int = 1024 * 1024
     log_level: str = "INFO"
 
@@ -156,6 +157,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
         if self.outbox_concurrency < 1 or self.outbox_max_attempts < 1:
             raise SettingsError("OUTBOX_CONCURRENCY and OUTBOX_MAX_ATTEMPTS must be at least 1")
+        if self.outbox_keep_done_days < 0:
+            raise SettingsError("OUTBOX_KEEP_DONE_DAYS must be 0 (keep forever) or a number of days")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if not self.embedded_db or self.wechat_api_base:
@@ -224,6 +227,8 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("OUTBOX_MAX_ATTEMPTS", "`12`", "attempts before a failing job goes dead"),
     ("OUTBOX_BACKOFF", "`2`", "seconds before the first retry; doubles per attempt, with jitter"),
     ("OUTBOX_BACKOFF_MAX", "`3600`", "longest wait between two attempts, seconds"),
+    ("OUTBOX_KEEP_DONE_DAYS", "`7`", "days finished jobs are kept before the dispatcher deletes them (dead jobs "
+                                     "stay until retried); `0` keeps them forever"),
     ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
     ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -10,6 +11,9 @@ from tortoise import connections
 
 from appkeys import KV_STORE, METRICS, WECHAT
 from miniprogram_api.routing import Api, json_response
+from outbox import admin as outbox_admin
+
+log = logging.getLogger("referral_cloud.ops")
 
 api = Api()
 TAGS = ["ops"]
@@ -58,6 +62,10 @@ async def readyz(request: web.Request) -> web.Response:
            content_type="text/plain")
 async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS]
+    try:
+        registry.set_outbox(*await outbox_admin.queue_figures())
+    except Exception as exc:  # the request metrics are still worth serving with the database down
+        log.warning("metrics: outbox figures unavailable (%s)", type(exc).__name__)
     return web.Response(body=registry.render(), headers={"Content-Type": registry.content_type})
 
 

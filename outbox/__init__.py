@@ -14,11 +14,13 @@ import contextlib
 import importlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 
 from appkeys import KV_STORE, SETTINGS
 from kv import KV
+from outbox import admin
 from outbox.dispatcher import Dispatcher, DispatcherConfig
 from outbox.wakeup import CHANNEL, Waker, register, unregister
 
@@ -32,6 +34,7 @@ HANDLER_MODULES = ["his.jobs", "referrals.orders", "slips.jobs", "notifications.
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("outbox_dispatcher", Dispatcher)
 # How long a stopping dispatcher may take: its shutdown grace plus the slowest handler it lets finish.
 STOP_TIMEOUT = 30.0
+PURGE_EVERY = 3600.0  # seconds between two deletions of old finished jobs
 
 
 def setup(app: web.Application) -> None:
@@ -50,14 +53,21 @@ async def _outbox(app: web.Application) -> AsyncIterator[None]:
     waker = Waker(app[KV_STORE], dispatcher.wake if dispatcher else None)
     register(waker)
     tasks: list[asyncio.Task] = []
+    purger: asyncio.Task | None = None
     if dispatcher is not None:
         tasks = [asyncio.create_task(listen(app[KV_STORE], dispatcher), name="outbox-listener"),
                  asyncio.create_task(dispatcher.run(), name="outbox-dispatcher")]
         tasks[1].add_done_callback(_report_exit)
+        if settings.outbox_keep_done_days > 0:
+            purger = asyncio.create_task(purge_finished(settings.outbox_keep_done_days), name="outbox-purge")
     try:
         yield
     finally:
         unregister(waker)
+        if purger is not None:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
         if dispatcher is not None:
             listener, runner = tasks
             # redis-py can swallow a cancellation that lands mid-command (see wechat._token_keeper): insist.
@@ -92,6 +102,19 @@ async def listen(kv: KV, dispatcher: Dispatcher, *, retry_after: float = 1.0) ->
         except Exception as exc:
             log.warning("outbox wake-up subscription lost (%s); polling until it is back", type(exc).__name__)
             await asyncio.sleep(retry_after)
+
+
+async def purge_finished(keep_days: int, *, every: float = PURGE_EVERY) -> None:
+    """Delete finished jobs older than `keep_days` now and every `every` seconds, so the table does not grow
+    for ever (each dispatcher does it; deleting the same rows twice is harmless)."""
+    while True:
+        try:
+            removed = await admin.purge_done(timedelta(days=keep_days))
+            if removed:
+                log.info("outbox: deleted %d finished jobs older than %d days", removed, keep_days)
+        except Exception as exc:
+            log.warning("outbox: deleting old finished jobs failed (%s); trying again later", type(exc).__name__)
+        await asyncio.sleep(every)
 
 
 async def run_due_jobs(app: web.Application, config: DispatcherConfig | None = None) -> int:

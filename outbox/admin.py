@@ -9,10 +9,11 @@ through the command line, which sees everything.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tortoise import connections
 from tortoise.expressions import Q, RawSQL, Subquery
+from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 
 from errors import Conflict, NotFound
@@ -86,3 +87,21 @@ async def retry_all_dead() -> int:
     if count:
         request_wake()
     return count
+
+
+async def purge_done(older_than: timedelta) -> int:
+    """Delete finished jobs last touched more than `older_than` ago; dead jobs stay until someone retries them.
+    Their dedupe keys go with them: every enqueue that could repeat one does so within minutes, not days."""
+    cutoff = datetime.now(UTC) - older_than  # UTC: SQLite compares stored times as text
+    return await OutboxJob.filter(state=JobState.DONE, updated_at__lt=cutoff).delete()
+
+
+async def queue_figures() -> tuple[dict[str, int], float]:
+    """Jobs by state, and how long the oldest due pending job has waited (seconds; 0 when none waits)."""
+    counts = {str(state): 0 for state in STATES}
+    for row in await OutboxJob.annotate(n=Count("id")).group_by("state").values("state", "n"):
+        counts[str(row["state"])] = row["n"]
+    now = datetime.now(UTC)
+    oldest = await OutboxJob.filter(state=JobState.PENDING, next_attempt_at__lte=now) \
+        .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True)
+    return counts, max((now - oldest).total_seconds(), 0.0) if oldest else 0.0

@@ -1,10 +1,12 @@
-"""`python app.py jobs [--dead] [--retry ID | --retry-all-dead] [--json]`: the operator's view of the outbox."""
+"""`python app.py jobs [--dead] [--retry ID | --retry-all-dead | --purge-done [--older-than DAYS]] [--json]`:
+the operator's view of the outbox."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from datetime import timedelta
 
 import db
 from errors import DomainError
@@ -21,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--retry", type=int, metavar="ID", help="send one dead job round again")
     action.add_argument("--retry-all-dead", action="store_true", help="send every dead job round again")
+    action.add_argument("--purge-done", action="store_true",
+                        help="delete finished jobs (dispatchers also do it hourly, see OUTBOX_KEEP_DONE_DAYS)")
+    parser.add_argument("--older-than", type=int, metavar="DAYS", default=None,
+                        help="with --purge-done: only jobs finished more than DAYS ago (default OUTBOX_KEEP_DONE_DAYS)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -37,6 +43,14 @@ async def run_jobs_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.purge_done:
+        days = settings.outbox_keep_done_days if args.older_than is None else args.older_than
+        if days < 0:
+            print("--older-than 应为不小于 0 的天数", file=sys.stderr)
+            return 2
+        removed = await admin.purge_done(timedelta(days=days))
+        print(json.dumps({"purged": removed}) if args.json else f"已删除 {removed} 个完成超过 {days} 天的任务")
+        return 0
     if args.retry is not None or args.retry_all_dead:
         if args.retry is not None:
             try:

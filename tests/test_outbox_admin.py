@@ -4,18 +4,23 @@ operators see and retry everything with `python app.py jobs`."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import db
 from models import OutboxJob, Referral
+from outbox import admin, purge_finished
 from outbox.cli import run_jobs_command
 from referrals.state_machine import Status
 from tests.referral_support import Desk
+from tests.support import run_app_cli
+from tests.test_outbox import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +80,8 @@ async def test_the_jobs_command_lists_and_retries_dead_jobs(settings, capsys):
         await db.close_db()
 
     def args(**given) -> argparse.Namespace:
-        return argparse.Namespace(**({"dead": False, "retry": None, "retry_all_dead": False, "json": False} | given))
+        return argparse.Namespace(**({"dead": False, "retry": None, "retry_all_dead": False, "json": False,
+                                      "purge_done": False, "older_than": None} | given))
 
     assert await run_jobs_command(settings, args()) == 0
     out = capsys.readouterr().out
@@ -103,3 +109,59 @@ def test_the_jobs_command_runs_from_the_command_line(tmp_path):
     missing = subprocess.run([*run, "jobs", "--retry", "42"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode != 0 and "未找到该任务" in missing.stderr
+
+
+async def _aged(kind: str, key: str, state: str, days: float) -> OutboxJob:
+    """A job last touched `days` ago (updated_at is set on every save, so it is moved with an UPDATE)."""
+    job = await OutboxJob.create(kind=kind, dedupe_key=key, payload={}, state=state, next_attempt_at=datetime.now(UTC))
+    await OutboxJob.filter(id=job.id).update(updated_at=datetime.now(UTC) - timedelta(days=days))
+    return job
+
+
+async def test_old_finished_jobs_are_purged_and_nothing_else(client):
+    old_done = await _aged("probe.cs_message", "purge:old-done", "done", 9)
+    await _aged("probe.cs_message", "purge:new-done", "done", 1)
+    await _aged("probe.cs_message", "purge:old-dead", "dead", 30)
+    await _aged("probe.cs_message", "purge:old-pending", "pending", 30)
+    assert await admin.purge_done(timedelta(days=7)) == 1
+    assert not await OutboxJob.filter(id=old_done.id).exists()
+    assert sorted(await OutboxJob.filter(dedupe_key__startswith="purge:").values_list("dedupe_key", flat=True)) == \
+        ["purge:new-done", "purge:old-dead", "purge:old-pending"]
+    # What every dispatcher runs in the background: at once, then every hour.
+    await _aged("probe.cs_message", "purge:older-done", "done", 8)
+    task = asyncio.create_task(purge_finished(7, every=3600))
+    try:
+        await eventually(lambda: _gone("purge:older-done"))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _gone(key: str) -> bool:
+    return not await OutboxJob.filter(dedupe_key=key).exists()
+
+
+async def test_the_jobs_command_purges_finished_jobs(settings):
+    await db.open_db(settings)
+    try:
+        await _aged("probe.cs_message", "purge:cli-9", "done", 9)
+        await _aged("probe.cs_message", "purge:cli-4", "done", 4)
+    finally:
+        await db.close_db()
+    code, out, err = await run_app_cli(settings, "jobs", "--purge-done", "--older-than", "3", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"purged": 2}
+    code, out, err = await run_app_cli(settings, "jobs", "--purge-done", "--older-than", "-1")
+    assert code == 2 and "不小于 0" in err
+
+
+async def test_metrics_show_the_outbox_queue(client):
+    await _aged("probe.cs_message", "metrics:dead", "dead", 1)
+    waiting = await OutboxJob.create(kind="probe.cs_message", dedupe_key="metrics:waiting", payload={},
+                                     next_attempt_at=datetime.now(UTC) - timedelta(minutes=5))
+    assert waiting.state == "pending"
+    text = await (await client.get("/metrics")).text()
+    assert 'outbox_jobs{state="pending"} 1.0' in text and 'outbox_jobs{state="dead"} 1.0' in text
+    lag = next(float(line.split()[1]) for line in text.splitlines() if line.startswith("outbox_oldest_due_seconds "))
+    assert 299 < lag < 400
