@@ -10,11 +10,19 @@ from redis.exceptions import LockError
 
 from kv import LockNotAcquired
 
+# Connections per process. Past that, a caller waits (up to the socket timeout) for one to come free instead of
+# failing at once, which is redis-py's default: a burst of requests must queue, not answer 500 (long-lived
+# subscriptions, such as the outbox and directory listeners, hold one each).
+MAX_CONNECTIONS = 100
+TIMEOUT = 5
+
 
 class RedisKV:
     def __init__(self, url: str, prefix: str) -> None:
         self.prefix = prefix
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT,
+                                                     socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        self._redis = redis.Redis.from_pool(pool)
 
     def _k(self, key: str) -> str:
         return self.prefix + key

@@ -89,3 +89,18 @@ async def test_publish_subscribe(store):
     await asyncio.wait_for(task, 5)
     assert received == ["one", "two"]
     assert await store.ping() is True
+
+
+async def test_a_burst_beyond_the_redis_pool_waits_for_a_connection_instead_of_failing(monkeypatch):
+    require_services("the Redis run")
+    from kv import redis_store
+
+    monkeypatch.setattr(redis_store, "MAX_CONNECTIONS", 3)
+    store = redis_store.RedisKV(BASE_REDIS_URL, f"rc-test-pool-{uuid.uuid4().hex[:8]}:")
+    try:
+        await store.set("k", "v", ex=30)
+        async with store.subscribe("held"):  # a listener keeps one connection for itself
+            assert await asyncio.gather(*(store.get("k") for _ in range(40))) == [b"v"] * 40
+    finally:
+        await store.delete_prefix()
+        await store.close()
