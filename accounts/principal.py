@@ -9,7 +9,7 @@ from aiohttp import web
 from accounts.tokens import verify_access_token
 from appkeys import KV_STORE, SETTINGS
 from errors import Forbidden, Unauthenticated
-from models import PatientBinding, Staff, WeChatAccount
+from models import PatientBinding, Staff, WeChatAccount, joined
 
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
@@ -48,9 +48,9 @@ def revoked_key(jti: str) -> str:
 async def load_principal(account: WeChatAccount, *, jti: str = "", expires_at: float = 0.0) -> Principal:
     staff: Staff | None = None
     if account.staff_id is not None:
-        joined = account.__dict__.get("_staff")  # present when the caller loaded it with select_related
-        if isinstance(joined, Staff):
-            staff = joined if joined.deleted_at is None and joined.is_active else None
+        loaded = joined(account, "staff", Staff)  # authenticate reads the account with its staff
+        if loaded is not None:
+            staff = loaded if loaded.deleted_at is None and loaded.is_active else None
         else:
             staff = await Staff.get_or_none(id=account.staff_id, deleted_at=None, is_active=True)
     patient_ids = tuple(await PatientBinding.filter(account_id=account.id, patient__deleted_at=None)

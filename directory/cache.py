@@ -16,7 +16,6 @@ roles they hold is read from the database on every request (accounts.principal).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +24,7 @@ from typing import TypeVar
 from aiohttp import web
 from tortoise.signals import post_delete, post_save
 
+import kv
 from appkeys import KV_STORE
 from kv import KV
 from models import Department, Institution, InstitutionPolicy, Staff
@@ -98,49 +98,37 @@ async def _deleted(sender, instance, using_db) -> None:
     _changed()
 
 
-async def _publish(kv: KV) -> None:
+async def _publish(store: KV) -> None:
     try:
-        await kv.publish(CHANNEL, "1")
+        await store.publish(CHANNEL, "1")
     except Exception as exc:  # the others fall back on the TTL
         log.warning("directory change not published: %s", type(exc).__name__)
 
 
-async def _listen(kv: KV, *, retry_after: float = 1.0) -> None:
+def _changed_elsewhere() -> None:
+    clear()
     loop = asyncio.get_running_loop()
-    while True:
-        try:
-            async with kv.subscribe(CHANNEL) as messages:
-                async for _ in messages:
-                    clear()
-                    for delay in SETTLE:
-                        loop.call_later(delay, clear)
-        except Exception as exc:
-            log.warning("directory change subscription lost (%s); rows expire by TTL until it is back",
-                        type(exc).__name__)
-            await asyncio.sleep(retry_after)
+    for delay in SETTLE:
+        loop.call_later(delay, clear)
 
 
 async def sync(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: publish this process's directory writes and clear the cache on everybody else's."""
-    kv = app[KV_STORE]
+    store = app[KV_STORE]
     pending: set[asyncio.Task] = set()
 
     def announce() -> None:
-        task = asyncio.get_running_loop().create_task(_publish(kv), name="directory-changed")
+        task = asyncio.get_running_loop().create_task(_publish(store), name="directory-changed")
         pending.add(task)
         task.add_done_callback(pending.discard)
 
     _announcers.add(announce)
-    listener = asyncio.create_task(_listen(kv), name="directory-cache-listener")
+    listener = asyncio.create_task(
+        kv.listen(store, CHANNEL, _changed_elsewhere, fallback="rows expire by TTL"), name="directory-cache-listener")
     try:
         yield
     finally:
         _announcers.discard(announce)
-        # redis-py can swallow a cancellation that lands mid-command (see outbox._outbox): insist.
-        while not listener.done():
-            listener.cancel()
-            await asyncio.wait({listener}, timeout=0.5)
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        await kv.stop(listener)
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)

@@ -24,7 +24,7 @@ from his.gateway import AdmissionChange, HisError, HisNotFound, HisRejected
 from models import HisSync, Referral, ReferralEvent
 from outbox.registry import JobContext, PermanentFailure, TemporaryFailure, handler, on_dead
 from referrals.state_machine import Status
-from referrals.timeline import SYSTEM_ACTOR, chain_head, new_event
+from referrals.timeline import SYSTEM_ACTOR, new_event, record_step
 
 log = logging.getLogger("referral_cloud.his.jobs")
 
@@ -66,14 +66,22 @@ async def admit(ctx: JobContext) -> None:
     raise TemporaryFailure("转诊单正被同时修改，稍后重试记录住院证号")
 
 
-async def _withdraw_unrecorded(ctx: JobContext, referral: Referral) -> None:
+async def _update_his(ctx: JobContext, referral: Referral, change: AdmissionChange) -> str | None:
+    """Send `change` to the referral's target HIS; its errors as the dispatcher reads them: a version conflict
+    (412) or an outage is tried again, any other refusal is final."""
     target = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
     try:
-        number = await ctx.app[HIS].update_admission(target, AdmissionChange(referral.code, cancelled=True))
+        return await ctx.app[HIS].update_admission(target, change)
     except HisRejected as exc:
+        if exc.http_status == 412:  # changed in the HIS meanwhile: read it again
+            raise TemporaryFailure(exc.message) from exc
         raise PermanentFailure(exc.message) from exc
     except HisError as exc:
         raise TemporaryFailure(exc.message) from exc
+
+
+async def _withdraw_unrecorded(ctx: JobContext, referral: Referral) -> None:
+    number = await _update_his(ctx, referral, AdmissionChange(referral.code, cancelled=True))
     if number is not None:
         log.warning("referral %s: withdrew certificate %s that was issued but never recorded", referral.code, number)
 
@@ -94,15 +102,9 @@ async def record_certificate(referral_id: int, number: str) -> bool:
 async def _system_event(referral: Referral, action: str, comment: str, data: dict, **changes) -> bool:
     """Append a platform event that leaves the status as it is, bumping the version conditionally together
     with `changes` (inside the caller's transaction). False when a concurrent transition won the version."""
-    version = referral.version
-    event = await new_event(referral, seq=version + 1, action=action, from_status=str(referral.status),
+    event = await new_event(referral, seq=referral.version + 1, action=action, from_status=str(referral.status),
                             to_status=str(referral.status), actor=SYSTEM_ACTOR, comment=comment, data=data)
-    won = await Referral.filter(id=referral.id, version=version).update(
-        version=version + 1, chain_head=chain_head(event), **changes)
-    if not won:
-        return False
-    await event.save()
-    return True
+    return await record_step(referral, event, changes)
 
 
 @handler(UPDATE_ADMISSION)
@@ -126,15 +128,7 @@ async def update_admission(ctx: JobContext) -> None:
     change = AdmissionChange(referral_code=referral.code, cancelled=cancelled, planned_date=referral.admission_date,
                              department_code=department.code, department_name=department.name,
                              ward=referral.ward, bed=referral.bed)
-    try:
-        number = await ctx.app[HIS].update_admission(await cache.institution(referral.target_institution_id),  # type: ignore[attr-defined]
-                                                      change)
-    except HisRejected as exc:
-        if exc.http_status == 412:  # changed in the HIS meanwhile: read it again
-            raise TemporaryFailure(exc.message) from exc
-        raise PermanentFailure(exc.message) from exc
-    except HisError as exc:
-        raise TemporaryFailure(exc.message) from exc
+    number = await _update_his(ctx, referral, change)
     if number is None:
         raise PermanentFailure(f"目标医院 HIS 中找不到转诊单 {referral.code} 的电子住院证")
     if cancelled:

@@ -5,9 +5,14 @@ Both implement exactly the operations the code uses, so code written against `KV
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Protocol
+
+log = logging.getLogger("referral_cloud.kv")
 
 
 class LockNotAcquired(Exception):
@@ -40,6 +45,31 @@ class KV(Protocol):
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+async def listen(kv: KV, channel: str, on_message: Callable[[], None], *, fallback: str,
+                 retry_after: float = 1.0) -> None:
+    """Call `on_message` for every message published on `channel`, until cancelled. A lost subscription (Redis
+    restarting) is logged, naming the `fallback` that covers the gap, and made again."""
+    while True:
+        try:
+            async with kv.subscribe(channel) as messages:
+                async for _ in messages:
+                    on_message()
+        except Exception as exc:
+            log.warning("subscription to %s lost (%s); %s until it is back", channel, type(exc).__name__, fallback)
+            await asyncio.sleep(retry_after)
+
+
+async def stop(task: asyncio.Task) -> None:
+    """Cancel a background task that talks to the store and wait until it has really stopped: redis-py can
+    swallow a cancellation that lands mid-command (redis/redis-py#2028, #2551), so cancel again until it is done
+    and shutdown never hangs."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def connect(redis_url: str, prefix: str) -> KV:

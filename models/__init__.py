@@ -1,5 +1,9 @@
 """Tortoise ORM models, one module per aggregate. No business rules live here."""
 
+from typing import TypeVar
+
+from tortoise.models import Model
+
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
 from models.institutions import Department, Institution, Level
@@ -19,13 +23,23 @@ from models.referrals import (
 )
 from models.slips import SigningKey, Slip, SlipState
 
+M = TypeVar("M", bound=Model)
+
+
+def joined(row: Model, relation: str, model: type[M]) -> M | None:
+    """The related row a query loaded with select_related(relation), or None when it did not (Tortoise keeps it
+    as `_<relation>`; reading the relation itself would start a query)."""
+    value = row.__dict__.get(f"_{relation}")
+    return value if isinstance(value, model) else None
+
+
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
                  "models.outbox", "models.notifications", "models.slips"]
 
 __all__ = [
     "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
     "PatientBinding", "PatientIdentifier", "RefreshToken", "Relation", "Role", "Staff",
-    "WeChatAccount", "MODEL_MODULES", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
+    "WeChatAccount", "MODEL_MODULES", "joined", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
 ]

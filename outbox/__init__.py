@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+import kv
 from appkeys import KV_STORE, SETTINGS
 from kv import KV
 from outbox import admin
@@ -70,12 +71,7 @@ async def _outbox(app: web.Application) -> AsyncIterator[None]:
                 await purger
         if dispatcher is not None:
             listener, runner = tasks
-            # redis-py can swallow a cancellation that lands mid-command (see wechat._token_keeper): insist.
-            while not listener.done():
-                listener.cancel()
-                await asyncio.wait({listener}, timeout=0.5)
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await kv.stop(listener)
             dispatcher.stop()
             try:
                 await asyncio.wait_for(runner, STOP_TIMEOUT)
@@ -92,16 +88,9 @@ def _report_exit(task: asyncio.Task) -> None:
         log.error("outbox dispatcher died; jobs wait for another process", exc_info=task.exception())
 
 
-async def listen(kv: KV, dispatcher: Dispatcher, *, retry_after: float = 1.0) -> None:
+async def listen(store: KV, dispatcher: Dispatcher) -> None:
     """Wake the dispatcher on every published wake-up; outlive KV outages (polling covers them)."""
-    while True:
-        try:
-            async with kv.subscribe(CHANNEL) as messages:
-                async for _ in messages:
-                    dispatcher.wake()
-        except Exception as exc:
-            log.warning("outbox wake-up subscription lost (%s); polling until it is back", type(exc).__name__)
-            await asyncio.sleep(retry_after)
+    await kv.listen(store, CHANNEL, dispatcher.wake, fallback="the outbox polls")
 
 
 async def purge_finished(keep_days: int, *, every: float = PURGE_EVERY) -> None:

@@ -32,7 +32,7 @@ from referrals.state_machine import (
     is_permitted_somewhere,
     match,
 )
-from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, chain_head, new_event
+from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, new_event, record_step
 from security.crypto import PersonalDataCipher
 from slips import lifecycle as slip_lifecycle
 from timeutil import china_today
@@ -103,20 +103,13 @@ async def _transition(principal: Principal | None, referral: Referral | int, act
         event = await new_event(referral, seq=version + 1, action=str(action), from_status=str(from_status),
                                 to_status=str(row.to), actor=await _actor(principal, row.role),
                                 comment=step.comment, data=step.data)
-        changes = {"status": row.to, "version": version + 1, "updated_at": _now(), "chain_head": chain_head(event),
-                   **step.changes}
-        won = await Referral.filter(id=referral.id, version=version).update(**changes)
-        if not won:
+        if not await record_step(referral, event, {"status": row.to, "updated_at": _now(), **step.changes}):
             current = await Referral.get(id=referral.id)
             raise _state_conflict(current, "CONCURRENT_UPDATE", "转诊单刚刚已被他人处理，请刷新后查看最新状态")
-        await event.save()
-        for field, value in changes.items():  # the row as just written, without reading it back
-            setattr(referral, field, value)
         if after:
             await after(referral, step)
-        await enqueue("notify.referral_event", {"referral_id": referral.id, "seq": version + 1,
-                                                "action": str(action)},
-                      dedupe_key=f"notify:{referral.id}:{version + 1}")
+        await enqueue("notify.referral_event", {"referral_id": referral.id, "seq": event.seq, "action": str(action)},
+                      dedupe_key=f"notify:{referral.id}:{event.seq}")
     return referral
 
 

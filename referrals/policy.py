@@ -17,9 +17,13 @@ async def policy_of(institution_id: int) -> InstitutionPolicy:
     return await cache.policy(institution_id)
 
 
-async def what_to_bring(institution_id: int) -> str:
+def bring_of(policy: InstitutionPolicy) -> str:
     """What patients bring to the institution's admission desk: its own text, or the platform's."""
-    return (await policy_of(institution_id)).what_to_bring or DEFAULT_WHAT_TO_BRING
+    return policy.what_to_bring or DEFAULT_WHAT_TO_BRING
+
+
+async def what_to_bring(institution_id: int) -> str:
+    return bring_of(await policy_of(institution_id))
 
 
 def needs_source_approval(policy: InstitutionPolicy, direction: Direction) -> bool:
@@ -37,7 +41,7 @@ def policy_view(policy: InstitutionPolicy) -> dict:
     return {"source_approval_up": policy.source_approval_up, "source_approval_down": policy.source_approval_down,
             "source_approval_lateral": policy.source_approval_lateral, "approver_roles": policy.approver_roles,
             "deadline_hours": policy.deadline_hours, "slip_grace_hours": policy.slip_grace_hours,
-            "what_to_bring": policy.what_to_bring or DEFAULT_WHAT_TO_BRING}
+            "what_to_bring": bring_of(policy)}
 
 
 async def update_policy(institution_id: int, changes: dict) -> InstitutionPolicy:

@@ -74,6 +74,19 @@ async def new_event(referral: Referral, *, seq: int, action: str, from_status: s
         comment=comment, data=data, prev_hash=prev_hash, hash=digest)
 
 
+async def record_step(referral: Referral, event: ReferralEvent, changes: dict) -> bool:
+    """Move the referral to `event`: its version becomes `event.seq` together with `changes` and the chain head,
+    only if nobody moved it since it was read (a conditional UPDATE, so of two concurrent writers exactly one
+    wins). On success the event is saved and `referral` holds the row as written; False when another won."""
+    written = {"version": event.seq, "chain_head": chain_head(event), **changes}
+    if not await Referral.filter(id=referral.id, version=event.seq - 1).update(**written):
+        return False
+    await event.save()
+    for field, value in written.items():  # the row as just written, without reading it back
+        setattr(referral, field, value)
+    return True
+
+
 async def append_event(referral: Referral, *, seq: int, action: str, from_status: str, to_status: str,
                        actor: Actor, comment: str = "", data: dict | None = None) -> ReferralEvent:
     """Append event `seq` without moving `chain_head` (the next event then reads the head from the timeline):

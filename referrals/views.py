@@ -6,7 +6,7 @@ from datetime import datetime
 
 from accounts.principal import Principal
 from directory import cache
-from models import Department, Institution, Patient, Referral, ReferralEvent
+from models import Department, Institution, Patient, Referral, ReferralEvent, joined
 from models.referrals import Urgency
 from referrals.access import effective_roles, sides_of
 from referrals.clinical import REJECTION_REASONS
@@ -80,16 +80,11 @@ def event_view(event: ReferralEvent) -> dict:
             "comment": event.comment, "data": event.data, "hash": event.hash}
 
 
-def _loaded_patient(referral: Referral) -> Patient | None:
-    """The patient when the referral was read with select_related("patient") (access.visible_referral does)."""
-    joined = referral.__dict__.get("_patient")
-    return joined if isinstance(joined, Patient) else None
-
-
 async def referral_view(referral: Referral, principal: Principal, cipher) -> dict:
     sides = sides_of(principal, referral)
     roles = await effective_roles(principal, referral, sides)
-    patient = _loaded_patient(referral) or await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
+    # access.visible_referral reads the referral with its patient; other callers' rows fetch it here.
+    patient = joined(referral, "patient", Patient) or await Patient.get(id=referral.patient_id)  # type: ignore[attr-defined]
     referrer = await cache.staff(referral.referrer_id)  # type: ignore[attr-defined]
     events = await ReferralEvent.filter(referral_id=referral.id).order_by("seq")
     age = None

@@ -15,7 +15,7 @@ from tortoise.transactions import in_transaction
 from errors import Conflict
 from models import Referral, Slip, SlipState
 from outbox.jobs import enqueue
-from referrals.policy import policy_of, what_to_bring
+from referrals.policy import bring_of, policy_of
 from slips import keys
 from timeutil import CHINA_TZ, utcnow
 
@@ -48,7 +48,7 @@ async def issue(referral: Referral) -> Slip:
               "scheduled_date": referral.admission_date,
               "department_id": referral.admission_department_id or referral.target_department_id,  # type: ignore[attr-defined]
               "ward": referral.ward, "bed": referral.bed,
-              "what_to_bring": await what_to_bring(referral.target_institution_id),  # type: ignore[attr-defined]
+              "what_to_bring": bring_of(policy),
               "certificate_no": referral.admission_certificate_no, "expires_at": expires_at}
     for _ in range(5):
         try:

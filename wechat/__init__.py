@@ -4,7 +4,6 @@ and the sandbox that stands in for WeChat in tests and the demo."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+import kv
 from appkeys import HTTP, KV_STORE, SETTINGS, WECHAT, WECHAT_SANDBOX
 from wechat.client import WeChatClient
 from wechat.errors import WeChatError
@@ -83,13 +83,7 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
 async def _token_keeper(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(keep_token_fresh(app[WECHAT]), name="wechat-token-keeper")
     yield
-    # redis-py can swallow a cancellation that lands mid-command (redis/redis-py#2028, #2551), leaving the
-    # task running; cancel again until it has really stopped, so shutdown never hangs.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await kv.stop(task)
 
 
 async def keep_token_fresh(client: WeChatClient, *, retry_after: float = KEEPER_RETRY) -> None:
