@@ -18,11 +18,16 @@ How it runs, per backend (SQLite; PostgreSQL + Redis when DATABASE_URL and REDIS
   submit, source approval and target approval with booking: one transition per request, which is the
   like-for-like comparison with one bare insert per request;
 - phase "bare": `python -m bench.bare` (aiohttp + Tortoise, one insert per request) on the same database
-  kind, `--inserts` requests per client at the same concurrency.
+  kind, `--inserts` requests per client at the same concurrency;
+- phase "bare transition floor": the same server walks `--floor-referrals` drafts per client through three steps,
+  each the least a transition must write on this stack (token lookup, referral read, version-conditional
+  UPDATE, hash-chained event, outbox job, in one transaction): an upper bound for any implementation.
 
 Numbers: lifecycles/s, transitions/s (timeline events written per second), per-endpoint p50/p99 (ms, as
 the client sees them), bare inserts/s and the ratio transitions/s ÷ bare inserts/s. Targets (issue 4): the
-ratio ≥ 0.5 and every endpoint's p99 < 250 ms at 32 clients. The run is bounded (fixed counts, `--timeout`
+ratio ≥ 0.5 and every endpoint's p99 < 250 ms at 32 clients. Beside them: `floor_ratio` (the floor's
+transitions/s ÷ bare inserts/s: below 0.5, no implementation on this stack meets the ratio) and
+`ratio_to_floor` (ours ÷ the floor: what our own layers cost). The run is bounded (fixed counts, `--timeout`
 per backend) and talks to loopback only.
 """
 
@@ -392,7 +397,7 @@ def _say(message: str) -> None:
 async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> dict:
     clients = opts.clients
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    lifecycle, transitions, bare_recorder = Recorder(), Recorder(), Recorder()
+    lifecycle, transitions, bare_recorder, floor_recorder = Recorder(), Recorder(), Recorder(), Recorder()
     setup = Recorder()
     port = free_port()
     env = _base_env() | backend.ours_env | {"HOST": "127.0.0.1", "PORT": str(port)}
@@ -402,6 +407,7 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
     lifecycles: dict = {}
     trans: dict = {}
     bare_result: dict = {}
+    floor_result: dict = {}
     async with serving(["app.py", "serve", "--migrate", "--seed"], env, tmp / "ours.log", port) as server, \
             client_session(clients) as session:
         base = f"http://127.0.0.1:{port}"
@@ -427,11 +433,21 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
                        _base_env(), tmp / "bare.log", port) as server:
         with server_load(server, bare_recorder, bare_result):
             bare_result |= await bare.drive(f"http://127.0.0.1:{port}", clients, opts.inserts, bare_recorder)
-    bare_latency = bare_recorder.summary().get(bare.LABEL, {})
-    bare_result |= {"p50_ms": bare_latency.get("p50_ms"), "p99_ms": bare_latency.get("p99_ms")}
+        _say(f"[{backend.name}] bare transition floor: {clients} clients × {opts.floor_referrals} referrals")
+        with server_load(server, floor_recorder, floor_result):
+            floor_result |= await bare.drive_transitions(f"http://127.0.0.1:{port}", clients, opts.floor_referrals,
+                                                         floor_recorder)
+    for result, recorder, label in ((bare_result, bare_recorder, bare.LABEL),
+                                    (floor_result, floor_recorder, bare.TRANSITION_LABEL)):
+        latency = recorder.summary().get(label, {})
+        result |= {"p50_ms": latency.get("p50_ms"), "p99_ms": latency.get("p99_ms")}
     endpoints = {"lifecycle": lifecycle.summary(), "transitions": transitions.summary(),
-                 "bare": bare_recorder.summary()}
+                 "bare": bare_recorder.summary() | floor_recorder.summary()}
     ratio = trans["per_s"] / bare_result["per_s"] if bare_result["per_s"] else None
+    # What the stack itself allows: the floor of a transition against the bare insert, and ours against it.
+    floor_ratio = (floor_result["per_s"] / bare_result["per_s"]
+                   if bare_result["per_s"] and floor_result["per_s"] is not None else None)
+    ratio_to_floor = trans["per_s"] / floor_result["per_s"] if floor_result["per_s"] else None
     ratio_in_lifecycles = (lifecycles["transitions_per_s"] / bare_result["per_s"]) if bare_result["per_s"] else None
     # Server CPU per request is what other load on the machine disturbs least: bare ÷ ours per request.
     cpu_ours, cpu_bare = trans.get("server_cpu_ms_per_request"), bare_result.get("server_cpu_ms_per_request")
@@ -442,12 +458,19 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
         "lifecycles": lifecycles,
         "transitions": trans,
         "bare_insert": bare_result,
+        "bare_transition_floor": floor_result,
         "ratio": round(ratio, 3) if ratio is not None else None,
+        "floor_ratio": round(floor_ratio, 3) if floor_ratio is not None else None,
+        "ratio_to_floor": round(ratio_to_floor, 3) if ratio_to_floor is not None else None,
         "ratio_in_lifecycles": round(ratio_in_lifecycles, 3) if ratio_in_lifecycles is not None else None,
         "ratio_by_server_cpu": round(ratio_by_cpu, 3) if ratio_by_cpu is not None else None,
         "endpoints": endpoints,
-        "targets": _targets(ratio, endpoints, clients),
-        "failures": setup.failures + lifecycle.failures + transitions.failures + bare_recorder.failures,
+        "targets": _targets(ratio, endpoints, clients) | {
+            # Whether the stack could meet the targets at all: the floor's own ratio and p99 against them.
+            "floor_ratio_meets_ratio_min": floor_ratio is not None and floor_ratio >= RATIO_TARGET,
+            "floor_p99_ms": floor_result.get("p99_ms")},
+        "failures": (setup.failures + lifecycle.failures + transitions.failures + bare_recorder.failures
+                     + floor_recorder.failures),
     }
 
 
@@ -478,6 +501,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--referrals", type=int, default=4,
                         help="referrals per client in the transition phase (default 4)")
     parser.add_argument("--inserts", type=int, default=40, help="bare inserts per client (default 40)")
+    parser.add_argument("--floor-referrals", type=int, default=12,
+                        help="referrals per client walked through the bare transition floor (default 12: three "
+                             "steps each, about as many requests as the bare inserts)")
     parser.add_argument("--backends", default="",
                         help="comma-separated: sqlite, services (default: sqlite, and services when "
                              "DATABASE_URL and REDIS_URL are set)")
@@ -489,7 +515,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="diagnosis only: run the platform without its background tasks (outbox dispatcher, "
                              "token keeper) to see how much of its cost they are; not a valid measurement")
     opts = parser.parse_args(argv)
-    if opts.clients < 1 or opts.lifecycles < 1 or opts.referrals < 1 or opts.inserts < 1 or opts.warmup < 0:
+    if min(opts.clients, opts.lifecycles, opts.referrals, opts.inserts, opts.floor_referrals) < 1 or opts.warmup < 0:
         parser.error("counts must be positive (warm-up may be 0)")
     names = [n.strip() for n in opts.backends.split(",") if n.strip()]
     if not names:
@@ -508,6 +534,7 @@ async def main(argv: list[str]) -> dict:
         "machine": machine(),
         "setup": {"clients": opts.clients, "lifecycles_per_client": opts.lifecycles, "warmup_per_client": opts.warmup,
                   "referrals_per_client": opts.referrals, "bare_inserts_per_client": opts.inserts,
+                  "floor_referrals_per_client": opts.floor_referrals,
                   "server": "separate process (python app.py serve --migrate --seed; python -m bench.bare), "
                             "clients in the bench process, loopback HTTP with keep-alive",
                   "lifecycle": "doctor login, scan, create+submit, source approver login + approve (up-referrals), "
@@ -523,6 +550,8 @@ async def main(argv: list[str]) -> dict:
     result["summary"] = {name: {"lifecycles_per_s": b["lifecycles"]["per_s"],
                                 "transitions_per_s": b["transitions"]["per_s"],
                                 "bare_inserts_per_s": b["bare_insert"]["per_s"], "ratio": b["ratio"],
+                                "bare_transition_floor_per_s": b["bare_transition_floor"]["per_s"],
+                                "floor_ratio": b["floor_ratio"], "ratio_to_floor": b["ratio_to_floor"],
                                 "ratio_met": b["targets"]["ratio_met"], "p99_met": b["targets"]["p99_met"],
                                 "p99_worst_ms": (b["targets"]["p99_worst"] or {}).get("p99_ms")}
                          for name, b in result["backends"].items()}

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bench import lifecycle
+from bench import bare, lifecycle
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
     name = "sqlite" if backend == "embedded" else "services"
     out = tmp_path / "lifecycle.json"
     result = await lifecycle.main(["--clients", "2", "--lifecycles", "1", "--warmup", "0", "--referrals", "1",
-                                   "--inserts", "3", "--backends", name, "--out", str(out)])
+                                   "--inserts", "3", "--floor-referrals", "2", "--backends", name, "--out", str(out)])
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert {"cores", "memory_mb", "python", "date", "cpu"} <= set(result["machine"])
@@ -45,10 +45,12 @@ async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
     # Two drafts driven through submit, source approval and target approval with booking.
     assert run["transitions"]["count"] == 6 and run["transitions"]["failed"] == 0
     assert run["bare_insert"]["count"] == 6 and run["bare_insert"]["failed"] == 0
+    # The floor: two clients walk two bare drafts each through three steps.
+    assert run["bare_transition_floor"]["count"] == 12 and run["bare_transition_floor"]["failed"] == 0
 
     # Per lifecycle: three logins (two requests each), scan, create+submit, two approvals, the timeline.
     assert run["lifecycles"]["requests"] == 2 * 11 and run["transitions"]["requests"] == 6
-    for phase in (run["lifecycles"], run["transitions"], run["bare_insert"]):
+    for phase in (run["lifecycles"], run["transitions"], run["bare_insert"], run["bare_transition_floor"]):
         # CPU is counted in clock ticks (10 ms): a tiny phase may show none.
         assert phase["server_cpu_ms_per_request"] >= 0 and phase["server_busy"] >= 0
         assert phase["client_busy"] >= 0 and phase["machine_busy"] >= 0
@@ -58,11 +60,17 @@ async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
 
     _check_latencies(run["endpoints"]["lifecycle"], LIFECYCLE_ENDPOINTS)
     _check_latencies(run["endpoints"]["transitions"], TRANSITION_ENDPOINTS)
-    _check_latencies(run["endpoints"]["bare"], {"POST /rows (bare insert)"})
+    _check_latencies(run["endpoints"]["bare"], {bare.LABEL, bare.TRANSITION_LABEL})
 
     assert run["ratio"] == pytest.approx(run["transitions"]["per_s"] / run["bare_insert"]["per_s"], rel=0.01)
+    assert run["floor_ratio"] == pytest.approx(
+        run["bare_transition_floor"]["per_s"] / run["bare_insert"]["per_s"], rel=0.01)
+    assert run["ratio_to_floor"] == pytest.approx(
+        run["transitions"]["per_s"] / run["bare_transition_floor"]["per_s"], rel=0.01)
     targets = run["targets"]
     assert targets["at_target_concurrency"] is False  # 2 clients, not the 32 the targets are set for
     assert targets["ratio_min"] == 0.5 and targets["p99_max_ms"] == 250
     assert isinstance(targets["ratio_met"], bool) and isinstance(targets["p99_met"], bool)
+    assert isinstance(targets["floor_ratio_meets_ratio_min"], bool)
+    assert targets["floor_p99_ms"] == run["bare_transition_floor"]["p99_ms"] > 0
     assert result["summary"][key]["ratio"] == run["ratio"]
