@@ -6,8 +6,9 @@ this worker) and counts the attempt, so a job that keeps killing its worker stil
 
 - PostgreSQL: one `UPDATE ... RETURNING` over a `FOR UPDATE SKIP LOCKED` sub-select; any number of workers
   share the table without waiting on one another, and the locked re-check keeps two from claiming one job.
-- SQLite (embedded, one process): a select, then a conditional update stamped with a fresh claim token, then a
-  read-back by that token; correct even if a second dispatcher shares the file, only slower.
+- SQLite (embedded, one process): one `UPDATE ... WHERE id IN (sub-select) RETURNING`; SQLite runs one writer
+  at a time, so the statement is atomic even if a second dispatcher shares the file.
+Both return the claimed rows whole: claiming is one statement.
 
 Outcomes: success → done (written in batches: one UPDATE per refill); TemporaryFailure, a handler timeout or any
 other exception → pending again after exponential backoff with jitter, until `max_attempts`, then dead;
@@ -34,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from tortoise import connections
-from tortoise.expressions import F, Q
 
 from models import JobState, OutboxJob
 from outbox.registry import DEAD_HANDLERS, HANDLERS, JobContext, PermanentFailure, TemporaryFailure
@@ -63,7 +63,20 @@ WITH due AS (
 UPDATE outbox_job AS j
 SET state = 'running', attempts = j.attempts + 1, lease_until = $2, locked_by = $3, updated_at = $1
 FROM due WHERE j.id = due.id
-RETURNING j.id
+RETURNING j.*
+"""
+
+SQLITE_CLAIM = """
+UPDATE outbox_job
+SET state = 'running', attempts = attempts + 1, lease_until = ?, locked_by = ?, updated_at = ?
+WHERE id IN (
+    SELECT id FROM outbox_job
+    WHERE kind IN ({kinds})
+      AND ((state = 'pending' AND next_attempt_at <= ?) OR (state = 'running' AND lease_until < ?))
+    ORDER BY next_attempt_at, id
+    LIMIT ?
+)
+RETURNING *
 """
 
 
@@ -165,18 +178,12 @@ class Dispatcher:
         conn = connections.get("default")
         if conn.capabilities.dialect == "postgres":
             rows = await conn.execute_query_dict(PG_CLAIM, [now, lease_until, token, kinds, limit])
-            ids = [row["id"] for row in rows]
-            jobs = await OutboxJob.filter(id__in=ids) if ids else []
         else:
-            due = Q(state=JobState.PENDING, next_attempt_at__lte=now) | Q(state=JobState.RUNNING, lease_until__lt=now)
-            ids = await (OutboxJob.filter(due, kind__in=kinds).order_by("next_attempt_at", "id").limit(limit)
-                         .values_list("id", flat=True))
-            if not ids:
-                return []
-            await OutboxJob.filter(due, id__in=list(ids)).update(
-                state=JobState.RUNNING, attempts=F("attempts") + 1, lease_until=lease_until, locked_by=token,
-                updated_at=now)
-            jobs = await OutboxJob.filter(id__in=list(ids), locked_by=token, state=JobState.RUNNING)
+            # Both times are UTC, as every stored time is (SQLite compares them as text); Tortoise's adapter
+            # writes them the way it writes its own.
+            sql = SQLITE_CLAIM.format(kinds=", ".join("?" * len(kinds)))
+            rows = await conn.execute_query_dict(sql, [lease_until, token, now, *kinds, now, now, limit])
+        jobs = [OutboxJob._init_from_db(**row) for row in rows]
         self.stats.claims += 1
         self.stats.claimed += len(jobs)
         return sorted(jobs, key=lambda job: (job.next_attempt_at, job.id))
