@@ -15,7 +15,7 @@ from tortoise.transactions import in_transaction
 
 from models import Referral, ReferralEvent
 from notifications import delivery, reminders, rules
-from notifications.fanout import SEND_KIND, publish
+from notifications.fanout import SEND_KIND, publish_all
 from outbox.registry import JobContext, handler
 
 log = logging.getLogger("referral_cloud.notifications")
@@ -32,11 +32,10 @@ async def referral_event(ctx: JobContext) -> None:
         return
     facts = await rules.Facts.of(referral)
     notices = await rules.for_event(facts, event)
+    timers = await reminders.timers(referral, event)
     async with in_transaction():
-        for notice in notices:
-            # The key is the event's: an account is in one notice of an event at most (rules.for_event).
-            await publish(notice, referral, f"{referral.id}:{event.seq}")
-        await reminders.schedule(referral, event)
+        # The key is the event's: an account is in one notice of an event at most (rules.for_event).
+        await publish_all(notices, referral, f"{referral.id}:{event.seq}", timers)
 
 
 @handler(SEND_KIND)

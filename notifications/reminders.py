@@ -18,7 +18,7 @@ from notifications.rules import (
     responsible_institution,
     stage_deadline,
 )
-from outbox.jobs import enqueue
+from outbox.jobs import NewJob
 from referrals.state_machine import Status
 from timeutil import CHINA_TZ, utcnow
 
@@ -31,8 +31,9 @@ def _timer_key(referral_id: int, seq: int, timer: str) -> str:
     return f"timer:{referral_id}:{seq}:{timer}"
 
 
-async def schedule(referral: Referral, event: ReferralEvent, now: datetime | None = None) -> list[str]:
-    """Write the timers that the state `event` led to calls for (inside the caller's transaction)."""
+async def timers(referral: Referral, event: ReferralEvent, now: datetime | None = None) -> list[NewJob]:
+    """The timer jobs that the state `event` led to calls for (the caller writes them, with the event's
+    notices: see notifications.handlers)."""
     if await moved_on(referral, event.seq):
         return []  # the referral moved on before we got here: its later event schedules what it needs
     now = now or utcnow()
@@ -43,17 +44,15 @@ async def schedule(referral: Referral, event: ReferralEvent, now: datetime | Non
         assert due is not None
         escalate_at = due + (due - referral.stage_started_at)
         for timer, run_at in ((OVERDUE, due), (ESCALATE, escalate_at)):
-            await enqueue(TIMER_KIND, payload | {"timer": timer, "status": str(referral.status)},
-                          _timer_key(referral.id, event.seq, timer), run_at=run_at.astimezone(UTC))
-            written.append(timer)
+            written.append(NewJob(TIMER_KIND, payload | {"timer": timer, "status": str(referral.status)},
+                                  _timer_key(referral.id, event.seq, timer), run_at=run_at.astimezone(UTC)))
     elif referral.status == Status.SCHEDULED and referral.admission_date is not None:
         eve = datetime.combine(referral.admission_date - timedelta(days=1), EVE_AT, CHINA_TZ)
         # Accepted after the reminder's hour on the day before (or later): the acceptance notice says it all.
         if eve > now:
             # In UTC: SQLite compares stored times as text, so every time in the column must have one offset.
-            await enqueue(TIMER_KIND, payload | {"timer": EVE, "status": str(referral.status)},
-                          _timer_key(referral.id, event.seq, EVE), run_at=eve.astimezone(UTC))
-            written.append(EVE)
+            written.append(NewJob(TIMER_KIND, payload | {"timer": EVE, "status": str(referral.status)},
+                                  _timer_key(referral.id, event.seq, EVE), run_at=eve.astimezone(UTC)))
     return written
 
 

@@ -3,24 +3,43 @@ the job exists exactly when the change does; a dispatcher carries it out afterwa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from models import OutboxJob
 from outbox.wakeup import request_wake
 
 
-async def enqueue(kind: str, payload: dict, dedupe_key: str, *, run_at: datetime | None = None) -> None:
-    """Add a job once: a second enqueue with the same dedupe key leaves the first job as it is.
+@dataclass(frozen=True)
+class NewJob:
+    """A job to write: `run_at` None means now."""
 
-    One INSERT that ignores a taken dedupe key (no read first: this runs in every transition's transaction).
-    Dispatchers are woken at once (see outbox.wakeup for why that is safe before the commit; a wake for a
-    job that already existed finds nothing new); a job with a future `run_at` is found by their polls."""
+    kind: str
+    payload: dict
+    dedupe_key: str
+    run_at: datetime | None = None
+
+
+async def enqueue(kind: str, payload: dict, dedupe_key: str, *, run_at: datetime | None = None) -> None:
+    """Add a job once: a second enqueue with the same dedupe key leaves the first job as it is."""
+    await enqueue_all([NewJob(kind, payload, dedupe_key, run_at)])
+
+
+async def enqueue_all(jobs: Iterable[NewJob]) -> None:
+    """Add several jobs, each once, in one INSERT that ignores taken dedupe keys (no read first: this runs in
+    every transition's transaction). Dispatchers are woken at once if any job is due now (see outbox.wakeup
+    for why that is safe before the commit; a wake for a job that already existed finds nothing new); a job
+    with a future `run_at` is found by their polls."""
     now = datetime.now(UTC)
     # SQLite compares stored times as text: keep every run_at in UTC, whatever offset the caller used.
-    run_at = run_at.astimezone(UTC) if run_at is not None else now
-    await OutboxJob.bulk_create([OutboxJob(kind=kind, payload=payload, dedupe_key=dedupe_key, next_attempt_at=run_at)],
-                                ignore_conflicts=True)
-    if run_at <= now:
+    rows = [OutboxJob(kind=job.kind, payload=job.payload, dedupe_key=job.dedupe_key,
+                      next_attempt_at=job.run_at.astimezone(UTC) if job.run_at is not None else now)
+            for job in jobs]
+    if not rows:
+        return
+    await OutboxJob.bulk_create(rows, ignore_conflicts=True)
+    if any(row.next_attempt_at <= now for row in rows):
         request_wake()
 
 

@@ -18,7 +18,7 @@ from outbox import DISPATCHER, listen, run_due_jobs
 from outbox import dispatcher as dispatcher_module
 from outbox.admin import retry_job
 from outbox.dispatcher import Dispatcher, DispatcherConfig, backoff_delay, failure_reason
-from outbox.jobs import enqueue, job_of
+from outbox.jobs import NewJob, enqueue, enqueue_all, job_of
 from outbox.once import SENT, deliver_once, marker_key
 from outbox.probe import KIND as PROBE
 from outbox.probe import enqueue_probe, probe_text
@@ -133,6 +133,26 @@ async def test_a_dedupe_key_makes_a_second_enqueue_harmless(client, kinds):
     assert after.id == first.id and after.state == JobState.DONE
     await run_due_jobs(app, FAST)
     assert runs == [first.id] and await OutboxJob.filter(dedupe_key="test:same").count() == 1
+
+
+async def test_jobs_written_together_are_each_added_once_and_run_when_due(client, kinds):
+    app = client.server.app
+    runs = []
+
+    async def work(ctx):
+        runs.append(ctx.job.payload["n"])
+
+    kinds("test.work", work)
+    await enqueue("test.work", {"n": 0}, "test:batch:taken")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await enqueue_all([NewJob("test.work", {"n": 1}, "test:batch:1"), NewJob("test.work", {"n": 2}, "test:batch:taken"),
+                       NewJob("test.work", {"n": 3}, "test:batch:later", run_at=later)])
+    await enqueue_all([])  # nothing to write is no statement and no error
+    assert (await job_of("test:batch:taken")).payload == {"n": 0}  # a taken key keeps its first job
+    assert (await job_of("test:batch:later")).next_attempt_at == later
+    await run_due_jobs(app, FAST)
+    assert sorted(runs) == [0, 1]
+    assert await OutboxJob.filter(dedupe_key__startswith="test:batch:").count() == 3
 
 
 async def test_temporary_failures_retry_with_growing_backoff_then_succeed(client, kinds):
