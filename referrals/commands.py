@@ -32,7 +32,7 @@ from referrals.state_machine import (
     is_permitted_somewhere,
     match,
 )
-from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, new_event, record_step
+from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, chain_head, new_event, record_step
 from security.crypto import PersonalDataCipher
 from slips import lifecycle as slip_lifecycle
 from timeutil import china_today
@@ -169,7 +169,7 @@ async def create_referral(principal: Principal, cipher: PersonalDataCipher, new:
                 async with in_transaction():
                     referral = await Referral.create(
                         code=new_code(), status=Status.DRAFT, direction=direction, urgency=new.urgency,
-                        needs_source_approval=needs_source, patient_id=patient.id, referrer_id=principal.staff_id,
+                        needs_source_approval=needs_source, patient=patient, referrer_id=principal.staff_id,
                         source_institution_id=source.id, source_department_id=principal.department_id,
                         target_institution_id=target.id, target_department_id=department.id,
                         clinical=new.clinical.model_dump(), contact_phone_enc=contact, patient_name=patient.name,
@@ -179,13 +179,16 @@ async def create_referral(principal: Principal, cipher: PersonalDataCipher, new:
                 continue  # a short code collided; draw another
         else:
             raise Conflict("生成转诊编号失败，请重试", code="CODE_COLLISION")
-        await append_event(referral, seq=1, action="create", from_status="", to_status=str(Status.DRAFT),
-                           actor=await _actor(principal, "doctor"),
-                           data={"target_institution": target.name, "target_department": department.name,
-                                 "direction": str(direction), "urgency": new.urgency,
-                                 **({"previous": previous_code} if previous_code else {})})
+        created = await append_event(
+            referral, seq=1, action="create", from_status="", to_status=str(Status.DRAFT),
+            actor=await _actor(principal, "doctor"),
+            data={"target_institution": target.name, "target_department": department.name,
+                  "direction": str(direction), "urgency": new.urgency,
+                  **({"previous": previous_code} if previous_code else {})})
     if new.submit:
-        referral = await submit(principal, referral.public_id, expected_version=1)
+        # The row and its newest event are in hand (the doctor made them): submit chains onto them directly.
+        referral.chain_head = chain_head(created)
+        referral = await _submit(principal, referral, expected_version=1)
     return referral
 
 
@@ -227,8 +230,10 @@ async def edit_draft(principal: Principal, cipher: PersonalDataCipher, public_id
 
 
 async def submit(principal: Principal, public_id, *, expected_version: int | None) -> Referral:
-    referral = await visible_referral(principal, public_id)
+    return await _submit(principal, await visible_referral(principal, public_id), expected_version)
 
+
+async def _submit(principal: Principal, referral: Referral, expected_version: int | None) -> Referral:
     async def prepare(current: Referral) -> Step:
         _check_submittable(Clinical.model_validate(current.clinical))
         now = _now()
