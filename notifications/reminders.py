@@ -37,23 +37,23 @@ async def timers(referral: Referral, event: ReferralEvent, now: datetime | None 
     if await moved_on(referral, event.seq):
         return []  # the referral moved on before we got here: its later event schedules what it needs
     now = now or utcnow()
-    written = []
+    jobs: list[NewJob] = []
     payload = {"referral_id": referral.id, "seq": event.seq}
     if referral.status in PENDING and referral.stage_started_at is not None:
         due = await stage_deadline(referral)
         assert due is not None
         escalate_at = due + (due - referral.stage_started_at)
         for timer, run_at in ((OVERDUE, due), (ESCALATE, escalate_at)):
-            written.append(NewJob(TIMER_KIND, payload | {"timer": timer, "status": str(referral.status)},
+            jobs.append(NewJob(TIMER_KIND, payload | {"timer": timer, "status": str(referral.status)},
                                   _timer_key(referral.id, event.seq, timer), run_at=run_at.astimezone(UTC)))
     elif referral.status == Status.SCHEDULED and referral.admission_date is not None:
         eve = datetime.combine(referral.admission_date - timedelta(days=1), EVE_AT, CHINA_TZ)
         # Accepted after the reminder's hour on the day before (or later): the acceptance notice says it all.
         if eve > now:
             # In UTC: SQLite compares stored times as text, so every time in the column must have one offset.
-            written.append(NewJob(TIMER_KIND, payload | {"timer": EVE, "status": str(referral.status)},
+            jobs.append(NewJob(TIMER_KIND, payload | {"timer": EVE, "status": str(referral.status)},
                                   _timer_key(referral.id, event.seq, EVE), run_at=eve.astimezone(UTC)))
-    return written
+    return jobs
 
 
 async def fire(payload: dict) -> int:

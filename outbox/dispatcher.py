@@ -183,6 +183,7 @@ class Dispatcher:
             # writes them the way it writes its own.
             sql = SQLITE_CLAIM.format(kinds=", ".join("?" * len(kinds)))
             rows = await conn.execute_query_dict(sql, [lease_until, token, now, *kinds, now, now, limit])
+        # Rows as Tortoise builds them from its own SELECTs (the dialect's value conversions included).
         jobs = [OutboxJob._init_from_db(**row) for row in rows]
         self.stats.claims += 1
         self.stats.claimed += len(jobs)
