@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     from metrics import Metrics
     from miniprogram_api.middleware import error_middleware, metrics_middleware
     from security.crypto import PersonalDataCipher
+    from slips import keys as slip_keys
 
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware],
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_kv_store)
     app.cleanup_ctx.append(directory_cache.sync)
+    app.cleanup_ctx.append(slip_keys.published_from_start)
     wechat.setup(app)
     notifications.setup(app)
     his.setup(app)

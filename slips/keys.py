@@ -7,12 +7,15 @@ signed is still open. Keys are immutable once written, so their parsed forms are
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from tortoise.transactions import in_transaction
 
+from appkeys import CIPHER
 from models import SigningKey, Slip, SlipState
 from qr.slip_token import public_jwk
 from security.crypto import PersonalDataCipher
@@ -43,7 +46,7 @@ async def create_key(cipher: PersonalDataCipher) -> SigningKey:
 
 
 async def current_kid() -> str:
-    """The kid new slips are signed with, or "" before the first key exists (it is made on first signing)."""
+    """The kid new slips are signed with, or "" before the first key exists (made at start-up, see below)."""
     key = await SigningKey.filter(purpose=PURPOSE, retired_at=None).order_by("-id").first()
     return key.kid if key else ""
 
@@ -113,3 +116,12 @@ async def jwks() -> dict:
     """The JWKS document desk devices fetch to verify slips offline."""
     return {"keys": [public_jwk(_public.get(k.kid) or _load_public(k.public_key), k.kid)
                      for k in await published_keys()]}
+
+
+async def published_from_start(app: web.Application) -> AsyncIterator[None]:
+    """Start-up: make the installation's first signing key if there is none, so the JWKS carries the key that
+    will sign from the first request on (a desk that caches the JWKS at start-up can verify offline at once).
+    Two processes starting together may both make one; both are published and the newest signs, so that race
+    costs nothing but an extra key."""
+    await signing_kid(app[CIPHER])
+    yield
