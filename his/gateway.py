@@ -54,7 +54,7 @@ class HisBusy(HisServerError):
     ``retry_after`` is the wait it asked for (Retry-After), in seconds, when it named one."""
 
     code = "HIS_BUSY"
-    message = "目标医院 HIS 繁忙，稍后自动重试"
+    message = "医院信息系统（HIS）繁忙，请稍后再试"
 
     def __init__(self, message: str | None = None, *, institution: str = "", http_status: int | None = None,
                  retry_after: float | None = None) -> None:

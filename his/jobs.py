@@ -38,9 +38,15 @@ UPDATE_EVENT = "his_admission_update"  # the timeline action that records a chan
 RECORD_TRIES = 3
 
 
+BUSY_MESSAGE = "目标医院 HIS 繁忙，稍后自动重试"
+
+
 def retry_later(exc: HisError) -> TemporaryFailure:
-    """The outbox's temporary failure for a HIS error, carrying the wait a busy HIS asked for."""
-    return TemporaryFailure(exc.message, retry_after=exc.retry_after if isinstance(exc, HisBusy) else None)
+    """The outbox's temporary failure for a HIS error; a busy HIS's with the wait it asked for (and a message
+    saying the job will come back by itself, never the rate limiter's own text)."""
+    if isinstance(exc, HisBusy):
+        return TemporaryFailure(BUSY_MESSAGE, retry_after=exc.retry_after)
+    return TemporaryFailure(exc.message)
 
 
 @handler(ADMIT)

@@ -232,8 +232,10 @@ class Dispatcher:
             return
         attempts = job.attempts
         if asked is not None:
-            # The remote said when to come back: then (within the backoff cap), and this attempt is not counted.
-            delay = min(max(asked, self.config.backoff), self.config.backoff_max)
+            # The remote said when to come back: then, spread over up to half as long again so that the jobs it
+            # turned away together do not all return in the same instant (within the backoff cap); and this
+            # attempt is not counted.
+            delay = min(max(asked, self.config.backoff) * (1 + random.random() / 2), self.config.backoff_max)
             attempts = max(job.attempts - 1, 0)
         else:
             delay = backoff_delay(job.attempts, self.config.backoff, self.config.backoff_max)
