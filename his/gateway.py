@@ -155,8 +155,7 @@ class HisEndpoint:
     identifiers: str = "his"
 
     @classmethod
-    def of(cls, institution: InstitutionLike, *, base_url: str | None = None,
-           secret: str | None = None) -> HisEndpoint:
+    def of(cls, institution: InstitutionLike, *, base_url: str | None = None, secret: str = "") -> HisEndpoint:
         return cls(code=institution.code,
                    his_base_url=(base_url if base_url is not None else institution.his_base_url).rstrip("/"),
                    his_ca_bundle=institution.his_ca_bundle or "",
@@ -167,7 +166,7 @@ class HisEndpoint:
                    client_id=getattr(institution, "his_client_id", "") or "",
                    scope=getattr(institution, "his_scope", "") or "",
                    key_id=getattr(institution, "his_key_id", "") or "",
-                   secret=secret if secret is not None else getattr(institution, "secret", ""),
+                   secret=secret,
                    identifiers=getattr(institution, "his_identifiers", "his") or "his")
 
 
@@ -365,7 +364,7 @@ class GatewayRouter(HisGateway):
 
     def route(self, institution: InstitutionLike) -> tuple[HisGateway, HisEndpoint]:
         base = (institution.his_base_url or "").strip()
-        secret = self.reveal_secret(institution) if self.reveal_secret is not None else None
+        secret = self.reveal_secret(institution) if self.reveal_secret is not None else ""
         endpoint = institution if isinstance(institution, HisEndpoint) else HisEndpoint.of(institution, secret=secret)
         if not base and self.fallback_base_url is not None:
             base = self.fallback_base_url(institution.code) or ""

@@ -57,7 +57,8 @@ async def his_jobs_done() -> bool:
 
 
 @pytest.mark.parametrize("personality", ["his", "generic"])
-async def test_the_whole_loop_against_either_personality(client, personality):
+async def test_the_whole_loop_against_either_personality(client, personality, caplog):
+    caplog.set_level("DEBUG")
     app = client.server.app
     app[HIS_SIMULATOR].report_delay = 0
     desk = await Desk.open(client)
@@ -123,6 +124,9 @@ async def test_the_whole_loop_against_either_personality(client, personality):
         # Every call carried a token; one token per institution served the whole loop.
         assert (source.refused, target.refused) == (0, 0)
         assert (source.token_requests, target.token_requests) == (1, 1)
+        # Neither the client secret nor a token ever reaches a log line.
+        for secret in [CLIENT_SECRET, *source.tokens, *target.tokens]:
+            assert secret not in caplog.text
 
 
 async def test_a_token_that_expires_mid_run_is_renewed_once_and_nothing_is_lost(client):
