@@ -198,7 +198,7 @@ async def run_connection_test(gateway: HisGateway, institution: Institution) -> 
         steps = await gateway.check_connection(institution)
     except HisNotConfigured as exc:
         steps = [ConnectionStep("config", "连接配置", False, exc.message)]
-        steps += [ConnectionStep(step, name, None, "因前一步失败而跳过")  # type: ignore[arg-type]
+        steps += [ConnectionStep(step, name, None, "因前一步失败而跳过")
                   for step, name in STEP_NAMES.items()]
     return ConnectionTest(ok=all(s.ok for s in steps), steps=[StepOut(**asdict(s)) for s in steps])
 

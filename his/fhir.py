@@ -759,15 +759,15 @@ class FhirGateway(HisGateway):
         failed = False
         for step, name, check in plan:
             if failed:
-                steps.append(ConnectionStep(step, name, None, "因前一步失败而跳过"))  # type: ignore[arg-type]
+                steps.append(ConnectionStep(step, name, None, "因前一步失败而跳过"))
                 continue
             try:
                 message = await check(endpoint)
             except HisError as exc:
                 failed = True
-                steps.append(ConnectionStep(step, name, False, exc.message))  # type: ignore[arg-type]
+                steps.append(ConnectionStep(step, name, False, exc.message))
             else:
-                steps.append(ConnectionStep(step, name, True, message))  # type: ignore[arg-type]
+                steps.append(ConnectionStep(step, name, True, message))
         return steps
 
     async def _check_network(self, endpoint: HisEndpoint) -> str:

@@ -129,12 +129,6 @@ class InstitutionLike(Protocol):
     his_client_key: str
 
 
-AuthMode = Literal["none", "bearer", "basic", "client_credentials", "smart_backend"]
-AUTH_MODES: tuple[str, ...] = ("none", "bearer", "basic", "client_credentials", "smart_backend")
-IdentifierProfile = Literal["his", "platform"]
-IDENTIFIER_PROFILES: tuple[str, ...] = ("his", "platform")
-
-
 @dataclass(frozen=True)
 class HisEndpoint:
     """An institution's resolved HIS connection: base URL, PEM texts for (mutual) TLS, how to authenticate
@@ -296,7 +290,7 @@ class Report:
 class ConnectionStep:
     """One step of a connection test: ``ok`` None means skipped (an earlier step failed)."""
 
-    step: Literal["config", "connect", "auth", "metadata", "search"]
+    step: str  # config, connect, auth, metadata, search
     name: str  # what users read, e.g. "网络连接（DNS/TCP/TLS）"
     ok: bool | None
     message: str
