@@ -144,9 +144,10 @@ async def save_connection(cipher: PersonalDataCipher, institution: Institution,
         if given.get(name) is not None:
             value = given[name].strip() if name not in ("ca_bundle", "client_cert") else given[name]
             setattr(institution, column, value)
-    secret = reveal_secret(cipher, institution)
-    if "secret" in given and given["secret"] is not None:
+    if given.get("secret") is not None:
         secret = given["secret"].strip()
+    else:
+        secret = reveal_secret(cipher, institution)
     if "client_key" in given and given["client_key"] is not None:
         institution.his_client_key = given["client_key"]
     if institution.his_base_url:
