@@ -1,6 +1,7 @@
 """Referral Cloud: the one app factory and the command line.
 
     python app.py serve | migrate | seed | demo | demo-accounts [--json] | worker | jobs [--dead] [--retry ID]
+                | his-connection show|set|test CODE
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="walk the paper's referral flow against the running platform")
     slip_keys = sub.add_parser("slip-keys", help="rotate or list the keys that sign admission slips")
     slip_keys.add_argument("action", choices=["rotate", "list"])
+    his_connection = sub.add_parser("his-connection", help="show, set or test an institution's HIS connection")
+    from his.cli import add_arguments as add_his_connection_arguments
+
+    add_his_connection_arguments(his_connection)
     args = parser.parse_args(argv)
 
     try:
@@ -175,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         from slips.cli import run_slip_keys
 
         return asyncio.run(run_slip_keys(settings, args.action))
+    elif args.command == "his-connection":
+        from his.cli import run_his_connection
+
+        return asyncio.run(run_his_connection(settings, args))
     elif args.command == "jobs":
         from outbox.cli import run_jobs_command
 

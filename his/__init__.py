@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from appkeys import HIS, HIS_SIMULATOR, SETTINGS
+from appkeys import CIPHER, HIS, HIS_SIMULATOR, KV_STORE, SETTINGS
 
 
 def setup(app: web.Application) -> None:
@@ -48,14 +48,20 @@ async def _embedded_simulator(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _gateway(app: web.Application) -> AsyncIterator[None]:
+    from his.auth import HisCredentials
+    from his.connection import reveal_secret
     from his.fhir import FhirGateway
     from his.gateway import GatewayRouter
 
     settings = app[SETTINGS]
-    fhir = FhirGateway(timeout=settings.his_timeout)
+    cipher = app[CIPHER]
+    # OAuth2 tokens are shared by every process through the KV store, as the WeChat token is.
+    credentials = HisCredentials(app[KV_STORE], lock_timeout=settings.his_timeout + 5)
+    fhir = FhirGateway(timeout=settings.his_timeout, credentials=credentials)
     state = app.get(HIS_SIMULATOR)
     gateway = GatewayRouter({"http": fhir, "https": fhir},
-                            fallback_base_url=state.fhir_base if state is not None else None)
+                            fallback_base_url=state.fhir_base if state is not None else None,
+                            reveal_secret=lambda institution: reveal_secret(cipher, institution))
     app[HIS] = gateway
     try:
         yield

@@ -21,16 +21,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import ssl
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from fhir.resources.R4B.bundle import Bundle
@@ -45,11 +48,15 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
 from his import profile
+from his.auth import TOKEN_MODES, HisCredentials, retry_after_seconds
 from his.gateway import (
     AdmissionChange,
     AdmissionRequest,
     ClinicalSummary,
+    ConnectionStep,
     Diagnosis,
+    HisAuthFailed,
+    HisBusy,
     HisEndpoint,
     HisError,
     HisGateway,
@@ -68,6 +75,7 @@ from his.gateway import (
     PlacedOrder,
     Report,
 )
+from kv.memory import MemoryKV
 
 log = logging.getLogger("referral_cloud.his")
 
@@ -78,6 +86,8 @@ OPEN_ENCOUNTER_STATUSES = "in-progress,arrived,triaged,onleave"
 RECENT_RESULTS = 5
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 CHINA = timezone(timedelta(hours=8))
+# Answers that mean "busy, come back later" rather than "broken" (a rate limiter, a gateway in front of the HIS).
+BUSY_STATUSES = (429, 502, 503, 504)
 
 
 class _Deadline:
@@ -241,8 +251,11 @@ class FhirGateway(HisGateway):
     """HisGateway over FHIR R4 REST. ``institution`` arguments are HisEndpoints or anything InstitutionLike
     whose ``his_base_url`` is set (the GatewayRouter resolves empty URLs before calling)."""
 
-    def __init__(self, *, timeout: float, read_attempts: int = 3, retry_backoff: float = 0.2) -> None:
+    def __init__(self, *, timeout: float, read_attempts: int = 3, retry_backoff: float = 0.2,
+                 credentials: HisCredentials | None = None) -> None:
         self.timeout = timeout
+        # Without a shared store (unit tests, a one-off CLI run) tokens are cached in this process only.
+        self.credentials = credentials or HisCredentials(MemoryKV(), lock_timeout=timeout + 5)
         self.read_attempts = max(1, read_attempts)
         self.retry_backoff = retry_backoff
         self._sessions: dict[str, tuple[str, aiohttp.ClientSession]] = {}
@@ -279,7 +292,11 @@ class FhirGateway(HisGateway):
     async def _request(self, endpoint: HisEndpoint, deadline: _Deadline, method: str, path: str, *,
                        params: list[tuple[str, str]] | None = None, body: FHIRResourceModel | None = None,
                        headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
-        """One FHIR interaction: (status, JSON body, Location header). 4xx/5xx become HisErrors."""
+        """One FHIR interaction: (status, JSON body, Location header). 4xx/5xx become HisErrors.
+
+        A 401 with a token-based credential renews the token once and sends the request again (the server did
+        not act on it, so this is safe for writes too). 429, and 502/503/504 once retries are used up, are
+        HisBusy with the Retry-After the server asked for."""
         if not endpoint.his_base_url:
             raise HisNotConfigured(institution=endpoint.code)
         session = self._session(endpoint)
@@ -292,10 +309,18 @@ class FhirGateway(HisGateway):
             send_headers.setdefault("Prefer", "return=representation")
         attempts = self.read_attempts if method == "GET" else 1
         resource_type = path.split("/", 1)[0]
-        for attempt in range(attempts):
+        attempt = 0
+        renewed = False
+        while True:
             remaining = deadline.remaining()
             if remaining <= 0:
                 raise HisTimeout(institution=endpoint.code)
+            authorization = await self.credentials.authorization(endpoint, session, remaining)
+            if authorization is not None:
+                send_headers["Authorization"] = authorization
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    raise HisTimeout(institution=endpoint.code)
             started = time.monotonic()
             try:
                 async with asyncio.timeout(remaining):
@@ -304,6 +329,7 @@ class FhirGateway(HisGateway):
                                                allow_redirects=False) as response:
                         status = response.status
                         location = response.headers.get("Location", "")
+                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                         raw = await self._read(response, endpoint)
             except TimeoutError:
                 log.warning("his %s %s %s timed out after %.0f ms", endpoint.code, method, resource_type,
@@ -312,20 +338,33 @@ class FhirGateway(HisGateway):
             except aiohttp.ClientError as exc:
                 log.warning("his %s %s %s failed: %s (attempt %d/%d)", endpoint.code, method, resource_type,
                             type(exc).__name__, attempt + 1, attempts)
-                error: HisError = HisUnreachable(institution=endpoint.code)
-                if attempt + 1 < attempts and await self._backoff(attempt, deadline):
+                attempt += 1
+                if attempt < attempts and await self._backoff(attempt - 1, deadline):
                     continue
-                raise error from None
+                raise HisUnreachable(institution=endpoint.code) from None
             log.info("his %s %s %s -> %d in %.0f ms", endpoint.code, method, resource_type, status,
                      (time.monotonic() - started) * 1000)
+            if status == 401:
+                if authorization is not None and endpoint.auth in TOKEN_MODES and not renewed:
+                    renewed = True
+                    await self.credentials.renew(endpoint, session, max(deadline.remaining(), 0.1), authorization)
+                    continue
+                raise HisAuthFailed(institution=endpoint.code, detail={"http_status": status})
             if status >= 400:
                 # Error bodies are read for their OperationOutcome if they have one; proxies send HTML.
                 payload = self._json_or_empty(raw)
             else:
                 payload = self._json(raw, endpoint) if raw else {}
+            if status == 429 or (status in BUSY_STATUSES and retry_after is not None):
+                log.warning("his %s %s %s throttled (%d), retry after %s s", endpoint.code, method, resource_type,
+                            status, retry_after)
+                raise HisBusy(institution=endpoint.code, http_status=status, retry_after=retry_after)
             if status >= 500:
-                if attempt + 1 < attempts and await self._backoff(attempt, deadline):
+                attempt += 1
+                if attempt < attempts and await self._backoff(attempt - 1, deadline):
                     continue
+                if status in BUSY_STATUSES:
+                    raise HisBusy(institution=endpoint.code, http_status=status)
                 raise HisServerError(institution=endpoint.code, detail={"http_status": status})
             if status == 404:
                 raise HisNotFound(institution=endpoint.code)
@@ -335,7 +374,6 @@ class FhirGateway(HisGateway):
             if status >= 300:
                 raise HisProtocolError(institution=endpoint.code, detail={"http_status": status})
             return status, payload, location
-        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _backoff(self, attempt: int, deadline: _Deadline) -> bool:
         pause = self.retry_backoff * (2 ** attempt)
@@ -414,7 +452,23 @@ class FhirGateway(HisGateway):
     def _endpoint(institution: InstitutionLike) -> HisEndpoint:
         return institution if isinstance(institution, HisEndpoint) else HisEndpoint.of(institution)
 
+    async def _add_identifier(self, endpoint: HisEndpoint, deadline: _Deadline, resource: Encounter,
+                              system: str, value: str) -> None:
+        data = json.loads(resource.model_dump_json(exclude_none=True))
+        data["identifier"] = list(data.get("identifier") or []) + [{"use": "official", "system": system,
+                                                                   "value": value}]
+        data.pop("meta", None)
+        headers = {"If-Match": f'W/"{resource.meta.versionId}"'} if resource.meta and resource.meta.versionId \
+            else {}
+        await self._request(endpoint, deadline, "PUT", f"Encounter/{resource.id}",
+                            body=_validated(Encounter, data), headers=headers)
+
     async def _patient_by_mrn(self, endpoint: HisEndpoint, deadline: _Deadline, mrn: str) -> Patient:
+        server_id = profile.parse_server_patient_key(mrn)
+        if server_id is not None:
+            # Profile "platform": the key is the server's logical id (see profile.server_patient_key).
+            _, data, _ = await self._request(endpoint, deadline, "GET", f"Patient/{server_id}")
+            return self._parse(Patient, data, endpoint)
         if not _SAFE_CODE.match(mrn):
             raise HisNotFound("医院信息系统（HIS）中未找到该患者", institution=endpoint.code)
         patients = await self._search(endpoint, deadline, Patient,
@@ -522,17 +576,28 @@ class FhirGateway(HisGateway):
             endpoint, _Deadline(self.timeout), resource,
             "identifier=" + _token(profile.ID_NUMBER_SYSTEM, patient.id_number.strip().upper()))
         mrn = _identifier(stored, profile.MRN_SYSTEM)
+        if not mrn and endpoint.identifiers == "platform":
+            try:
+                mrn = profile.server_patient_key(str(stored.id or ""))
+            except ValueError:
+                raise HisProtocolError("医院信息系统（HIS）返回的患者编号无法使用", institution=endpoint.code) from None
         if not mrn:
             raise HisProtocolError("医院信息系统（HIS）未返回病历号", institution=endpoint.code)
         log.info("his %s patient %s (%s)", endpoint.code, "registered" if created else "already registered",
                  stored.id)
         return mrn
 
-    def admission_resource(self, patient_id: str, admission: AdmissionRequest) -> Encounter:
-        """The planned inpatient Encounter create_admission sends (validated)."""
+    def admission_resource(self, patient_id: str, admission: AdmissionRequest, *,
+                           issued_here: bool = False) -> Encounter:
+        """The planned inpatient Encounter create_admission sends (validated); with `issued_here` it carries the
+        certificate number the platform issues (profile "platform")."""
+        identifiers = [{"use": "official", "system": profile.REFERRAL_SYSTEM, "value": admission.referral_code}]
+        if issued_here:
+            identifiers.append({"use": "official", "system": profile.CERTIFICATE_SYSTEM,
+                                "value": profile.platform_certificate_number(admission.referral_code)})
         data: dict[str, Any] = {
             "resourceType": "Encounter",
-            "identifier": [{"use": "official", "system": profile.REFERRAL_SYSTEM, "value": admission.referral_code}],
+            "identifier": identifiers,
             "status": "planned",
             "class": {"system": profile.ACT_CODE_SYSTEM, "code": "IMP", "display": "inpatient encounter"},
             "serviceType": {"coding": [{"system": profile.DEPARTMENT_SYSTEM, "code": admission.department_code,
@@ -569,10 +634,15 @@ class FhirGateway(HisGateway):
         endpoint = self._endpoint(institution)
         deadline = _Deadline(self.timeout)
         patient = await self._patient_by_mrn(endpoint, deadline, admission.patient_mrn)
-        resource = self.admission_resource(str(patient.id), admission)
+        issued_here = endpoint.identifiers == "platform"
+        resource = self.admission_resource(str(patient.id), admission, issued_here=issued_here)
         stored, created = await self._create(endpoint, deadline, resource,
                                              "identifier=" + _token(profile.REFERRAL_SYSTEM, admission.referral_code))
         number = _identifier(stored, profile.CERTIFICATE_SYSTEM)
+        if not number and issued_here:
+            # An Encounter made before the profile was switched: write our number onto it.
+            number = profile.platform_certificate_number(admission.referral_code)
+            await self._add_identifier(endpoint, deadline, stored, profile.CERTIFICATE_SYSTEM, number)
         if not number:
             raise HisProtocolError("医院信息系统（HIS）未返回住院证号", institution=endpoint.code)
         log.info("his %s admission encounter %s (%s)", endpoint.code, stored.id,
@@ -673,3 +743,83 @@ class FhirGateway(HisGateway):
         reports = [_report(r) for r in await self._search(endpoint, deadline, DiagnosticReport, params)]
         oldest = datetime.min.replace(tzinfo=UTC)
         return sorted(reports, key=lambda r: r.issued or oldest, reverse=True)
+
+    # --------------------------------------------------------------------------- connection test
+
+    async def check_connection(self, institution: InstitutionLike) -> list[ConnectionStep]:
+        """Network (DNS, TCP, TLS with the institution's certificates), credentials (a fresh token for OAuth2
+        modes), ``GET metadata`` and one Patient search, in that order; after a failure the rest are skipped.
+        Messages are for administrators, in Chinese; none carries a secret or a server's raw body."""
+        endpoint = self._endpoint(institution)
+        steps: list[ConnectionStep] = []
+        plan = [("connect", "网络连接（DNS/TCP/TLS）", self._check_network),
+                ("auth", "身份认证（访问凭证/令牌）", self._check_auth),
+                ("metadata", "FHIR 能力声明（metadata）", self._check_metadata),
+                ("search", "患者检索（Patient）", self._check_search)]
+        failed = False
+        for step, name, check in plan:
+            if failed:
+                steps.append(ConnectionStep(step, name, None, "因前一步失败而跳过"))
+                continue
+            try:
+                message = await check(endpoint)
+            except HisError as exc:
+                failed = True
+                steps.append(ConnectionStep(step, name, False, exc.message))
+            else:
+                steps.append(ConnectionStep(step, name, True, message))
+        return steps
+
+    async def _check_network(self, endpoint: HisEndpoint) -> str:
+        parts = urlsplit(endpoint.his_base_url)
+        host, secure = parts.hostname or "", parts.scheme.lower() == "https"
+        port = parts.port or (443 if secure else 80)
+        context = build_ssl_context(endpoint) if secure else None
+        try:
+            async with asyncio.timeout(self.timeout):
+                _, writer = await asyncio.open_connection(host, port, ssl=context,
+                                                          server_hostname=host if secure else None)
+        except TimeoutError:
+            raise HisTimeout(f"连接 {host}:{port} 超时", institution=endpoint.code) from None
+        except socket.gaierror:
+            raise HisUnreachable(f"无法解析域名 {host}", institution=endpoint.code) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise HisUnreachable(f"TLS 证书校验失败：{exc.verify_message or '服务器证书不受信任'}",
+                                 institution=endpoint.code) from None
+        except ssl.SSLError:
+            raise HisUnreachable("TLS 握手失败（检查 CA 证书与客户端证书）", institution=endpoint.code) from None
+        except ConnectionRefusedError:
+            raise HisUnreachable(f"{host}:{port} 拒绝连接", institution=endpoint.code) from None
+        except OSError:
+            raise HisUnreachable(f"无法连接 {host}:{port}", institution=endpoint.code) from None
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+        return f"已连接 {host}:{port}" + ("，TLS 证书校验通过" if secure else "（未加密，仅限医院内网）")
+
+    async def _check_auth(self, endpoint: HisEndpoint) -> str:
+        if endpoint.auth == "none":
+            return "未配置访问凭证（仅依赖网络隔离或双向 TLS）"
+        if endpoint.auth in TOKEN_MODES:
+            _, expires_in = await self.credentials.fetch_token(endpoint, self._session(endpoint), self.timeout)
+            return f"已从令牌端点获取访问令牌（有效期 {int(expires_in)} 秒）"
+        await self.credentials.authorization(endpoint, self._session(endpoint), self.timeout)
+        return "已配置静态凭证，由下一步验证"
+
+    async def _check_metadata(self, endpoint: HisEndpoint) -> str:
+        _, data, _ = await self._request(endpoint, _Deadline(self.timeout), "GET", "metadata")
+        if data.get("resourceType") != "CapabilityStatement":
+            raise HisProtocolError("metadata 未返回 CapabilityStatement", institution=endpoint.code)
+        version = str(data.get("fhirVersion") or "")
+        if not version.startswith("4.0"):
+            raise HisProtocolError(f"服务器的 FHIR 版本为 {version or '未知'}，本平台需要 R4（4.0.x）",
+                                   institution=endpoint.code)
+        software = data.get("software") if isinstance(data.get("software"), dict) else {}
+        name = str(software.get("name") or "")[:60]
+        return f"FHIR {version}" + (f"，服务器软件：{name}" if name else "")
+
+    async def _check_search(self, endpoint: HisEndpoint) -> str:
+        # An identifier nobody has: proves search by identifier works without reading anyone's record.
+        await self._search(endpoint, _Deadline(self.timeout), Patient,
+                           [("identifier", _token(profile.ID_NUMBER_SYSTEM, "000000000000000000")), ("_count", "1")])
+        return "按身份证号检索患者正常"

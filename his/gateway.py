@@ -49,6 +49,32 @@ class HisServerError(HisUnreachable):
     message = "医院信息系统（HIS）内部错误，请稍后再试"
 
 
+class HisBusy(HisServerError):
+    """The HIS (or a gateway in front of it) is throttling or briefly unavailable: 429, 502, 503, 504.
+    ``retry_after`` is the wait it asked for (Retry-After), in seconds, when it named one."""
+
+    code = "HIS_BUSY"
+    message = "医院信息系统（HIS）繁忙，请稍后再试"
+
+    def __init__(self, message: str | None = None, *, institution: str = "", http_status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        detail: dict[str, Any] = {}
+        if http_status is not None:
+            detail["http_status"] = http_status
+        if retry_after is not None:
+            detail["retry_after"] = round(retry_after, 1)
+        super().__init__(message, institution=institution, detail=detail)
+
+
+class HisAuthFailed(HisUnreachable):
+    """The HIS or its token endpoint refused our credentials (401 after one refresh, or no token). Retried
+    like an outage: an administrator fixing the connection settings brings the waiting jobs through."""
+
+    code = "HIS_AUTH_FAILED"
+    message = "医院信息系统（HIS）拒绝了本平台的访问凭证，请联系机构管理员检查 HIS 连接配置"
+
+
 class HisNotConfigured(HisUnreachable):
     code = "HIS_NOT_CONFIGURED"
     message = "该机构尚未配置 HIS 前置机地址，请联系机构管理员"
@@ -105,21 +131,37 @@ class InstitutionLike(Protocol):
 
 @dataclass(frozen=True)
 class HisEndpoint:
-    """An institution's resolved HIS connection: base URL and PEM texts for (mutual) TLS."""
+    """An institution's resolved HIS connection: base URL, PEM texts for (mutual) TLS, how to authenticate
+    (``secret`` decrypted: a bearer token, Basic password, client secret or SMART private key PEM; never in
+    repr) and who assigns business identifiers (``identifiers``, see his.profile)."""
 
     code: str
     his_base_url: str
     his_ca_bundle: str = ""
     his_client_cert: str = ""
-    his_client_key: str = ""
+    his_client_key: str = field(default="", repr=False)
+    auth: str = "none"
+    token_url: str = ""
+    client_id: str = ""
+    scope: str = ""
+    key_id: str = ""
+    secret: str = field(default="", repr=False)
+    identifiers: str = "his"
 
     @classmethod
-    def of(cls, institution: InstitutionLike, *, base_url: str | None = None) -> HisEndpoint:
+    def of(cls, institution: InstitutionLike, *, base_url: str | None = None, secret: str = "") -> HisEndpoint:
         return cls(code=institution.code,
                    his_base_url=(base_url if base_url is not None else institution.his_base_url).rstrip("/"),
                    his_ca_bundle=institution.his_ca_bundle or "",
                    his_client_cert=institution.his_client_cert or "",
-                   his_client_key=institution.his_client_key or "")
+                   his_client_key=institution.his_client_key or "",
+                   auth=getattr(institution, "his_auth", "none") or "none",
+                   token_url=getattr(institution, "his_token_url", "") or "",
+                   client_id=getattr(institution, "his_client_id", "") or "",
+                   scope=getattr(institution, "his_scope", "") or "",
+                   key_id=getattr(institution, "his_key_id", "") or "",
+                   secret=secret,
+                   identifiers=getattr(institution, "his_identifiers", "his") or "his")
 
 
 Gender = Literal["male", "female", "unknown"]
@@ -244,6 +286,16 @@ class Report:
     conclusion: str
 
 
+@dataclass(frozen=True)
+class ConnectionStep:
+    """One step of a connection test: ``ok`` None means skipped (an earlier step failed)."""
+
+    step: str  # config, connect, auth, metadata, search
+    name: str  # what users read, e.g. "网络连接（DNS/TCP/TLS）"
+    ok: bool | None
+    message: str
+
+
 # ------------------------------------------------------------------------------------- the interface
 
 
@@ -280,6 +332,10 @@ class HisGateway(abc.ABC):
                            since: datetime | None = None) -> list[Report]:
         """The patient's DiagnosticReports issued at or after ``since``, newest first."""
 
+    async def check_connection(self, institution: InstitutionLike) -> list[ConnectionStep]:
+        """Try the connection step by step (network, credentials, ``metadata``, one Patient search)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections."""
@@ -293,13 +349,17 @@ class GatewayRouter(HisGateway):
     """
 
     def __init__(self, adapters: dict[str, HisGateway],
-                 fallback_base_url: Callable[[str], str | None] | None = None) -> None:
+                 fallback_base_url: Callable[[str], str | None] | None = None,
+                 reveal_secret: Callable[[InstitutionLike], str] | None = None) -> None:
         self.adapters = adapters
         self.fallback_base_url = fallback_base_url
+        # Decrypts the institution's stored HIS secret (his.connection.reveal_secret with the app's cipher).
+        self.reveal_secret = reveal_secret
 
     def route(self, institution: InstitutionLike) -> tuple[HisGateway, HisEndpoint]:
         base = (institution.his_base_url or "").strip()
-        endpoint = HisEndpoint.of(institution)
+        secret = self.reveal_secret(institution) if self.reveal_secret is not None else ""
+        endpoint = institution if isinstance(institution, HisEndpoint) else HisEndpoint.of(institution, secret=secret)
         if not base and self.fallback_base_url is not None:
             base = self.fallback_base_url(institution.code) or ""
             endpoint = replace(endpoint, his_base_url=base.rstrip("/"))
@@ -339,6 +399,10 @@ class GatewayRouter(HisGateway):
                            since: datetime | None = None) -> list[Report]:
         adapter, endpoint = self.route(institution)
         return await adapter.list_reports(endpoint, patient_mrn, since)
+
+    async def check_connection(self, institution: InstitutionLike) -> list[ConnectionStep]:
+        adapter, endpoint = self.route(institution)
+        return await adapter.check_connection(endpoint)
 
     async def close(self) -> None:
         for adapter in {id(a): a for a in self.adapters.values()}.values():

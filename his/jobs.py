@@ -6,8 +6,10 @@ with a timeline event. The referral's `his_sync` reads pending → done, or fail
 being issued) withdraws or moves the planned Encounter in the target HIS and records that on the timeline; while
 his.admit is still pending it waits (retries), and it does nothing once the HIS never had the certificate.
 
-Failure mapping: HIS unreachable, 5xx, timeouts and garbled answers are temporary (retried with backoff); a
-rejection (OperationOutcome), a missing record or an MRN already linked to another patient are permanent.
+Failure mapping: HIS unreachable, 5xx, timeouts, refused credentials and garbled answers are temporary (retried
+with backoff); a busy HIS (429/502/503/504) is temporary and the job comes back when its Retry-After says, without
+using up an attempt; a rejection (OperationOutcome), a missing record or an MRN already linked to another patient
+are permanent.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from appkeys import CIPHER, HIS
 from directory import cache
 from errors import Conflict
 from his.admission import ADMITTABLE, issue_certificate
-from his.gateway import AdmissionChange, HisError, HisNotFound, HisRejected
+from his.gateway import AdmissionChange, HisBusy, HisError, HisNotFound, HisRejected
 from models import HisSync, Referral, ReferralEvent
 from outbox.registry import JobContext, PermanentFailure, TemporaryFailure, handler, on_dead
 from referrals.state_machine import Status
@@ -34,6 +36,17 @@ UPDATE_ADMISSION = "his.update_admission"
 UPDATE_EVENT = "his_admission_update"  # the timeline action that records a change made in the HIS
 # A concurrent transition may win the version race; try again at once this often before backing off.
 RECORD_TRIES = 3
+
+
+BUSY_MESSAGE = "目标医院 HIS 繁忙，稍后自动重试"
+
+
+def retry_later(exc: HisError) -> TemporaryFailure:
+    """The outbox's temporary failure for a HIS error; a busy HIS's with the wait it asked for (and a message
+    saying the job will come back by itself, never the rate limiter's own text)."""
+    if isinstance(exc, HisBusy):
+        return TemporaryFailure(BUSY_MESSAGE, retry_after=exc.retry_after)
+    return TemporaryFailure(exc.message)
 
 
 @handler(ADMIT)
@@ -55,7 +68,7 @@ async def admit(ctx: JobContext) -> None:
         except (HisRejected, HisNotFound) as exc:
             raise PermanentFailure(exc.message) from exc
         except HisError as exc:
-            raise TemporaryFailure(exc.message) from exc
+            raise retry_later(exc) from exc
         except Conflict as exc:
             raise PermanentFailure(exc.message) from exc
         except ValueError as exc:
@@ -77,7 +90,7 @@ async def _update_his(ctx: JobContext, referral: Referral, change: AdmissionChan
             raise TemporaryFailure(exc.message) from exc
         raise PermanentFailure(exc.message) from exc
     except HisError as exc:
-        raise TemporaryFailure(exc.message) from exc
+        raise retry_later(exc) from exc
 
 
 async def _withdraw_unrecorded(ctx: JobContext, referral: Referral) -> None:

@@ -83,6 +83,33 @@ def parse_card_code(content: str) -> tuple[str, str] | None:
     return code, mrn
 
 
+# Profile "platform" (a general FHIR server that assigns no business identifiers): the patient's key at the HIS is
+# the server's logical id, stored where an MRN would be, written "Patient/<id>" so that it can never be mistaken
+# for an MRN (MRNs have no slash); the certificate number is the platform's, derived from the referral code so a
+# retry writes the same one.
+SERVER_KEY_PREFIX = "Patient/"
+_SERVER_ID = re.compile(r"^[A-Za-z0-9\-.]{1,56}$")
+
+
+def server_patient_key(logical_id: str) -> str:
+    if not _SERVER_ID.match(logical_id):
+        raise ValueError("not a FHIR logical id (or longer than a stored key allows)")
+    return SERVER_KEY_PREFIX + logical_id
+
+
+def parse_server_patient_key(key: str) -> str | None:
+    """The logical id in a "Patient/<id>" key, or None when `key` is an MRN."""
+    if not key.startswith(SERVER_KEY_PREFIX):
+        return None
+    logical_id = key[len(SERVER_KEY_PREFIX):]
+    return logical_id if _SERVER_ID.match(logical_id) else None
+
+
+def platform_certificate_number(referral_code: str) -> str:
+    """The admission certificate number the platform issues when the HIS does not: ZY + the referral code."""
+    return "ZY" + referral_code
+
+
 def looks_like_mrn(content: str) -> bool:
     return bool(_MRN.match(content.strip()))
 

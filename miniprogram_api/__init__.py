@@ -9,6 +9,7 @@ from miniprogram_api import (
     auth,
     capacity,
     directory,
+    his_connection,
     his_launch,
     inbox,
     jobs,
@@ -22,7 +23,7 @@ from miniprogram_api import (
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions, jobs]
+               inbox, subscriptions, jobs, his_connection]
 
 
 def all_routes() -> list:

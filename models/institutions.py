@@ -31,6 +31,17 @@ class Institution(SoftDeleted):
     his_ca_bundle = fields.TextField(default="")
     his_client_cert = fields.TextField(default="")
     his_client_key = fields.TextField(default="")
+    # How the gateway authenticates to it (his.connection): none, bearer, basic, client_credentials or
+    # smart_backend; the secret (token, password, client secret or private key PEM) is encrypted like ID numbers.
+    his_auth = fields.CharField(max_length=24, default="none")
+    his_token_url = fields.CharField(max_length=300, default="")
+    his_client_id = fields.CharField(max_length=200, default="")
+    his_scope = fields.CharField(max_length=300, default="")
+    his_key_id = fields.CharField(max_length=100, default="")
+    his_secret_enc = fields.TextField(default="")
+    # Who assigns the MRN and the admission certificate number: "his" (a Chinese HIS does) or "platform" (a
+    # general FHIR server: its logical Patient id is the HIS key and the platform issues certificate numbers).
+    his_identifiers = fields.CharField(max_length=16, default="his")
     # PEM public key the institution's HIS signs single-sign-on launch tokens with.
     launch_public_key = fields.TextField(default="")
 

@@ -11,7 +11,8 @@ this worker) and counts the attempt, so a job that keeps killing its worker stil
 Both return the claimed rows whole: claiming is one statement.
 
 Outcomes: success → done (written in batches: one UPDATE per refill); TemporaryFailure, a handler timeout or any
-other exception → pending again after exponential backoff with jitter, until `max_attempts`, then dead;
+other exception → pending again after exponential backoff with jitter, until `max_attempts`, then dead (a
+TemporaryFailure with `retry_after`, the remote's Retry-After, is due again at that time and not counted);
 PermanentFailure → dead at once. A dead job keeps its reason in `last_error` and its kind's dead handler runs.
 Every outcome write is conditional on the claim token, so a worker that outlived its lease cannot overwrite
 the outcome of the worker that took the job over.
@@ -225,14 +226,23 @@ class Dispatcher:
 
     async def _failed(self, job: OutboxJob, exc: BaseException, *, permanent: bool) -> None:
         reason = failure_reason(exc)
-        if permanent or job.attempts >= self.config.max_attempts:
+        asked = exc.retry_after if isinstance(exc, TemporaryFailure) else None
+        if permanent or (asked is None and job.attempts >= self.config.max_attempts):
             await self._dead(job, reason)
             return
-        delay = backoff_delay(job.attempts, self.config.backoff, self.config.backoff_max)
+        attempts = job.attempts
+        if asked is not None:
+            # The remote said when to come back: then, spread over up to half as long again so that the jobs it
+            # turned away together do not all return in the same instant (within the backoff cap); and this
+            # attempt is not counted.
+            delay = min(max(asked, self.config.backoff) * (1 + random.random() / 2), self.config.backoff_max)
+            attempts = max(job.attempts - 1, 0)
+        else:
+            delay = backoff_delay(job.attempts, self.config.backoff, self.config.backoff_max)
         now = _now()
         await OutboxJob.filter(id=job.id, state=JobState.RUNNING, locked_by=job.locked_by).update(
             state=JobState.PENDING, next_attempt_at=now + timedelta(seconds=delay), lease_until=None,
-            locked_by="", last_error=reason, updated_at=now)
+            locked_by="", last_error=reason, updated_at=now, attempts=attempts)
         self.stats.retried += 1
         self._note_due(delay)
         log.info("outbox job %s (%s) attempt %d failed, retry in %.1fs: %s", job.id, job.kind, job.attempts,

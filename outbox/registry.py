@@ -13,7 +13,15 @@ from models import OutboxJob
 
 
 class TemporaryFailure(Exception):
-    """Try again later (the remote system is down, busy, rate-limited, timed out)."""
+    """Try again later (the remote system is down, busy, rate-limited, timed out).
+
+    ``retry_after`` (seconds) is set when the remote system said when to come back (HTTP 429/503 Retry-After):
+    the job is due again then, and the attempt does not count towards the job's maximum (being told to wait
+    is not failing)."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentFailure(Exception):

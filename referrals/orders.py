@@ -17,7 +17,7 @@ from his.admission import patient_demographics
 from his.gateway import HisGateway, HisRejected, Order, Report
 from models import Institution, Patient, PatientIdentifier, Referral, ReferralOrder, Staff
 from outbox.jobs import enqueue
-from outbox.registry import JobContext, PermanentFailure, TemporaryFailure, handler
+from outbox.registry import JobContext, PermanentFailure, handler
 from referrals.access import sides_of, visible_referral
 from referrals.state_machine import Side, Status
 from security.crypto import PersonalDataCipher
@@ -73,6 +73,7 @@ async def mrn_at(gateway: HisGateway, cipher: PersonalDataCipher, institution: I
 async def place_order_job(ctx: JobContext) -> None:
     from appkeys import CIPHER, HIS
     from his.gateway import HisError
+    from his.jobs import retry_later
 
     order = await ReferralOrder.get(id=ctx.job.payload["order_id"])
     if order.state == "placed":
@@ -91,9 +92,9 @@ async def place_order_job(ctx: JobContext) -> None:
             dosage=detail.get("dosage", ""), quantity=detail.get("quantity"), unit=detail.get("unit", "")))
     except HisRejected as exc:
         await ReferralOrder.filter(id=order.id).update(state="rejected")
-        raise PermanentFailure(f"HIS rejected order: {exc.message}") from exc
-    except HisError as exc:
-        raise TemporaryFailure(f"HIS unavailable: {exc.code}") from exc
+        raise PermanentFailure(exc.message) from exc
+    except HisError as exc:  # down, busy (429: back when Retry-After says), credentials refused: stays pending
+        raise retry_later(exc) from exc
     await ReferralOrder.filter(id=order.id).update(state="placed", his_order_id=placed.his_id)
 
 

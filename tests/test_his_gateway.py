@@ -20,6 +20,8 @@ from his.gateway import (
     AdmissionRequest,
     Diagnosis,
     GatewayRouter,
+    HisAuthFailed,
+    HisBusy,
     HisEndpoint,
     HisNotConfigured,
     HisNotFound,
@@ -474,7 +476,9 @@ async def test_error_pages_without_an_operation_outcome_still_map_to_typed_error
     app = web.Application()
     app.router.add_get("/{status}/fhir/Patient", proxy_error)
     server = await aiohttp_server(app)
-    expected = {502: HisServerError, 403: HisRejected, 404: HisNotFound}
+    # A gateway's 502 is "busy" (retried later, with a Chinese message), a 500 is the HIS failing.
+    expected = {500: HisServerError, 502: HisBusy, 429: HisBusy, 401: HisAuthFailed, 403: HisRejected,
+                404: HisNotFound}
     for status, error in expected.items():
         with pytest.raises(error) as caught:
             await gateway.lookup_patient(HisEndpoint(CODE, str(server.make_url(f"/{status}/fhir"))), "12345678")

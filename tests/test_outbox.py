@@ -198,6 +198,27 @@ async def test_exhausted_attempts_go_dead_with_the_reason_and_the_dead_handler_r
     assert told == [(job.id, "HIS 一直不可用")]
 
 
+async def test_a_remote_that_says_when_to_come_back_gets_the_job_then_without_using_up_attempts(client, kinds):
+    app = client.server.app
+    calls = []
+
+    async def throttled(ctx):
+        calls.append(ctx.job.attempts)
+        if len(calls) <= FAST.max_attempts + 1:  # more refusals than the job has attempts
+            raise TemporaryFailure("对方繁忙", retry_after=0.1)
+
+    kinds("test.throttled", throttled)
+    job = await enqueued("test.throttled", {}, "test:throttled")
+    started = datetime.now(UTC)
+    await run_due_jobs(app, FAST)
+    waiting = await OutboxJob.get(id=job.id)
+    assert (waiting.state, waiting.attempts, waiting.last_error) == (JobState.PENDING, 0, "对方繁忙")
+    # Due when the remote said (0.1 s), spread by up to half again; never before.
+    assert timedelta(seconds=0.1) <= waiting.next_attempt_at - started <= timedelta(seconds=0.5)
+    await run_until(app, FAST, job.id, JobState.DONE)
+    assert calls == [1] * (FAST.max_attempts + 2)
+
+
 async def test_a_permanent_failure_is_dead_at_once(client, kinds):
     app = client.server.app
     told = []

@@ -1,4 +1,7 @@
-"""The access token shared by every process through the KV store, refreshed by one process at a time."""
+"""The access token shared by every process through the KV store, refreshed by one process at a time.
+
+WeChat's access token uses the defaults; the HIS gateway keeps one per institution (his.auth) under its own key,
+lock and label."""
 
 from __future__ import annotations
 
@@ -41,14 +44,20 @@ class CachedToken:
 class SharedToken:
     """Reads the token from the KV store; when it is missing, due or rejected, exactly one process fetches."""
 
-    def __init__(self, kv: KV, fetch: Fetch, *, lock_timeout: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kv: KV, fetch: Fetch, *, lock_timeout: float, clock: Callable[[], float] = time.time,
+                 key: str = TOKEN_KEY, lock_name: str = LOCK_NAME, label: str = "WeChat access token",
+                 busy: Callable[[], Exception] | None = None) -> None:
         self._kv = kv
         self._fetch = fetch
         self._lock_timeout = lock_timeout
         self._clock = clock
+        self._key = key
+        self._lock_name = lock_name
+        self._label = label
+        self._busy = busy or (lambda: WeChatUnavailable("另一进程正在刷新 access_token，等待超时"))
 
     async def load(self) -> CachedToken | None:
-        raw = await self._kv.get(TOKEN_KEY)
+        raw = await self._kv.get(self._key)
         if raw is None:
             return None
         try:
@@ -67,9 +76,9 @@ class SharedToken:
     async def refresh(self, rejected: str | None = None) -> CachedToken:
         """Fetch a new token under the shared lock, unless another process did so while we waited.
 
-        `rejected` is a token WeChat just refused (40001/42001): never hand it out again."""
+        `rejected` is a token the remote just refused (40001/42001): never hand it out again."""
         try:
-            async with self._kv.lock(LOCK_NAME, timeout=self._lock_timeout, wait=self._lock_timeout):
+            async with self._kv.lock(self._lock_name, timeout=self._lock_timeout, wait=self._lock_timeout):
                 cached = await self.load()
                 if cached is not None and cached.token != rejected and cached.fresh(self._clock()):
                     return cached
@@ -79,7 +88,7 @@ class SharedToken:
                     token, expires_in = await self._fetch(True)
                 return await self._store(token, expires_in)
         except LockNotAcquired:
-            raise WeChatUnavailable("另一进程正在刷新 access_token，等待超时") from None
+            raise self._busy() from None
 
     async def _store(self, token: str, expires_in: float) -> CachedToken:
         now = self._clock()
@@ -87,6 +96,6 @@ class SharedToken:
         lead = min(REFRESH_MARGIN, expires_in / 2)
         cached = CachedToken(token, now + expires_in, now + expires_in - lead)
         payload = {"token": token, "expires_at": cached.expires_at, "refresh_at": cached.refresh_at}
-        await self._kv.set(TOKEN_KEY, json.dumps(payload), ex=max(expires_in, 1.0))
-        log.info("WeChat access token refreshed: fingerprint %s, expires in %ds", fingerprint(token), expires_in)
+        await self._kv.set(self._key, json.dumps(payload), ex=max(expires_in, 1.0))
+        log.info("%s refreshed: fingerprint %s, expires in %ds", self._label, fingerprint(token), expires_in)
         return cached

@@ -10,8 +10,15 @@
     POST /his-sim/_faults {institution?, kind, count, delay?, method?, status?, message?}
                                                      make the next `count` FHIR calls fail: kind "timeout"
                                                      (stall `delay` s), "error500", "outcome" (4xx with
-                                                     an OperationOutcome)
+                                                     an OperationOutcome), "throttle" (429 or 503 with
+                                                     Retry-After: `retry_after` s, as an HTTP-date with
+                                                     `retry_after_date`)
     GET/DELETE /his-sim/_faults                      pending faults / clear them
+    PUT/GET/DELETE /his-sim/{code}/_personality      the "generic FHIR server" personality of one institution
+                                                     (credentials required, no business identifiers, a
+                                                     quota answered with 429; see his.simulator.generic)
+    POST /his-sim/{code}/oauth/token                 its OAuth2 token endpoint (client credentials, SMART)
+    DELETE /his-sim/{code}/_tokens                   expire every token it issued
     POST /his-sim/{code}/_launch-token {user_id, patient?, ttl?}
                                                      a single-sign-on launch JWT signed with the
                                                      institution's demo key (see his.simulator.launch)
@@ -30,6 +37,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
@@ -38,11 +47,12 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from his import profile
 from his.simulator import launch
+from his.simulator.generic import GenericPersonality, TokenRefused, parse_personality
 from his.simulator.store import RESOURCE_TYPES, SEARCH_PARAMETERS, FhirProblem, HisStore, iso, now_utc
 
 log = logging.getLogger("referral_cloud.his.simulator")
 
-FAULT_KINDS = ("timeout", "error500", "outcome")
+FAULT_KINDS = ("timeout", "error500", "outcome", "throttle")
 CODE_PATTERN = r"[A-Za-z0-9_\-]{1,32}"
 
 
@@ -55,6 +65,8 @@ class Fault:
     delay: float = 30.0
     status: int = 422
     message: str = "模拟的业务规则错误：HIS 拒绝了该请求"
+    retry_after: float = 1.0  # throttle
+    retry_after_date: bool = False
 
     def applies(self, code: str, method: str) -> bool:
         return (self.remaining > 0 and (self.institution is None or self.institution == code)
@@ -68,14 +80,31 @@ class SimulatorState:
         self.report_delay = report_delay
         self.stores: dict[str, HisStore] = {}
         self.faults: list[Fault] = []
+        self.personalities: dict[str, GenericPersonality] = {}  # institution code → "generic FHIR server"
         self.base_url: str | None = None  # e.g. http://127.0.0.1:PORT/his-sim once served on its own port
         self._stopping: asyncio.Event | None = None
 
     def store(self, code: str) -> HisStore:
         store = self.stores.get(code)
         if store is None:
-            store = self.stores[code] = HisStore(code, report_delay=lambda: self.report_delay)
+            store = self.stores[code] = HisStore(code, report_delay=lambda: self.report_delay,
+                                                 assigns_identifiers=code not in self.personalities)
         return store
+
+    def make_generic(self, code: str, personality: GenericPersonality) -> GenericPersonality:
+        """Let `code` behave as a general FHIR server (its seeded records stay)."""
+        self.personalities[code] = personality
+        self.store(code).assigns_identifiers = False
+        return personality
+
+    def make_his(self, code: str) -> None:
+        """Back to a Chinese HIS front-end processor: no credentials, identifiers assigned."""
+        self.personalities.pop(code, None)
+        self.store(code).assigns_identifiers = True
+
+    def token_url(self, code: str) -> str | None:
+        """The token endpoint of `code` on the simulator's own port (None until it is served)."""
+        return f"{self.base_url}/{code}/oauth/token" if self.base_url else None
 
     def fhir_base(self, code: str) -> str | None:
         """The FHIR base URL of ``code`` on the simulator's own port (None until it is served)."""
@@ -151,12 +180,25 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
     def fhir(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             code = request.match_info["code"]
+            personality = state.personalities.get(code)
+            if personality is not None:
+                busy = personality.throttle()
+                if busy is not None:
+                    return _throttled(429, busy)
+                if not personality.authorized(request.headers.get("Authorization", "")):
+                    personality.refused += 1
+                    response = operation_outcome(401, "login", "需要有效的访问令牌")
+                    response.headers["WWW-Authenticate"] = (
+                        'Basic realm="fhir"' if personality.auth == "basic" else 'Bearer realm="fhir"')
+                    return response
             fault = state.take_fault(code, request.method)
             if fault is not None:
                 if fault.kind == "timeout":
                     await state.stall(fault.delay)
                 elif fault.kind == "error500":
                     return operation_outcome(500, "exception", "模拟的 HIS 内部错误")
+                elif fault.kind == "throttle":
+                    return _throttled(fault.status, _retry_after_header(fault.retry_after, fault.retry_after_date))
                 else:
                     return operation_outcome(fault.status, "business-rule", fault.message)
             try:
@@ -265,6 +307,44 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
         return _json({"institution": code, "algorithm": "EdDSA",
                       "public_key_pem": launch.demo_launch_public_key_pem(code)})
 
+    async def put_personality(request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        personality, problem = parse_personality(data)
+        if personality is None:
+            return _json({"error": problem}, 422)
+        state.make_generic(request.match_info["code"], personality)
+        return _json(personality.public())
+
+    async def get_personality(request: web.Request) -> web.Response:
+        personality = state.personalities.get(request.match_info["code"])
+        return _json(personality.public() if personality else {"kind": "his"})
+
+    async def delete_personality(request: web.Request) -> web.Response:
+        state.make_his(request.match_info["code"])
+        return _json({"kind": "his"})
+
+    async def expire_tokens(request: web.Request) -> web.Response:
+        personality = state.personalities.get(request.match_info["code"])
+        return _json({"expired": personality.expire_tokens() if personality else 0})
+
+    async def token(request: web.Request) -> web.Response:
+        personality = state.personalities.get(request.match_info["code"])
+        if personality is None:
+            return _json({"error": "invalid_request", "error_description": "该机构的模拟 HIS 不提供令牌端点"}, 404)
+        busy = personality.throttle()
+        if busy is not None:
+            return web.json_response({"error": "rate_limited"}, status=429, headers=busy)
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        token_url = str(request.url.with_query(None))
+        try:
+            answer = personality.issue_token(form, request.headers.get("Authorization", ""), token_url)
+        except TokenRefused as refused:
+            return _json({"error": refused.error, "error_description": refused.description}, refused.status)
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
     async def on_shutdown(app: web.Application) -> None:
         state.stop()
 
@@ -276,6 +356,11 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
     app.router.add_get(f"{root}/_patients", patients)
     app.router.add_post(f"{root}/_launch-token", launch_token)
     app.router.add_get(f"{root}/_launch-key", launch_key)
+    app.router.add_put(f"{root}/_personality", put_personality)
+    app.router.add_get(f"{root}/_personality", get_personality)
+    app.router.add_delete(f"{root}/_personality", delete_personality)
+    app.router.add_delete(f"{root}/_tokens", expire_tokens)
+    app.router.add_post(f"{root}/oauth/token", token)
     app.router.add_get(f"{root}/fhir/metadata", metadata)
     app.router.add_get(f"{root}/fhir/{{type}}", search)
     app.router.add_post(f"{root}/fhir/{{type}}", create)
@@ -296,9 +381,14 @@ def _parse_fault(data: Any) -> tuple[Fault | None, str]:
     delay = data.get("delay", 30.0)
     if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= 600:
         return None, "delay 应为 0–600 秒"
-    status = data.get("status", 422)
-    if not isinstance(status, int) or not 400 <= status <= 499:
+    status = data.get("status", 429 if kind == "throttle" else 422)
+    if kind == "throttle" and status not in (429, 503):
+        return None, "throttle 的 status 应为 429 或 503"
+    if kind != "throttle" and (not isinstance(status, int) or not 400 <= status <= 499):
         return None, "status 应为 400–499"
+    retry_after = data.get("retry_after", 1.0)
+    if not isinstance(retry_after, (int, float)) or isinstance(retry_after, bool) or not 0 <= retry_after <= 3600:
+        return None, "retry_after 应为 0–3600 秒"
     institution = data.get("institution")
     method = data.get("method")
     if institution is not None and not isinstance(institution, str):
@@ -309,7 +399,21 @@ def _parse_fault(data: Any) -> tuple[Fault | None, str]:
     if not isinstance(message, str):
         return None, "message 应为文本"
     return Fault(kind=kind, remaining=count, institution=institution, method=method, delay=float(delay),
-                 status=status, message=message[:200]), ""
+                 status=status, message=message[:200], retry_after=float(retry_after),
+                 retry_after_date=bool(data.get("retry_after_date", False))), ""
+
+
+def _retry_after_header(seconds: float, as_date: bool) -> dict[str, str]:
+    if as_date:
+        moment = datetime.now(UTC) + timedelta(seconds=seconds)
+        return {"Retry-After": format_datetime(moment, usegmt=True)}
+    return {"Retry-After": str(int(seconds + 0.999))}
+
+
+def _throttled(status: int, headers: dict[str, str]) -> web.Response:
+    """What a rate limiter in front of a FHIR server answers: its own JSON, not an OperationOutcome."""
+    return web.json_response({"message": "API rate limit exceeded", "status": status}, status=status,
+                             headers=headers)
 
 
 def capability_statement(code: str, base_url: str) -> dict[str, Any]:

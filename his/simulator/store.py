@@ -154,9 +154,11 @@ class HisStore:
     """The resources of one institution's HIS. Single-threaded (one event loop): a conditional create is
     atomic because nothing awaits between the check and the insert."""
 
-    def __init__(self, code: str, *, report_delay: Callable[[], float]) -> None:
+    def __init__(self, code: str, *, report_delay: Callable[[], float], assigns_identifiers: bool = True) -> None:
         self.code = code
         self.report_delay = report_delay
+        # False: the "generic FHIR server" personality, which hands out no MRN, card code or certificate number.
+        self.assigns_identifiers = assigns_identifiers
         self.resources: dict[str, dict[str, dict]] = {t: {} for t in RESOURCE_TYPES}
         self._next_id = {t: 1 for t in RESOURCE_TYPES}
         self._next_mrn = seed.FIRST_REGISTERED_MRN
@@ -280,8 +282,10 @@ class HisStore:
         except ValidationError as exc:
             fields = ", ".join(sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()}))
             raise FhirProblem(400, "invalid", f"{resource_type} 不符合 FHIR R4 规范：{fields}") from None
-        assigned = [i for i in current.get("identifier") or [] if i.get("system") in HIS_ASSIGNED]
-        kept = [i for i in body.get("identifier") or [] if i.get("system") not in HIS_ASSIGNED]
+        assigned = [i for i in current.get("identifier") or [] if i.get("system") in HIS_ASSIGNED
+                    and self.assigns_identifiers]
+        kept = [i for i in body.get("identifier") or [] if i.get("system") not in HIS_ASSIGNED
+                or not self.assigns_identifiers]
         if assigned or "identifier" in body:
             body["identifier"] = kept + assigned
         stored = dict(body, meta={"versionId": str(int(version) + 1), "lastUpdated": iso(now_utc())})
@@ -298,6 +302,8 @@ class HisStore:
     def _before_create_Patient(self, body: dict) -> dict:
         if not any(n.get("text") or n.get("family") for n in body.get("name") or []):
             raise FhirProblem(422, "required", "患者姓名不能为空")
+        if not self.assigns_identifiers:
+            return body
         ids = [i for i in body.get("identifier") or [] if i.get("system") not in (profile.MRN_SYSTEM,
                                                                                   profile.CARD_SYSTEM)]
         mrn = str(self._next_mrn)
@@ -308,7 +314,8 @@ class HisStore:
 
     def _before_create_Encounter(self, body: dict) -> dict:
         self._require_patient(body)
-        if body.get("status") == "planned" and (body.get("class") or {}).get("code") == "IMP":
+        if self.assigns_identifiers and body.get("status") == "planned" and (body.get("class") or {}).get(
+                "code") == "IMP":
             number = f"ZY{now_utc().astimezone(CHINA):%Y%m%d}{self._next_certificate:04d}"
             self._next_certificate += 1
             ids = list(body.get("identifier") or [])
