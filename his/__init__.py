@@ -49,7 +49,7 @@ async def _embedded_simulator(app: web.Application) -> AsyncIterator[None]:
 
 async def _gateway(app: web.Application) -> AsyncIterator[None]:
     from his.auth import HisCredentials
-    from his.connection import reveal_secret
+    from his.connection import endpoint_of
     from his.fhir import FhirGateway
     from his.gateway import GatewayRouter
 
@@ -61,7 +61,7 @@ async def _gateway(app: web.Application) -> AsyncIterator[None]:
     state = app.get(HIS_SIMULATOR)
     gateway = GatewayRouter({"http": fhir, "https": fhir},
                             fallback_base_url=state.fhir_base if state is not None else None,
-                            reveal_secret=lambda institution: reveal_secret(cipher, institution))
+                            endpoint_of=lambda institution: endpoint_of(cipher, institution))
     app[HIS] = gateway
     try:
         yield

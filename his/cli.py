@@ -103,7 +103,7 @@ async def _test(settings: Settings, cipher: PersonalDataCipher, institution: Ins
                        credentials=HisCredentials(kv, lock_timeout=settings.his_timeout + 5))
     # No simulator here: an institution without a URL is reported as not configured.
     gateway = GatewayRouter({"http": fhir, "https": fhir},
-                            reveal_secret=lambda row: connection.reveal_secret(cipher, row))
+                            endpoint_of=lambda row: connection.endpoint_of(cipher, row))
     try:
         report = await connection.run_connection_test(gateway, institution)
     finally:

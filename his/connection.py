@@ -4,7 +4,7 @@ line (his.cli); the gateway reads the stored row (secrets decrypted by ``reveal_
 
 Secrets (a bearer token, Basic password, OAuth2 client secret or SMART private key) are encrypted at rest with the
 PersonalDataCipher, as ID numbers are, and never leave: a read says only whether one is configured. The mutual-TLS
-client key is write-only too.
+client key is sealed and write-only the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from models import Institution, Role
 from security.crypto import DecryptionError, PersonalDataCipher
 
 SECRET_CONTEXT = "his_secret"
+CLIENT_KEY_CONTEXT = "his_client_key"
 STEP_NAMES = {"connect": "网络连接（DNS/TCP/TLS）", "auth": "身份认证（访问凭证/令牌）",
               "metadata": "FHIR 能力声明（metadata）", "search": "患者检索（Patient）"}
 
@@ -108,6 +109,24 @@ def reveal_secret(cipher: PersonalDataCipher, institution: InstitutionLike) -> s
                                institution=institution.code) from None
 
 
+def reveal_client_key(cipher: PersonalDataCipher, institution: InstitutionLike) -> str:
+    """The institution's mutual-TLS client key (PEM) in clear, for the gateway only."""
+    stored = institution.his_client_key or ""
+    if not stored or stored.lstrip().startswith("-----BEGIN"):
+        return stored  # none, or a PEM stored in clear before keys were sealed: sealed at the next save
+    try:
+        return cipher.decrypt(stored, CLIENT_KEY_CONTEXT)
+    except DecryptionError:
+        raise HisNotConfigured("该机构的双向 TLS 客户端私钥无法解密（数据密钥可能已更换），请重新设置",
+                               institution=institution.code) from None
+
+
+def endpoint_of(cipher: PersonalDataCipher, institution: InstitutionLike) -> HisEndpoint:
+    """The institution's HIS endpoint with its secrets decrypted (what the gateway connects with)."""
+    return HisEndpoint.of(institution, secret=reveal_secret(cipher, institution),
+                          client_key=reveal_client_key(cipher, institution))
+
+
 def connection_view(institution: Institution) -> ConnectionView:
     return ConnectionView(
         institution_code=institution.code, base_url=institution.his_base_url,
@@ -148,17 +167,20 @@ async def save_connection(cipher: PersonalDataCipher, institution: Institution,
         secret = given["secret"].strip()
     else:
         secret = reveal_secret(cipher, institution)
-    if "client_key" in given and given["client_key"] is not None:
-        institution.his_client_key = given["client_key"]
+    if given.get("client_key") is not None:
+        client_key = given["client_key"]
+    else:
+        client_key = reveal_client_key(cipher, institution)
     if institution.his_base_url:
         institution.his_base_url = _url(institution.his_base_url, "HIS 地址")
-    check_settings(institution, secret)
+    check_settings(institution, secret, client_key)
     institution.his_secret_enc = cipher.encrypt(secret, SECRET_CONTEXT) if secret else ""
+    institution.his_client_key = cipher.encrypt(client_key, CLIENT_KEY_CONTEXT) if client_key else ""
     await institution.save(update_fields=[*_PLAIN, "his_client_key", "his_secret_enc", "updated_at"])
     return institution
 
 
-def check_settings(institution: Institution, secret: str) -> None:
+def check_settings(institution: Institution, secret: str, client_key: str = "") -> None:
     """The settings make sense together for their auth mode; raises InvalidInput naming what is missing."""
     mode = institution.his_auth
 
@@ -182,12 +204,12 @@ def check_settings(institution: Institution, secret: str) -> None:
             raise refuse("smart_backend 的密钥应为未加密的 PEM 私钥（RSA 或 EC P-384）") from None
         if assertion_algorithm(key) is None:
             raise refuse("smart_backend 的私钥应为 RSA（2048 位以上，RS384）或 EC P-384（ES384）")
-    if institution.his_client_key and not institution.his_client_cert:
+    if client_key and not institution.his_client_cert:
         raise refuse("填写了客户端私钥但没有客户端证书")
     if institution.his_base_url.lower().startswith("https://") and (institution.his_ca_bundle
                                                                      or institution.his_client_cert):
         try:
-            build_ssl_context(HisEndpoint.of(institution))
+            build_ssl_context(HisEndpoint.of(institution, client_key=client_key))
         except HisNotConfigured:
             raise refuse("CA 证书或客户端证书/私钥不是有效的 PEM，或证书与私钥不匹配") from None
 

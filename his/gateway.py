@@ -149,12 +149,13 @@ class HisEndpoint:
     identifiers: str = "his"
 
     @classmethod
-    def of(cls, institution: InstitutionLike, *, base_url: str | None = None, secret: str = "") -> HisEndpoint:
+    def of(cls, institution: InstitutionLike, *, base_url: str | None = None, secret: str = "",
+           client_key: str | None = None) -> HisEndpoint:
         return cls(code=institution.code,
                    his_base_url=(base_url if base_url is not None else institution.his_base_url).rstrip("/"),
                    his_ca_bundle=institution.his_ca_bundle or "",
                    his_client_cert=institution.his_client_cert or "",
-                   his_client_key=institution.his_client_key or "",
+                   his_client_key=(client_key if client_key is not None else institution.his_client_key) or "",
                    auth=getattr(institution, "his_auth", "none") or "none",
                    token_url=getattr(institution, "his_token_url", "") or "",
                    client_id=getattr(institution, "his_client_id", "") or "",
@@ -350,16 +351,15 @@ class GatewayRouter(HisGateway):
 
     def __init__(self, adapters: dict[str, HisGateway],
                  fallback_base_url: Callable[[str], str | None] | None = None,
-                 reveal_secret: Callable[[InstitutionLike], str] | None = None) -> None:
+                 endpoint_of: Callable[[InstitutionLike], HisEndpoint] = HisEndpoint.of) -> None:
         self.adapters = adapters
         self.fallback_base_url = fallback_base_url
-        # Decrypts the institution's stored HIS secret (his.connection.reveal_secret with the app's cipher).
-        self.reveal_secret = reveal_secret
+        # Builds the endpoint with its stored secrets decrypted (his.connection.endpoint_of with the app's cipher).
+        self.endpoint_of = endpoint_of
 
     def route(self, institution: InstitutionLike) -> tuple[HisGateway, HisEndpoint]:
         base = (institution.his_base_url or "").strip()
-        secret = self.reveal_secret(institution) if self.reveal_secret is not None else ""
-        endpoint = institution if isinstance(institution, HisEndpoint) else HisEndpoint.of(institution, secret=secret)
+        endpoint = institution if isinstance(institution, HisEndpoint) else self.endpoint_of(institution)
         if not base and self.fallback_base_url is not None:
             base = self.fallback_base_url(institution.code) or ""
             endpoint = replace(endpoint, his_base_url=base.rstrip("/"))

@@ -167,3 +167,32 @@ async def test_the_command_line_sets_shows_and_tests_a_connection(client, settin
     assert code == 1 and "secret" in err
     code, out, err = await run_app_cli(settings, "his-connection", "show", "NOWHERE")
     assert code == 1 and "NOWHERE" in err
+
+
+async def test_the_mutual_tls_client_key_is_sealed_at_rest_and_still_used(client):
+    from his.connection import CLIENT_KEY_CONTEXT, endpoint_of
+    from tests.test_his_tls import issue, make_ca
+
+    pem = issue(make_ca("测试 CA"), "rc-client", server=False)
+    desk = await Desk.open(client)
+    subei = await Institution.get(code="SUBEI")
+    admin = await desk.headers(("SUBEI", "admin"))
+    resp = await client.put(path(subei), headers=admin, json={
+        "base_url": "https://his.example/fhir", "client_cert": pem.cert, "client_key": pem.key})
+    saved = await desk.ok(resp)
+    assert saved["client_key_configured"] and "PRIVATE KEY" not in await resp.text()
+    row = await Institution.get(id=subei.id)
+    cipher = client.server.app[CIPHER]
+    assert "PRIVATE KEY" not in row.his_client_key
+    assert cipher.decrypt(row.his_client_key, CLIENT_KEY_CONTEXT) == pem.key
+    # The gateway connects with the key in clear; a later change of another field keeps it sealed and usable.
+    assert endpoint_of(cipher, row).his_client_key == pem.key
+    await desk.ok(await client.put(path(subei), headers=admin, json={"scope": "system/*.read"}))
+    row = await Institution.get(id=subei.id)
+    assert "PRIVATE KEY" not in row.his_client_key and endpoint_of(cipher, row).his_client_key == pem.key
+    # A key stored in clear before keys were sealed still works, and the next save seals it.
+    await Institution.filter(id=subei.id).update(his_client_key=pem.key)
+    row = await Institution.get(id=subei.id)
+    assert endpoint_of(cipher, row).his_client_key == pem.key
+    await desk.ok(await client.put(path(subei), headers=admin, json={"scope": "system/*.*"}))
+    assert "PRIVATE KEY" not in (await Institution.get(id=subei.id)).his_client_key
