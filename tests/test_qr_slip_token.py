@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 
 import jwt
 import pytest
@@ -111,16 +110,6 @@ def test_offline_verification_needs_only_the_jwks_document():
     key = jwt.PyJWKSet.from_dict(document)[KID].key
     assert jwt.decode(token(), key, algorithms=["EdDSA"], audience="SUBEI",
                       options={"verify_exp": False})["sub"] == "RYK7QM3P2A"
-
-
-def test_verification_costs_well_under_half_a_millisecond():
-    issued, public = token(), KEY.public_key()
-    rounds = 2000
-    started = time.perf_counter()
-    for _ in range(rounds):
-        verify(issued, public, "SUBEI", now=NOW)
-    per_token = (time.perf_counter() - started) / rounds
-    assert per_token < 0.0005, f"{per_token * 1e6:.0f} µs per token"
 
 
 def test_png_is_a_readable_level_m_symbol_big_enough_for_a_desk_scanner():
