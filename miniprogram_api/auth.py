@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from accounts import login, sessions
-from accounts.principal import authenticate, revoked_key
+from accounts.principal import authenticate
 from accounts.views import account_view
 from appkeys import CIPHER, KV_STORE, SETTINGS, WECHAT
 from miniprogram_api.routing import Api, json_response, parse_body
@@ -61,17 +60,15 @@ async def wx_login(request: web.Request) -> web.Response:
            body=RefreshIn, response=SessionOut, responses={401: "凭证无效、过期或被重复使用"})
 async def refresh(request: web.Request) -> web.Response:
     body = await parse_body(request, RefreshIn)
-    return json_response(await sessions.refresh_session(request.app[SETTINGS], body.refresh_token))
+    return json_response(await sessions.refresh_session(request.app[SETTINGS], request.app[KV_STORE],
+                                                        body.refresh_token))
 
 
 @api.route("POST", "/api/v1/auth/logout", summary="退出登录", tags=TAGS, body=LogoutIn, response=LogoutOut)
 async def logout(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     body = await parse_body(request, LogoutIn)
-    revoked = await sessions.logout(principal, body.refresh_token)
-    remaining = principal.token_expires_at - time.time()
-    if remaining > 0:
-        await request.app[KV_STORE].set(revoked_key(principal.token_jti), "1", ex=remaining + 5)
+    revoked = await sessions.logout(request.app[SETTINGS], request.app[KV_STORE], principal, body.refresh_token)
     return json_response(LogoutOut(revoked=revoked))
 
 
