@@ -7,6 +7,7 @@ from aiohttp import web
 from miniprogram_api import (
     admin,
     auth,
+    binding_requests,
     capacity,
     directory,
     his_launch,
@@ -21,8 +22,8 @@ from miniprogram_api import (
 )
 from miniprogram_api.routing import Api
 
-API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions, jobs]
+API_MODULES = [ops, auth, binding_requests, directory, admin, capacity, patients, his_launch, referrals,
+               referral_records, slips, inbox, subscriptions, jobs]
 
 
 def all_routes() -> list:

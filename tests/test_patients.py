@@ -18,8 +18,8 @@ from his.simulator import Fault
 from models import AuditEvent, Institution, Patient, PatientIdentifier
 from qr.patient_card import issue_card
 from security.idcard import make_id_number
-from tests.referral_support import Desk
-from tests.support import bearer, login_code, login_demo, read_qr, seeded
+from tests.referral_support import Desk, bind_family, bind_patient
+from tests.support import bearer, login_demo, read_qr, seeded
 
 UNKNOWN_ID = make_id_number("321002", date(1950, 2, 2), 555)
 BAD_CHECK_DIGIT = UNKNOWN_ID[:17] + ("1" if UNKNOWN_ID[17] != "1" else "2")
@@ -70,12 +70,9 @@ async def scan(client, session: dict, content: str):
     return await client.post("/api/v1/scan", json={"content": content}, headers=bearer(session))
 
 
-async def bind(client, openid: str, name: str, id_number: str, relation: str = "self") -> dict:
-    resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, openid), "name": name, "id_number": id_number, "phone": "13812345678",
-        "relation": relation})
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+async def bind(client, openid: str, name: str, id_number: str) -> dict:
+    """The patient binds their own account, proven by the phone on file (recorded on the platform first if new)."""
+    return await bind_patient(client, openid, name, id_number)
 
 
 # ------------------------------------------------------------------------------------------- scanning
@@ -344,7 +341,8 @@ async def test_the_card_is_only_for_bound_patients_and_their_own_family(client):
     me = make_id_number("321002", date(1990, 1, 1), 11)
     mother = make_id_number("321002", date(1962, 6, 6), 22)
     await bind(client, "o_family", "赵一", me)
-    session = await bind(client, "o_family", "钱母", mother, relation="parent")
+    mother_session = await bind(client, "o_mother", "钱母", mother)
+    session = await bind_family(client, "o_family", "钱母", mother, "parent", mother_session)
     patients = {p["relation"]: p["id"] for p in session["account"]["patients"]}
     default = await (await client.get("/api/v1/patients/me/card", headers=bearer(session))).json()
     assert default["patient"]["id"] == patients["self"]

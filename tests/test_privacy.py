@@ -7,7 +7,9 @@ import json
 import logging
 from urllib.parse import quote
 
-from tests.support import bearer, login_code, login_demo, seeded, valid_id
+from appkeys import CIPHER
+from tests.referral_support import put_on_file
+from tests.support import bearer, login_code, login_demo, phone_code, seeded, valid_id
 
 PHONE = "13912345678"
 
@@ -16,9 +18,10 @@ async def test_binding_flow_leaks_nothing_to_logs_or_responses(client, caplog):
     caplog.set_level(logging.DEBUG)
     id_number = valid_id(7)
     texts = []
-    for name, phone in (("吴晓梅", PHONE), ("吴晓梅", "139123")):  # one good, one refused
-        body = {"code": await login_code(client, "o_privacy"), "name": name, "id_number": id_number,
-                "phone": phone, "relation": "self"}
+    await put_on_file(client.server.app[CIPHER], "吴晓梅", id_number, PHONE)
+    for phone in ("13700000000", PHONE):  # one refused (not the phone on file), one good
+        body = {"code": await login_code(client, "o_privacy"), "name": "吴晓梅", "id_number": id_number,
+                "phone_code": await phone_code(client, phone), "relation": "self"}
         resp = await client.post("/api/v1/auth/bind-patient", json=body)
         texts.append(await resp.text())
         if resp.status == 201:
@@ -27,7 +30,7 @@ async def test_binding_flow_leaks_nothing_to_logs_or_responses(client, caplog):
     texts.append(await me.text())
     bad_id = id_number[:-1] + ("1" if id_number[-1] != "1" else "2")
     body = {"code": await login_code(client, "o_privacy2"), "name": "吴晓梅", "id_number": bad_id,
-            "phone": PHONE, "relation": "self"}
+            "phone_code": await phone_code(client, PHONE), "relation": "self"}
     texts.append(await (await client.post("/api/v1/auth/bind-patient", json=body)).text())
 
     logged = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
