@@ -232,14 +232,14 @@ async def proof_of(principal: Principal, request: BindingRequest) -> str:
     naming who may confirm."""
     if principal.account_id == request.account_id:  # type: ignore[attr-defined]
         raise Forbidden("不能确认自己提交的绑定申请，请由工作人员或就诊人本人扫码确认", code="OWN_BINDING_REQUEST")
+    if request.relation != Relation.SELF and await PatientBinding.filter(
+            account_id=principal.account_id, patient_id=request.patient_id, relation=Relation.SELF).exists():  # type: ignore[attr-defined]
+        return "patient_approval"
     if principal.staff_id is not None and principal.roles & CONFIRMER_ROLES:
         if await treats(request.patient_id, principal.institution_id):  # type: ignore[attr-defined, arg-type]
             return "staff_in_person"
         raise Forbidden("只有为该就诊人诊疗过的机构的医生或入院登记人员可以现场确认绑定",
                         code="NOT_TREATING_INSTITUTION")
-    if request.relation != Relation.SELF and await PatientBinding.filter(
-            account_id=principal.account_id, patient_id=request.patient_id, relation=Relation.SELF).exists():  # type: ignore[attr-defined]
-        return "patient_approval"
     raise Forbidden("只有就诊人本人（已绑定本人身份的微信）或为其诊疗的机构的工作人员可以确认该绑定申请",
                     code="CANNOT_CONFIRM_BINDING")
 
@@ -249,15 +249,16 @@ async def confirm_request(principal: Principal, secret: str, token: str) -> Bind
     request = await request_for(secret, token)
     proof = await proof_of(principal, request)
     async with in_transaction():
+        staff_id = principal.staff_id if proof == "staff_in_person" else None
         claimed = await BindingRequest.filter(id=request.id, state=BindingState.PENDING).update(
-            state=BindingState.CONFIRMED, confirmed_at=_now(), confirmed_by_staff_id=principal.staff_id
-            if proof == "staff_in_person" else None, confirmed_by_account_id=principal.account_id)
+            state=BindingState.CONFIRMED, confirmed_at=_now(), confirmed_by_staff_id=staff_id,
+            confirmed_by_account_id=principal.account_id)
         if not claimed:
             raise Gone("该绑定申请已确认，二维码不能再次使用", code="BINDING_REQUEST_USED")
         await _check_bindable(request.account_id, request.patient_id, request.relation)  # type: ignore[attr-defined]
         await _bind(request.account_id, request.patient, request.relation, proof=proof,  # type: ignore[attr-defined]
-                    actor_account_id=principal.account_id, actor_staff_id=principal.staff_id,
-                    institution_id=principal.institution_id, request=request)
+                    actor_account_id=principal.account_id, actor_staff_id=staff_id,
+                    institution_id=principal.institution_id if staff_id else None, request=request)
     await request.refresh_from_db()
     return request
 
