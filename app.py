@@ -48,12 +48,14 @@ def create_app(settings: Settings) -> web.Application:
     from directory import cache as directory_cache
     from metrics import Metrics
     from miniprogram_api.middleware import error_middleware, metrics_middleware
+    from security.access_log import PrivateAccessLogger
     from security.crypto import PersonalDataCipher
     from slips import keys as slip_keys
 
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware],
         client_max_size=settings.max_body,
+        handler_args={"access_log_class": PrivateAccessLogger},  # no query values in the access log
     )
     app[SETTINGS] = settings
     app[CIPHER] = PersonalDataCipher(settings.data_key, settings.lookup_key)

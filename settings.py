@@ -79,6 +79,7 @@ class Settings:
     access_ttl: int = 15 * 60
     refresh_ttl: int = 30 * 24 * 3600
     invitation_ttl: int = 7 * 24 * 3600
+    binding_request_ttl: int = 24 * 3600
     data_key: bytes = field(default=b"", repr=False)
     lookup_key: bytes = field(default=b"", repr=False)
     his_timeout: float = 10.0
@@ -155,6 +156,8 @@ class Settings:
         for name in ("outbox_poll", "outbox_lease", "outbox_backoff", "outbox_backoff_max"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+        if self.binding_request_ttl < 60:
+            raise SettingsError("BINDING_REQUEST_TTL must be at least 60 seconds")
         if self.outbox_concurrency < 1 or self.outbox_max_attempts < 1:
             raise SettingsError("OUTBOX_CONCURRENCY and OUTBOX_MAX_ATTEMPTS must be at least 1")
         if self.outbox_keep_done_days < 0:
@@ -211,6 +214,8 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("ACCESS_TTL", "`900`", "access-token lifetime, seconds"),
     ("REFRESH_TTL", "`2592000`", "refresh-token lifetime, seconds"),
     ("INVITATION_TTL", "`604800`", "staff invitation lifetime, seconds"),
+    ("BINDING_REQUEST_TTL", "`86400`", "seconds a patient-binding request (its QR) waits for a staff member's or the "
+     "patient's confirmation"),
     ("DATA_KEY", "(generated in DATA_DIR)", "AES-256-GCM key for ID and phone numbers, 32 bytes base64url"),
     ("LOOKUP_KEY", "(generated in DATA_DIR)", "HMAC key for exact lookups of ID and phone numbers"),
     ("HIS_TIMEOUT", "`10`", "seconds for each HIS call"),

@@ -1,17 +1,14 @@
-"""Logging in through WeChat and binding the WeChat user to a staff member or to patients."""
+"""Logging in through WeChat and binding the WeChat user to a staff member (patients: accounts.binding)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from accounts.tokens import token_hash
 from errors import Conflict, DomainError, Gone, InvalidInput, NotFound, TooManyRequests, UpstreamUnavailable
-from models import Invitation, Patient, PatientBinding, Relation, Staff, WeChatAccount
-from security.crypto import PersonalDataCipher
-from security.idcard import InvalidIdNumber, InvalidPhone, parse_id_number, validate_phone
+from models import Invitation, Staff, WeChatAccount
 from wechat.client import WeChatClient, WeChatError
 
 
@@ -69,46 +66,4 @@ async def bind_staff(wechat: WeChatClient, code: str, invite_token: str) -> WeCh
         if not bound:
             raise Conflict("该微信账号已绑定工作人员身份", code="ALREADY_BOUND")
     await account.refresh_from_db()
-    return account
-
-
-async def bind_patient(wechat: WeChatClient, cipher: PersonalDataCipher, *, code: str, name: str,
-                       id_number: str, phone: str, relation: Relation) -> WeChatAccount:
-    """Real-name binding: a valid ID number, a name that matches the one on record, a mobile number."""
-    try:
-        identity = parse_id_number(id_number)
-    except InvalidIdNumber as exc:
-        raise InvalidInput(f"身份证号码有误：{exc}", code="INVALID_ID_NUMBER",
-                           detail={"fields": [{"field": "id_number", "reason": str(exc)}]}) from None
-    try:
-        mobile = validate_phone(phone)
-    except InvalidPhone as exc:
-        raise InvalidInput(f"手机号码有误：{exc}", code="INVALID_PHONE",
-                           detail={"fields": [{"field": "phone", "reason": str(exc)}]}) from None
-    name = name.strip()
-    account = await resolve_login_code(wechat, code)
-    id_hash = cipher.lookup_hash("id_number", identity.number)
-    patient = await Patient.get_or_none(id_number_hash=id_hash, deleted_at=None)
-    if patient is not None and patient.name != name:
-        raise InvalidInput("姓名与身份证号码不一致，请核对后重试", code="NAME_MISMATCH")
-    if relation == Relation.SELF:
-        has_self = await PatientBinding.filter(account_id=account.id, relation=Relation.SELF) \
-            .exclude(patient_id=patient.id if patient else 0).exists()
-        if has_self:
-            raise Conflict("该微信账号已绑定本人身份，家人请选择与本人的关系", code="SELF_ALREADY_BOUND")
-    try:
-        async with in_transaction():
-            if patient is None:
-                patient = await Patient.create(
-                    name=name, id_number_enc=cipher.encrypt(identity.number, "id_number"), id_number_hash=id_hash,
-                    gender=identity.gender, birth_date=identity.birth_date,
-                    phone_enc=cipher.encrypt(mobile, "phone"), phone_hash=cipher.lookup_hash("phone", mobile),
-                    verified_at=_now())
-            _, created = await PatientBinding.get_or_create(account_id=account.id, patient_id=patient.id,
-                                                            defaults={"relation": relation})
-    except IntegrityError:
-        # Two bindings of the same new patient raced; the other one created the record.
-        raise Conflict("该就诊人正在绑定中，请稍后刷新", code="BINDING_IN_PROGRESS") from None
-    if not created:
-        raise Conflict("该就诊人已绑定到您的账号", code="ALREADY_BOUND")
     return account

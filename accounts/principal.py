@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from accounts.revocation import is_revoked
 from accounts.tokens import verify_access_token
 from appkeys import KV_STORE, SETTINGS
 from errors import Forbidden, Unauthenticated
@@ -23,8 +25,7 @@ class Principal:
     department_id: int | None
     roles: frozenset[str]
     patient_ids: tuple[int, ...]
-    token_jti: str = ""
-    token_expires_at: float = 0.0
+    session_id: uuid.UUID | None = None  # the refresh family of the presented access token
     staff_name: str = ""  # as the timeline records the actor
 
     def require_role(self, *roles: str) -> None:
@@ -41,11 +42,7 @@ class Principal:
             raise Forbidden("请先完成就诊人实名绑定", code="PATIENT_BINDING_REQUIRED")
 
 
-def revoked_key(jti: str) -> str:
-    return f"auth:revoked:{jti}"
-
-
-async def load_principal(account: WeChatAccount, *, jti: str = "", expires_at: float = 0.0) -> Principal:
+async def load_principal(account: WeChatAccount, *, session_id: uuid.UUID | None = None) -> Principal:
     staff: Staff | None = None
     if account.staff_id is not None:
         loaded = joined(account, "staff", Staff)  # authenticate reads the account with its staff
@@ -65,8 +62,7 @@ async def load_principal(account: WeChatAccount, *, jti: str = "", expires_at: f
         roles=frozenset(staff.roles) if staff else frozenset(),
         patient_ids=patient_ids,
         staff_name=staff.name if staff else "",
-        token_jti=jti,
-        token_expires_at=expires_at,
+        session_id=session_id,
     )
 
 
@@ -80,11 +76,11 @@ async def authenticate(request: web.Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("请先登录", code="UNAUTHENTICATED")
     claims = verify_access_token(request.app[SETTINGS].jwt_secret, token.strip())
-    if await request.app[KV_STORE].get(revoked_key(claims.jti)) is not None:
-        raise Unauthenticated("您已退出登录，请重新登录", code="TOKEN_REVOKED")
+    if await is_revoked(request.app[KV_STORE], claims.session):
+        raise Unauthenticated("您已退出登录或登录已失效，请重新登录", code="TOKEN_REVOKED")
     account = await WeChatAccount.get_or_none(public_id=claims.account).select_related("staff")
     if account is None:
         raise Unauthenticated("账号不存在，请重新登录", code="TOKEN_INVALID")
-    principal = await load_principal(account, jti=claims.jti, expires_at=claims.expires_at)
+    principal = await load_principal(account, session_id=claims.session)
     request[PRINCIPAL] = principal
     return principal

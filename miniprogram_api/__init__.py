@@ -7,6 +7,7 @@ from aiohttp import web
 from miniprogram_api import (
     admin,
     auth,
+    binding_requests,
     capacity,
     directory,
     his_connection,
@@ -22,8 +23,8 @@ from miniprogram_api import (
 )
 from miniprogram_api.routing import Api
 
-API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions, jobs, his_connection]
+API_MODULES = [ops, auth, binding_requests, directory, admin, capacity, patients, his_launch, referrals,
+               referral_records, slips, inbox, subscriptions, jobs, his_connection]
 
 
 def all_routes() -> list:

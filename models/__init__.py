@@ -4,7 +4,15 @@ from typing import TypeVar
 
 from tortoise.models import Model
 
-from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
+from models.accounts import (
+    BindingRequest,
+    BindingState,
+    Invitation,
+    PatientBinding,
+    RefreshToken,
+    Relation,
+    WeChatAccount,
+)
 from models.audit import AuditEvent
 from models.institutions import Department, Institution, Level
 from models.notifications import Delivery, InboxMessage, SubscriptionCredit
@@ -37,7 +45,8 @@ MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "mod
                  "models.outbox", "models.notifications", "models.slips"]
 
 __all__ = [
-    "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
+    "AuditEvent", "BindingRequest", "BindingState", "Department", "Gender", "Institution", "Invitation", "Level",
+    "Patient",
     "PatientBinding", "PatientIdentifier", "RefreshToken", "Relation", "Role", "Staff",
     "WeChatAccount", "MODEL_MODULES", "joined", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",

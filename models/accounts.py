@@ -43,6 +43,32 @@ class PatientBinding(Record):
         unique_together = (("account", "patient"),)
 
 
+class BindingState(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+
+
+class BindingRequest(Record):
+    """A patient binding that still needs proof: confirmed in person by a staff member of an institution that
+    treats the patient, or, for a family member, by the patient's own bound account. Its QR carries only a
+    signed reference to this row (qr.binding_token)."""
+
+    account = fields.ForeignKeyField("models.WeChatAccount", related_name="binding_requests",
+                                     on_delete=fields.CASCADE)
+    patient = fields.ForeignKeyField("models.Patient", related_name="binding_requests", on_delete=fields.CASCADE)
+    relation = fields.CharEnumField(Relation, max_length=8)
+    state = fields.CharEnumField(BindingState, max_length=12, default=BindingState.PENDING)
+    expires_at = fields.DatetimeField()
+    confirmed_at = fields.DatetimeField(null=True)
+    confirmed_by_staff = fields.ForeignKeyField("models.Staff", related_name="bindings_confirmed", null=True,
+                                                on_delete=fields.SET_NULL)
+    confirmed_by_account = fields.ForeignKeyField("models.WeChatAccount", related_name="bindings_approved",
+                                                  null=True, on_delete=fields.SET_NULL)
+
+    class Meta:
+        table = "binding_request"
+
+
 class Invitation(Record):
     """A one-time, expiring staff invitation: only the token's hash is stored."""
 

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from errors import Conflict, InvalidInput, NotFound
+from errors import Conflict, Forbidden, InvalidInput, NotFound
 from his import profile
 from his.gateway import ClinicalSummary, HisGateway, HisNotFound, PatientRecord
 from models import Institution, Patient, PatientIdentifier
+from patients.involvement import audit_his_read, involving_referral
 from qr.patient_card import CardTokenError, looks_like_card_token, verify_card
 from referrals.clinical import ICD10, Clinical, Diagnosis
 from security import audit
@@ -99,8 +101,8 @@ async def scan_patient(gateway: HisGateway, cipher: PersonalDataCipher, *, card_
         if other is None:
             raise NotFound(f"就诊卡号前缀“{card[0]}”不是本医联体成员机构，无法识别该就诊卡",
                            code="CARD_INSTITUTION_UNKNOWN")
-        his_institution = other
-        record = await _lookup(gateway, other, text)
+        return await _by_other_members_card(gateway, cipher, institution, other, text, card[1], actor_staff_id,
+                                            actor_account_id)
     if record is not None:
         demo = record.demographics
         if text == demo.card_code:
@@ -123,10 +125,36 @@ async def scan_patient(gateway: HisGateway, cipher: PersonalDataCipher, *, card_
             return ScanResult(patient=patient, created=False, resolved_by="id_number", his_institution=None,
                               record=None, identifiers=await _identifiers(patient, institution))
         raise NotFound("本院 HIS 中未找到该身份证号对应的患者，本平台也没有该患者的档案", code="PATIENT_NOT_FOUND")
-    if card is not None and card[0] != institution.code:
-        owner = his_institution.name if his_institution else card[0]
-        raise NotFound(f"该就诊卡属于{owner}，但该院 HIS 中未找到对应患者", code="PATIENT_NOT_FOUND")
     raise NotFound("本院 HIS 中未找到该就诊卡号或病历号对应的患者，请核对号码或改扫身份证号", code="PATIENT_NOT_FOUND")
+
+
+async def _by_other_members_card(gateway: HisGateway, cipher: PersonalDataCipher, institution: Institution,
+                                 other: Institution, text: str, mrn: str, actor_staff_id: int,
+                                 actor_account_id: int) -> ScanResult:
+    """Another member's card: its HIS is read only when a referral for the patient involves the doctor's
+    institution (patients.involvement); otherwise the patient the platform knows by that card is looked up in
+    the doctor's own HIS by ID number. A card the platform has never seen cannot say whose it is without
+    reading the other HIS, so it is refused with the reason."""
+    known = await PatientIdentifier.filter(institution_id=other.id) \
+        .filter(Q(system="card", value=text) | Q(system="mrn", value=mrn)).select_related("patient").first()
+    patient = known.patient if known is not None and known.patient.deleted_at is None else None
+    referral = await involving_referral(patient.id, institution.id) if patient is not None else None
+    if patient is not None and referral is not None:
+        await audit_his_read(patient, his=other, reader_institution_id=institution.id, purpose="scan",
+                             actor_staff_id=actor_staff_id, actor_account_id=actor_account_id, referral=referral)
+        record = await _lookup(gateway, other, text)
+        if record is None:
+            raise NotFound(f"该就诊卡属于{other.name}，但该院 HIS 中未找到对应患者", code="PATIENT_NOT_FOUND")
+        return await _record(cipher, record, other, institution, "his_card", actor_staff_id, actor_account_id)
+    if patient is not None:
+        record = await _lookup(gateway, institution, cipher.decrypt(patient.id_number_enc, "id_number"))
+        if record is not None:
+            return await _record(cipher, record, institution, institution, "his_card", actor_staff_id,
+                                 actor_account_id)
+    raise Forbidden(
+        f"该就诊卡属于{other.name}。只有该患者有涉及本院的转诊时，才能调阅{other.name}的 HIS；本院 HIS 中也未找到"
+        "该患者。请扫描患者的身份证号或本平台的患者二维码", code="CROSS_INSTITUTION_READ_REFUSED",
+        detail={"institution": other.code, "accepted": ["id_number", "patient_card", "referral_involving_you"]})
 
 
 async def _lookup(gateway: HisGateway, institution: Institution, text: str) -> PatientRecord | None:

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import uuid
 
+from tortoise.expressions import Q
+
 from accounts.principal import Principal
 from errors import NotFound
 from models import Referral
 from referrals.policy import policy_of
 from referrals.state_machine import Side, Status
+
+# Referrals that never left their source: drafts, and drafts cancelled before submission.
+NEVER_SUBMITTED = Q(status=Status.DRAFT) | Q(status=Status.CANCELLED, submitted_at__isnull=True)
+
+
+def submitted(referral: Referral) -> bool:
+    """Whether the referral ever left its source institution (the row-level twin of NEVER_SUBMITTED)."""
+    return referral.status != Status.DRAFT and not (referral.status == Status.CANCELLED
+                                                    and referral.submitted_at is None)
 
 
 def sides_of(principal: Principal, referral: Referral) -> set[Side]:
@@ -19,17 +30,19 @@ def sides_of(principal: Principal, referral: Referral) -> set[Side]:
         sides.add(Side.REFERRER)
     if principal.institution_id == referral.source_institution_id:  # type: ignore[attr-defined]
         sides.add(Side.SOURCE)
-    if principal.institution_id == referral.target_institution_id:  # type: ignore[attr-defined]
+    # A draft is the source's working copy: the target stands in it only from submission on, so it neither
+    # reads a draft (nor its identity, attachments or orders) nor acts on one.
+    if principal.institution_id == referral.target_institution_id and submitted(referral):  # type: ignore[attr-defined]
         sides.add(Side.TARGET)
     return sides
 
 
 def can_view(principal: Principal, referral: Referral) -> bool:
-    """Staff of the two institutions involved, and the patient's own bound accounts once the referral is
-    submitted (a draft is the doctor's working copy). Nobody else."""
+    """Staff of the source institution, staff of the target once the referral is submitted, and the patient's
+    own bound accounts once it is submitted (a draft is the source's working copy). Nobody else."""
     if sides_of(principal, referral):
         return True
-    return referral.status != Status.DRAFT and referral.patient_id in principal.patient_ids  # type: ignore[attr-defined]
+    return submitted(referral) and referral.patient_id in principal.patient_ids  # type: ignore[attr-defined]
 
 
 async def effective_roles(principal: Principal, referral: Referral, sides: set[Side]) -> set[str]:

@@ -18,6 +18,7 @@ from his.gateway import HisGateway, HisRejected, Order, Report
 from models import Institution, Patient, PatientIdentifier, Referral, ReferralOrder, Staff
 from outbox.jobs import enqueue
 from outbox.registry import JobContext, PermanentFailure, handler
+from patients.involvement import audit_his_read
 from referrals.access import sides_of, visible_referral
 from referrals.state_machine import Side, Status
 from security.crypto import PersonalDataCipher
@@ -109,6 +110,11 @@ async def reports_of(gateway: HisGateway, cipher: PersonalDataCipher, principal:
     if known is None:
         return [], {}
     target = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
+    if principal.institution_id != target.id:  # the source's doctor reads the target's HIS
+        await audit_his_read(await Patient.get(id=referral.patient_id), his=target,  # type: ignore[attr-defined]
+                             reader_institution_id=principal.institution_id, purpose="reports",
+                             actor_staff_id=principal.staff_id, actor_account_id=principal.account_id,
+                             referral=referral)
     since: datetime = referral.created_at
     reports = await gateway.list_reports(target, known.value, since=since)
     orders = {str(o.public_id): o for o in await ReferralOrder.filter(referral_id=referral.id)}

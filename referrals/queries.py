@@ -12,7 +12,7 @@ from tortoise.queryset import QuerySet
 from accounts.principal import Principal
 from errors import Forbidden, InvalidInput
 from models import Referral
-from referrals.access import approver_here
+from referrals.access import NEVER_SUBMITTED, approver_here
 from referrals.state_machine import Status
 from timeutil import CHINA_TZ
 
@@ -33,13 +33,13 @@ async def box_query(principal: Principal, box: str) -> QuerySet:
         raise InvalidInput("未知的列表类型", code="INVALID_BOX", detail={"allowed": list(BOXES)})
     if box == "mine":
         principal.require_patient()
-        return Referral.filter(patient_id__in=list(principal.patient_ids)).exclude(status=Status.DRAFT)
+        return Referral.filter(patient_id__in=list(principal.patient_ids)).exclude(NEVER_SUBMITTED)
     principal.require_staff()
     inst = principal.institution_id
     if box == "outgoing":
         return Referral.filter(source_institution_id=inst)
     if box == "incoming":
-        return Referral.filter(target_institution_id=inst).exclude(status=Status.DRAFT)
+        return Referral.filter(target_institution_id=inst).exclude(NEVER_SUBMITTED)
     if not await approver_here(principal):
         raise Forbidden("仅审批人员可查看待审批列表", code="ROLE_REQUIRED")
     return Referral.filter(Q(status=Status.PENDING_SOURCE, source_institution_id=inst)

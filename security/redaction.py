@@ -9,15 +9,16 @@ that later handlers lose the live exception object; they still get its (redacted
 
 What is matched, deliberately without checking check digits or dates (a mistyped number is still
 personal data):
-- ID numbers: 17 digits + a digit or X/x, not inside a longer digit run;
-- mobile numbers: 1[3-9] + 9 digits, optionally written 3-4-4 with spaces or dashes and optionally
-  preceded by +86 / 0086 / 86, not inside a longer digit run.
+- ID numbers: 17 digits + a digit or X/x, not inside a longer digit run, in ASCII or full-width digits
+  (what a Chinese input method types), with or without single spaces or dashes between the digits
+  (`110105 19491231 002X`, as people copy them from a card);
+- mobile numbers: 1[3-9] + 9 digits (ASCII or full-width), optionally written 3-4-4 with spaces or dashes
+  and optionally preceded by +86 / 0086 / 86, not inside a longer digit run.
 Letters next to a match do not protect it ("id11010519491231002X" is masked), because leaking a number is
 worse than spoiling a token. Two token shapes are exempt so that request ids and digests stay greppable:
 UUIDs (about one random UUID in 1,400 contains a mobile-shaped digit run) and hex runs of 32 or more
 characters (digests, trace ids). A shorter alphanumeric token with such a digit run is masked, e.g.
-"a13812345678b" -> "a138****5678b"; that is accepted. Out of scope: 15-digit first-generation ID numbers
-and ID numbers written with spaces inside."""
+"a13812345678b" -> "a138****5678b"; that is accepted. Out of scope: 15-digit first-generation ID numbers."""
 
 from __future__ import annotations
 
@@ -27,18 +28,21 @@ import re
 from security.masking import mask_id_number, mask_phone
 
 _HEX = "[0-9A-Fa-f]"
+_D = "[0-9\uff10-\uff19]"  # an ASCII or a full-width digit
+_SEP = "[ \u3000\\-\uff0d]"  # a space, ideographic space or dash between the digits of a copied number
 _PATTERN = re.compile(
     rf"""
     # Identifiers that are not personal data and must stay greppable: UUIDs and long hex digests.
     (?P<keep>(?<![0-9A-Za-z])(?:{_HEX}{{8}}(?:-{_HEX}{{4}}){{3}}-{_HEX}{{12}}|{_HEX}{{32,}})(?![0-9A-Za-z]))
-    | (?P<id_number>(?<![0-9])[0-9]{{17}}(?:[Xx]|[0-9](?![0-9])))
-    | (?<![0-9])
+    | (?P<id_number>(?<!{_D})(?:{_D}{_SEP}?){{17}}(?:[XxＸｘ]|{_D}(?![0-9\uff10-\uff19XxＸｘ])))
+    | (?<!{_D})
       (?P<prefix>(?:\+86|0086|86)[ -]?)?
-      (?P<mobile>1[3-9][0-9](?:[0-9]{{8}}|[ -][0-9]{{4}}[ -][0-9]{{4}}))
-      (?![0-9])
+      (?P<mobile>[1１][3-9３-９]{_D}(?:{_D}{{8}}|{_SEP}{_D}{{4}}{_SEP}{_D}{{4}}))
+      (?!{_D})
     """,
     re.VERBOSE,
 )
+_SEPARATORS = str.maketrans("", "", " \u3000-\uff0d")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and may carry user data.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -48,8 +52,8 @@ def _replace(match: re.Match[str]) -> str:
     if match["keep"]:
         return match["keep"]
     if match["id_number"]:
-        return mask_id_number(match["id_number"])
-    return (match["prefix"] or "") + mask_phone(match["mobile"])
+        return mask_id_number(match["id_number"].translate(_SEPARATORS))
+    return (match["prefix"] or "") + mask_phone(match["mobile"].translate(_SEPARATORS))
 
 
 def redact(text: str) -> str:

@@ -28,8 +28,8 @@ from models.accounts import Relation
 from referrals import commands
 from referrals.state_machine import Status
 from security.crypto import PersonalDataCipher
-from security.idcard import make_id_number
-from tests.support import bearer, login, login_code, login_demo, seeded
+from security.idcard import make_id_number, parse_id_number
+from tests.support import bearer, login, login_code, login_demo, phone_code, seeded
 from timeutil import china_today
 
 INSTITUTION_CODES = [row[0] for row in INSTITUTIONS]
@@ -51,6 +51,7 @@ RETURN_SUMMARY = {"diagnosis": "冠状动脉粥样硬化性心脏病", "treatmen
                   "recommendations": "回社区继续双抗治疗，1个月后复查", "mrn": "ZY000123"}
 
 _patient_seq = itertools.count(1)
+PHONE_ON_FILE = "13812345678"
 
 
 def tomorrow() -> date:
@@ -107,20 +108,46 @@ async def make_patient(cipher: PersonalDataCipher, name: str = "周明华", *, s
     """A platform patient written directly (each call a new ID number), for tests that need many."""
     n = seq if seq is not None else next(_patient_seq)
     id_number = make_id_number("321002", date(1960, 1, 1) + timedelta(days=n), n % 999 + 1)
-    return await Patient.create(name=name, id_number_enc=cipher.encrypt(id_number, "id_number"),
-                                id_number_hash=cipher.lookup_hash("id_number", id_number), gender="male",
-                                birth_date=date(1960, 1, 1) + timedelta(days=n),
-                                phone_enc=cipher.encrypt("13812345678", "phone"),
-                                phone_hash=cipher.lookup_hash("phone", "13812345678"))
+    return await put_on_file(cipher, name, id_number)
+
+
+async def put_on_file(cipher: PersonalDataCipher, name: str, id_number: str, phone: str = PHONE_ON_FILE) -> Patient:
+    """The patient as a member's desk records them (name, ID number, phone), unless the platform has them."""
+    hashed = cipher.lookup_hash("id_number", id_number)
+    existing = await Patient.get_or_none(id_number_hash=hashed)
+    if existing is not None:
+        return existing
+    identity = parse_id_number(id_number)
+    return await Patient.create(name=name, id_number_enc=cipher.encrypt(id_number, "id_number"), id_number_hash=hashed,
+                                gender=identity.gender, birth_date=identity.birth_date,
+                                phone_enc=cipher.encrypt(phone, "phone"), phone_hash=cipher.lookup_hash("phone", phone))
 
 
 async def bind_patient(client, openid: str, name: str, id_number: str) -> dict:
-    """The patient binds their WeChat account by real name; returns the session."""
+    """The patient binds their own WeChat account, proving it with their WeChat-verified phone number (the one
+    on file: the platform records them first if it has not yet); returns the session."""
+    cipher = client.server.app[CIPHER]
+    patient = await put_on_file(cipher, name, id_number)
+    phone = cipher.decrypt(patient.phone_enc, "phone") if patient.phone_enc else PHONE_ON_FILE
     resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, openid), "name": name, "id_number": id_number, "phone": "13812345678",
-        "relation": "self"})
+        "code": await login_code(client, openid), "name": name, "id_number": id_number, "relation": "self",
+        "phone_code": await phone_code(client, phone)})
     assert resp.status == 201, await resp.text()
     return await resp.json()
+
+
+async def bind_family(client, openid: str, name: str, id_number: str, relation: str, patient_session: dict) -> dict:
+    """A family member asks to bind the patient, and the patient approves from their own bound account by
+    scanning the request's QR; returns the family member's session."""
+    resp = await client.post("/api/v1/auth/bind-patient", json={
+        "code": await login_code(client, openid), "name": name, "id_number": id_number, "relation": relation})
+    body = await resp.json()
+    assert resp.status == 403 and body["error"]["detail"]["missing"] == "patient_approval", body
+    token = body["error"]["detail"]["binding_request"]["token"]
+    resp = await client.post("/api/v1/binding-requests/confirm", json={"token": token},
+                             headers=bearer(patient_session))
+    assert resp.status == 200, await resp.text()
+    return await login(client, openid)
 
 
 async def patient_account(patient: Patient, openid: str) -> WeChatAccount:

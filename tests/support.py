@@ -32,6 +32,13 @@ async def login(client, openid: str) -> dict:
     return await resp.json()
 
 
+async def phone_code(client, phone: str) -> str:
+    """What the getPhoneNumber button gives a user whose WeChat-verified number is `phone`."""
+    resp = await client.post("/wechat-sandbox/sandbox/phone-code", json={"phone": phone})
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["code"]
+
+
 def bearer(session: dict) -> dict:
     return {"Authorization": f"Bearer {session['access_token']}"}
 

@@ -10,8 +10,8 @@ from models import InboxMessage, InstitutionPolicy, OutboxJob, Referral, Staff, 
 from notifications.recipients import referrer_accounts
 from referrals.state_machine import Status
 from tests.notify_support import run_jobs, sandbox_messages, subscribe
-from tests.referral_support import Desk, add_staff, bind_patient, institution, tomorrow
-from tests.support import bearer, login, login_code, login_demo, valid_id
+from tests.referral_support import Desk, add_staff, bind_family, bind_patient, institution, tomorrow
+from tests.support import bearer, login, login_demo, valid_id
 from timeutil import CHINA_TZ
 
 APPROVAL, PROGRESS, ADMISSION = "rc-referral-approval", "rc-referral-progress", "rc-admission-notice"
@@ -46,11 +46,7 @@ async def cast(client) -> tuple[World, str]:
     world = World(client, desk)
     patient = await bind_patient(client, "o_n_patient", PATIENT_NAME, valid_id(31))
     patient_id = patient["account"]["patients"][0]["id"]
-    resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, "o_n_family"), "name": PATIENT_NAME, "id_number": valid_id(31),
-        "phone": "13812345678", "relation": "child"})
-    assert resp.status == 201, await resp.text()
-    family = await resp.json()
+    family = await bind_family(client, "o_n_family", PATIENT_NAME, valid_id(31), "child", patient)
     await add_staff("DONGGUAN", "approver", "o_n_approver2", name="孙副科长")
     dongguan = await institution("DONGGUAN")
     await InstitutionPolicy.filter(institution_id=dongguan.id).delete()

@@ -11,13 +11,15 @@ from datetime import date
 
 import jwt
 
-from appkeys import HIS_SIMULATOR, SETTINGS
+from appkeys import CIPHER, HIS, HIS_SIMULATOR, SETTINGS
 from his import profile
+from his.admission import patient_demographics
 from his.simulator import Fault
 from models import AuditEvent, Institution, Patient, PatientIdentifier
 from qr.patient_card import issue_card
 from security.idcard import make_id_number
-from tests.support import bearer, login_code, login_demo, read_qr, seeded
+from tests.referral_support import Desk, bind_family, bind_patient
+from tests.support import bearer, login_demo, read_qr, seeded
 
 UNKNOWN_ID = make_id_number("321002", date(1950, 2, 2), 555)
 BAD_CHECK_DIGIT = UNKNOWN_ID[:17] + ("1" if UNKNOWN_ID[17] != "1" else "2")
@@ -68,12 +70,9 @@ async def scan(client, session: dict, content: str):
     return await client.post("/api/v1/scan", json={"content": content}, headers=bearer(session))
 
 
-async def bind(client, openid: str, name: str, id_number: str, relation: str = "self") -> dict:
-    resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, openid), "name": name, "id_number": id_number, "phone": "13812345678",
-        "relation": relation})
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+async def bind(client, openid: str, name: str, id_number: str) -> dict:
+    """The patient binds their own account, proven by the phone on file (recorded on the platform first if new)."""
+    return await bind_patient(client, openid, name, id_number)
 
 
 # ------------------------------------------------------------------------------------------- scanning
@@ -135,20 +134,62 @@ async def test_a_patient_without_open_encounter_is_recorded_with_an_empty_prefil
     assert body["prefill"]["diagnoses"] == [] and body["prefill"]["chief_complaint"] == ""
 
 
-async def test_another_institutions_card_is_resolved_through_that_institution(client):
+async def test_another_members_card_is_read_there_only_when_a_referral_involves_the_doctors_institution(client):
     session = await doctor(client, "SUBEI")
     person = his_person(client, "BAOYING")
+    baoying = await Institution.get(code="BAOYING")
+
+    # Nothing involves SUBEI with this patient: BAOYING's HIS is not read, and the doctor is told why.
+    resp = await scan(client, session, person["card_code"])
+    body = await resp.json()
+    assert resp.status == 403 and body["error"]["code"] == "CROSS_INSTITUTION_READ_REFUSED", body
+    assert "宝应" in body["error"]["message"] and "转诊" in body["error"]["message"]
+    assert not await PatientIdentifier.filter(institution_id=baoying.id).exists()
+    assert not await AuditEvent.filter(action="his.cross_institution_read").exists()
+
+    # BAOYING records the patient and drafts a referral to SUBEI: a draft does not involve SUBEI yet.
+    desk = Desk(client)
+    own = await (await scan(client, await login_demo(client, "BAOYING", "doctor"), person["mrn"])).json()
+    draft = await desk.ok(await desk.create("BAOYING", own["patient"]["id"], "SUBEI", "CARD"), 201)
+    resp = await scan(client, session, person["card_code"])
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "CROSS_INSTITUTION_READ_REFUSED"
+
+    # Submitted, the referral involves SUBEI: the card is read at BAOYING, and the read is audited.
+    await desk.ok(await desk.post(("BAOYING", "doctor"), draft["id"], "submit"))
     resp = await scan(client, session, person["card_code"])
     assert resp.status == 200, await resp.text()
     body = await resp.json()
+    assert body["patient"]["id"] == own["patient"]["id"] and body["resolved_by"] == "his_card"
     assert body["his"]["institution"]["code"] == "BAOYING" and body["his"]["mrn"] == person["mrn"]
     assert body["identifiers"] == []  # SUBEI has no number for this patient
     assert_prefill_matches(body["prefill"], expected_prefill(client, "BAOYING", person))
-    baoying = await Institution.get(code="BAOYING")
-    assert await PatientIdentifier.filter(institution_id=baoying.id, value=person["mrn"], system="mrn").exists()
+    subei = await Institution.get(code="SUBEI")
+    [event] = await AuditEvent.filter(action="his.cross_institution_read")
+    assert event.institution_id == subei.id and event.target_id == own["patient"]["id"]
+    assert event.detail == {"his": "BAOYING", "purpose": "scan", "referral": draft["code"]}
+    assert event.actor_staff_id is not None
+
     # The bare MRN of another institution is not looked up there: only its prefixed card code names it.
     resp = await scan(client, session, person["mrn"])
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "PATIENT_NOT_FOUND"
+
+
+async def test_another_members_card_resolves_through_the_doctors_own_his_by_identity(client):
+    session = await doctor(client, "GAOYOU")
+    person = his_person(client, "BAOYING")
+    own = await (await scan(client, await login_demo(client, "BAOYING", "doctor"), person["mrn"])).json()
+    # The patient is also registered at GAOYOU, under GAOYOU's own numbers.
+    patient = await Patient.get(public_id=own["patient"]["id"])
+    gaoyou = await Institution.get(code="GAOYOU")
+    app = client.server.app
+    mrn = await app[HIS].register_patient(gaoyou, patient_demographics(patient, app[CIPHER]))
+    resp = await scan(client, session, person["card_code"])
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["patient"]["id"] == own["patient"]["id"]
+    assert body["his"]["institution"]["code"] == "GAOYOU" and body["his"]["mrn"] == mrn
+    assert ("mrn", mrn) in [(i["system"], i["value"]) for i in body["identifiers"]]
+    assert not await AuditEvent.filter(action="his.cross_institution_read").exists()
 
 
 async def test_unknown_and_malformed_codes_get_messages_a_doctor_understands(client):
@@ -156,7 +197,7 @@ async def test_unknown_and_malformed_codes_get_messages_a_doctor_understands(cli
     cases = [
         ("99999999", 404, "PATIENT_NOT_FOUND"),
         ("SUBEI-99999999", 404, "PATIENT_NOT_FOUND"),
-        ("GAOYOU-99999999", 404, "PATIENT_NOT_FOUND"),
+        ("GAOYOU-99999999", 403, "CROSS_INSTITUTION_READ_REFUSED"),
         ("NOSUCHH-12345678", 404, "CARD_INSTITUTION_UNKNOWN"),
         (UNKNOWN_ID, 404, "PATIENT_NOT_FOUND"),
         (BAD_CHECK_DIGIT, 422, "INVALID_ID_NUMBER"),
@@ -300,7 +341,8 @@ async def test_the_card_is_only_for_bound_patients_and_their_own_family(client):
     me = make_id_number("321002", date(1990, 1, 1), 11)
     mother = make_id_number("321002", date(1962, 6, 6), 22)
     await bind(client, "o_family", "赵一", me)
-    session = await bind(client, "o_family", "钱母", mother, relation="parent")
+    mother_session = await bind(client, "o_mother", "钱母", mother)
+    session = await bind_family(client, "o_family", "钱母", mother, "parent", mother_session)
     patients = {p["relation"]: p["id"] for p in session["account"]["patients"]}
     default = await (await client.get("/api/v1/patients/me/card", headers=bearer(session))).json()
     assert default["patient"]["id"] == patients["self"]

@@ -100,6 +100,7 @@ class Expected:
     complete: bool
     booking: tuple[int, date] | None = None
     resubmitted: bool = False
+    submitted: bool = False  # it left the source: a draft (or a draft cancelled unsubmitted) is the source's alone
 
 
 @dataclass
@@ -188,7 +189,7 @@ class ReferralMachine(RuleBasedStateMachine):
             return set()
         sides = {Side.REFERRER} if who.staff_id == ref.referrer else set()
         sides |= {Side.SOURCE} if who.institution_id == ref.source else set()
-        sides |= {Side.TARGET} if who.institution_id == ref.target else set()
+        sides |= {Side.TARGET} if who.institution_id == ref.target and ref.submitted else set()
         return sides
 
     def roles(self, who: Principal, sides: set[Side]) -> set[str]:
@@ -200,8 +201,8 @@ class ReferralMachine(RuleBasedStateMachine):
         return roles
 
     def visible(self, who: Principal, ref: Expected) -> bool:
-        """The two institutions' staff; the patient once the referral is no longer a draft."""
-        return bool(self.sides(who, ref)) or (ref.status != Status.DRAFT and ref.patient in who.patient_ids)
+        """The source's staff; the target's staff and the patient once the referral was submitted."""
+        return bool(self.sides(who, ref)) or (ref.submitted and ref.patient in who.patient_ids)
 
     def level(self, institution_id: int) -> str:
         return str(next(i.level for i in self.world.institutions.values() if i.id == institution_id))
@@ -500,6 +501,7 @@ class ReferralMachine(RuleBasedStateMachine):
         assert referral.status == rows[0].to == next_state(from_status, action, sides=sides, roles=roles,
                                                            needs_source_approval=ref.needs_source)
         ref.status, ref.version = rows[0].to, ref.version + 1
+        ref.submitted = ref.submitted or action == Action.SUBMIT
 
     def track(self, ref: Expected, referral: Referral) -> None:
         """Every transition bumped the version by one and left the status the table named."""
@@ -532,8 +534,8 @@ class ReferralMachine(RuleBasedStateMachine):
             assert (referral.source_institution_id, referral.target_institution_id, referral.patient_id) == (
                 ref.source, ref.target, ref.patient)
             for who in self.principals:
-                expected = (who.institution_id in (ref.source, ref.target)) or (
-                    ref.status != Status.DRAFT and ref.patient in who.patient_ids)
+                expected = who.institution_id == ref.source or (ref.submitted and (
+                    who.institution_id == ref.target or ref.patient in who.patient_ids))
                 assert can_view(who, referral) is expected, (who.staff_id, who.institution_id, ref)
         self.touched.clear()
 
@@ -545,9 +547,8 @@ class ReferralMachine(RuleBasedStateMachine):
         for who, seen in zip(self.principals, listed, strict=True):
             should = {r.id for r in self.expected.values()
                       if (who.staff_id is not None and (who.institution_id == r.source
-                                                        or (who.institution_id == r.target
-                                                            and r.status != Status.DRAFT)))
-                      or (r.patient in who.patient_ids and r.status != Status.DRAFT)}
+                                                        or (who.institution_id == r.target and r.submitted)))
+                      or (r.patient in who.patient_ids and r.submitted)}
             assert seen == should, (who.staff_id, who.institution_id, who.patient_ids)
 
 

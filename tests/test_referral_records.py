@@ -7,7 +7,7 @@ import io
 import aiohttp
 
 from appkeys import HIS_SIMULATOR
-from models import OutboxJob, ReferralOrder
+from models import AuditEvent, Institution, OutboxJob, ReferralOrder
 from outbox.registry import HANDLERS, JobContext
 from referrals.state_machine import Status
 from tests.referral_support import Desk
@@ -48,6 +48,15 @@ async def test_referrer_orders_a_lab_test_and_reads_its_report(client, app):
     reports = (await resp.json())["items"]
     assert [r["order_name"] for r in reports] == ["肌钙蛋白I"]
     assert reports[0]["order_id"] == order["id"]
+    # The source's doctor read SUBEI's HIS: a cross-institution read, audited without personal data.
+    [event] = await AuditEvent.filter(action="his.cross_institution_read")
+    assert event.detail == {"his": "SUBEI", "purpose": "reports", "referral": referral["code"]}
+    assert event.institution_id == (await Institution.get(code="DONGGUAN")).id
+    # The target's own doctor reads its own HIS: nothing cross-institution to audit.
+    target_doctor = await login_demo(client, "SUBEI", "doctor")
+    resp = await client.get(f"/api/v1/referrals/{referral['id']}/reports", headers=bearer(target_doctor))
+    assert resp.status == 200
+    assert await AuditEvent.filter(action="his.cross_institution_read").count() == 1
 
     # Running the job again (a retry) places nothing twice.
     job = await OutboxJob.get(kind="his.place_order")

@@ -155,3 +155,35 @@ async def test_unmasked_identity_is_for_the_two_sides_doctors_and_clerks_and_is_
     for who, status in ((("SUBEI", "approver"), 403), (("DONGGUAN", "admin"), 403), (("GAOYOU", "doctor"), 404)):
         assert (await desk.get(who, f"/api/v1/referrals/{rid}/patient-identity")).status == status, who
     assert await AuditEvent.filter(action="patient.identity_read").count() == before + 2
+
+
+async def test_a_draft_is_private_to_its_source_until_it_is_submitted(client):
+    desk = await Desk.open(client)
+    patient = await make_patient(desk.cipher, "冯草稿")
+    draft = await desk.drive(Status.DRAFT, patient_id=str(patient.public_id))  # DONGGUAN → SUBEI
+    cancelled = await desk.drive(Status.CANCELLED, patient_id=str(patient.public_id), target="GAOYOU", dept="MED")
+    assert cancelled["submitted_at"] is None
+    paths = ["", "/patient-identity", "/attachments", "/orders", "/timeline/verify", "/slip"]
+    for rid, target in ((draft["id"], "SUBEI"), (cancelled["id"], "GAOYOU")):
+        for role in ("doctor", "admission_clerk", "approver", "admin"):
+            for path in paths:
+                resp = await desk.get((target, role), f"/api/v1/referrals/{rid}{path}")
+                assert resp.status in (403, 404), (role, path, resp.status)
+                if resp.status == 403:  # refused by role before the lookup, as for an unrelated referral
+                    assert (await resp.json())["error"]["code"] == "ROLE_REQUIRED", (role, path)
+            assert (await desk.get((target, role), f"/api/v1/referrals/{rid}")).status == 404
+            for action, body in ACTION_BODIES.items():
+                assert (await desk.post((target, role), rid, action, body)).status == 404, (role, action)
+        page = await desk.ok(await desk.get((target, "doctor"), "/api/v1/referrals", box="incoming"))
+        assert rid not in [r["id"] for r in page["items"]]
+    identity = await desk.get(("SUBEI", "doctor"), f"/api/v1/referrals/{draft['id']}/patient-identity")
+    assert identity.status == 404 and "冯草稿" not in await identity.text()
+    # The source's own staff keep their working copy.
+    assert (await desk.detail(("DONGGUAN", "doctor"), draft["id"]))["status"] == "draft"
+
+    # From submission on, the target sees it.
+    await desk.ok(await desk.post(("DONGGUAN", "doctor"), draft["id"], "submit"))
+    assert (await desk.detail(("SUBEI", "doctor"), draft["id"]))["status"] == "pending_source"
+    page = await desk.ok(await desk.get(("SUBEI", "doctor"), "/api/v1/referrals", box="incoming"))
+    assert draft["id"] in [r["id"] for r in page["items"]]
+    await desk.ok(await desk.get(("SUBEI", "doctor"), f"/api/v1/referrals/{draft['id']}/patient-identity"))

@@ -42,7 +42,8 @@ from referrals.policy import DEFAULT_WHAT_TO_BRING
 from slips import checkin, images, lifecycle
 from slips.demo import demo_slip, summary_lines
 from tests import notify_support
-from tests.support import bearer, login, login_code, login_demo, read_qr, run_app_cli, seeded, valid_id
+from tests.referral_support import bind_family, bind_patient
+from tests.support import bearer, login, login_demo, read_qr, run_app_cli, seeded, valid_id
 from timeutil import CHINA_TZ, china_today
 
 PATIENT_NAME = "钱玉兰"
@@ -53,13 +54,9 @@ CLINICAL = {"diagnoses": [{"code": "I63.9", "name": "脑梗死"}], "chief_compla
 # -- the shared path to a scheduled referral ------------------------------------------------------------------
 
 
-async def bind(client, openid: str, seq: int, relation: str = "self", name: str = PATIENT_NAME) -> dict:
-    """A WeChat user binds a patient by real name (creating the platform patient the first time)."""
-    resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, openid), "name": name, "id_number": valid_id(seq),
-        "phone": "13812345678", "relation": relation})
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+async def bind(client, openid: str, seq: int, name: str = PATIENT_NAME) -> dict:
+    """A patient binds their own WeChat account (proven by the phone on file; recorded first if new)."""
+    return await bind_patient(client, openid, name, valid_id(seq))
 
 
 async def schedule(client, *, seq: int = 41, openid: str | None = None, day: date | None = None,
@@ -220,7 +217,7 @@ async def test_certificate_number_shows_once_the_his_issued_it(client):
 async def test_patient_family_and_both_institutions_see_the_slip_nobody_else(client):
     flow = await schedule(client)
     rid = flow["referral_id"]
-    family = await bind(client, "o_slip_daughter", 41, relation="child")
+    family = await bind_family(client, "o_slip_daughter", PATIENT_NAME, valid_id(41), "child", flow["patient"])
     seen = {}
     for name, session in [("patient", flow["patient"]), ("family", family),
                           ("target clerk", await login_demo(client, "SUBEI", "admission_clerk")),

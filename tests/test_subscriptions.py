@@ -3,7 +3,8 @@ one-time template, bans and switches honoured; GET shows the templates to ask fo
 
 from __future__ import annotations
 
-from tests.support import bearer, login, login_code, login_demo, seeded, valid_id
+from tests.referral_support import bind_patient
+from tests.support import bearer, login, login_demo, seeded, valid_id
 
 APPROVAL, PROGRESS, ADMISSION = "rc-referral-approval", "rc-referral-progress", "rc-admission-notice"
 
@@ -44,10 +45,7 @@ async def test_templates_suggested_by_who_asks(client):
         APPROVAL: True, PROGRESS: True, ADMISSION: False}
     assert all(t["title"] and t["purpose"] and t["long_term"] is False for t in body["templates"])
     assert body["items"] == []
-    resp = await client.post("/api/v1/auth/bind-patient", json={
-        "code": await login_code(client, "o_sub_patient"), "name": "冯小刚", "id_number": valid_id(51),
-        "phone": "13812345678", "relation": "self"})
-    patient = await resp.json()
+    patient = await bind_patient(client, "o_sub_patient", "冯小刚", valid_id(51))
     body = await (await client.get("/api/v1/subscriptions", headers=bearer(patient))).json()
     assert {t["template_id"] for t in body["templates"] if t["suggested"]} == {PROGRESS, ADMISSION}
 

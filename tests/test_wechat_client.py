@@ -372,3 +372,18 @@ async def test_unreachable_wechat_is_unavailable(client, app, settings):
         assert unreachable.value.errcode == -1 and down.token_fetches == 1
     finally:
         await kv.close()
+
+
+async def test_get_phone_number_returns_the_verified_number_once(client, wechat):
+    code = (await sandbox(client, "POST", "phone-code", json={"phone": "13912345678"}))["code"]
+    number = await wechat.get_phone_number(code)
+    assert (number.phone, number.country_code) == ("13912345678", "86")
+    assert "13912345678" not in repr(number)
+    with pytest.raises(WeChatError) as used:
+        await wechat.get_phone_number(code)
+    assert used.value.errcode == 40029 and not used.value.retryable
+    await sandbox(client, "POST", "faults", json={"endpoint": "/wxa/business/getuserphonenumber", "errcode": -1})
+    code = (await sandbox(client, "POST", "phone-code", json={"phone": "13912345678"}))["code"]
+    with pytest.raises(WeChatError) as busy:
+        await wechat.get_phone_number(code)
+    assert busy.value.errcode == -1 and busy.value.retryable

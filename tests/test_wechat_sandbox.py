@@ -312,3 +312,32 @@ def test_invalid_keyword_values(kind, value):
 def test_keyword_type_comes_from_the_keyword_name():
     assert keyword_type("thing12") == "thing" and keyword_type("character_string3") == "character_string"
     assert keyword_type("colour1") is None
+
+
+# -- phone numbers ----------------------------------------------------------------------------------
+
+
+async def test_phone_codes_answer_like_getuserphonenumber_once_then_40029(sandbox, clock):
+    access_token = await token(sandbox)
+    code = (await knob(sandbox, "POST", "phone-code", json={"phone": "13812345678"}))["code"]
+    body = await wechat(sandbox, "POST", "/wxa/business/getuserphonenumber", params={"access_token": access_token},
+                        json={"code": code})
+    assert body["errcode"] == 0
+    info = body["phone_info"]
+    assert (info["phoneNumber"], info["purePhoneNumber"], info["countryCode"]) == ("13812345678", "13812345678", "86")
+    assert info["watermark"]["appid"] == APPID
+    used = await wechat(sandbox, "POST", "/wxa/business/getuserphonenumber", params={"access_token": access_token},
+                        json={"code": code})
+    assert used["errcode"] == 40029
+    late = (await knob(sandbox, "POST", "phone-code", json={"phone": "13812345678", "country_code": "852"}))["code"]
+    clock.now += 301
+    access_token = await token(sandbox)
+    for body in ({"code": late}, {"code": "never-issued"}):
+        answer = await wechat(sandbox, "POST", "/wxa/business/getuserphonenumber",
+                              params={"access_token": access_token}, json=body)
+        assert answer["errcode"] == 40029, body
+    assert (await wechat(sandbox, "POST", "/wxa/business/getuserphonenumber", params={"access_token": access_token},
+                         json={}))["errcode"] == 47001
+    assert (await wechat(sandbox, "POST", "/wxa/business/getuserphonenumber", json={"code": late}))["errcode"] == 41001
+    resp = await sandbox.post("/sandbox/phone-code", json={"phone": "138-1234"})
+    assert resp.status == 400

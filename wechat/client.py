@@ -1,4 +1,5 @@
-"""Async WeChat server API client on aiohttp: login, subscribe and customer-service messages, wxacode.
+"""Async WeChat server API client on aiohttp: login, verified phone numbers, subscribe and customer-service
+messages, wxacode.
 
 Every call has a timeout; errors come back as WeChatError (WeChatUnavailable/WeChatTimeout when WeChat
 could not be reached). URLs carry the secret or the access token, so nothing here logs a URL, a token or a
@@ -31,6 +32,14 @@ class Session:
     openid: str
     unionid: str | None
     session_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PhoneNumber:
+    """phonenumber.getPhoneNumber: the number WeChat has verified for the user (personal data: never logged)."""
+
+    phone: str = field(repr=False)  # purePhoneNumber: without the country code
+    country_code: str
 
 
 class WeChatClient:
@@ -97,6 +106,15 @@ class WeChatClient:
         if not isinstance(openid, str) or not openid:
             raise WeChatUnavailable("jscode2session 响应缺少 openid", endpoint="/sns/jscode2session")
         return Session(openid=openid, unionid=data.get("unionid") or None, session_key=data.get("session_key", ""))
+
+    async def get_phone_number(self, code: str) -> PhoneNumber:
+        """Exchange a getPhoneNumber button code for the user's verified number (single use; 40029 when the
+        code is invalid, used or expired)."""
+        path = "/wxa/business/getuserphonenumber"
+        info = (await self._call("POST", path, {"code": code})).get("phone_info")
+        if not isinstance(info, dict) or not info.get("purePhoneNumber"):
+            raise WeChatUnavailable("getuserphonenumber 响应缺少 phone_info", endpoint=path)
+        return PhoneNumber(phone=str(info["purePhoneNumber"]), country_code=str(info.get("countryCode") or ""))
 
     async def send_subscribe(self, touser: str, template_id: str, data: Mapping[str, Any], page: str | None = None,
                              miniprogram_state: MiniprogramState = "formal", lang: str = "zh_CN") -> int | None:

@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0004_policy_what_to_bring')]
+    dependencies = [('models', '0005_binding_requests')]
 
     initial = False
 

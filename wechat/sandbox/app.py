@@ -113,6 +113,12 @@ async def wxacode_unlimit(request: web.Request, state: SandboxState) -> web.Resp
     return web.Response(body=render_wxacode(scene, page, width), content_type="image/png")
 
 
+@_wechat_endpoint("/wxa/business/getuserphonenumber")
+async def user_phone_number(request: web.Request, state: SandboxState) -> dict[str, Any]:
+    body = await _json_body(request)
+    return {"errcode": 0, "errmsg": "ok", "phone_info": state.phone_number(body.get("code"))}
+
+
 def render_wxacode(scene: str, page: str, width: int) -> bytes:
     """A real, scannable PNG of `page?scene=scene` (a QR code stands in for WeChat's round code)."""
     image = qrcode.make(f"{page}?scene={scene}", border=2).get_image().convert("L")
@@ -166,6 +172,12 @@ def _sandbox_endpoint(handler: Callable[[SandboxState, dict[str, Any]], Any]) ->
 @_sandbox_endpoint
 def login_code(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     code = state.mint_login_code(_text(body, "openid"), _text(body, "unionid", required=False))
+    return {"code": code, "expires_in": int(state.code_ttl)}
+
+
+@_sandbox_endpoint
+def phone_code(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    code = state.mint_phone_code(_text(body, "phone"), _text(body, "country_code", required=False) or "86")
     return {"code": code, "expires_in": int(state.code_ttl)}
 
 
@@ -266,7 +278,9 @@ def create_sandbox_app(state: SandboxState) -> web.Application:
         web.post("/cgi-bin/message/subscribe/send", subscribe_send),
         web.post("/cgi-bin/message/custom/send", custom_send),
         web.post("/wxa/getwxacodeunlimit", wxacode_unlimit),
+        web.post("/wxa/business/getuserphonenumber", user_phone_number),
         web.post("/sandbox/login-code", login_code),
+        web.post("/sandbox/phone-code", phone_code),
         web.get("/sandbox/templates", list_templates),
         web.post("/sandbox/templates", add_template),
         web.get("/sandbox/subscriptions", list_subscriptions),

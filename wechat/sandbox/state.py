@@ -29,6 +29,7 @@ WECHAT_PATHS = (
     "/cgi-bin/message/subscribe/send",
     "/cgi-bin/message/custom/send",
     "/wxa/getwxacodeunlimit",
+    "/wxa/business/getuserphonenumber",
 )
 
 # WeChat's own errmsg texts for the codes a fault is usually injected with.
@@ -91,6 +92,16 @@ class LoginCode:
 
 
 @dataclass
+class PhoneCode:
+    """What a getPhoneNumber button tap gives the mini-program: a single-use code for the user's phone."""
+
+    phone: str
+    country_code: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
 class Template:
     template_id: str
     title: str
@@ -131,6 +142,7 @@ class SandboxState:
         self._tokens: dict[str, Token] = {}  # by kind: "stable" and "plain" tokens are independent in WeChat
         self._retired: dict[str, float] = {}  # replaced token -> valid until (only with token_overlap)
         self._codes: dict[str, LoginCode] = {}
+        self._phone_codes: dict[str, PhoneCode] = {}
         self.known_openids: set[str] = set()
         self.templates: dict[str, Template] = {}
         for template_id, (title, fields) in BUILTIN_TEMPLATES.items():
@@ -144,6 +156,7 @@ class SandboxState:
         self.login_codes_issued = 0
         self.sessions = 0
         self.wxacodes_issued = 0
+        self.phone_numbers_read = 0
 
     # -- clock ---------------------------------------------------------------------------------------------
 
@@ -233,6 +246,31 @@ class SandboxState:
         login.used = True
         self.sessions += 1
         return login
+
+    # -- phone numbers (getPhoneNumber) -----------------------------------------------------------------------
+
+    def mint_phone_code(self, phone: str, country_code: str = "86") -> str:
+        """What the getPhoneNumber button gives a user whose WeChat-verified number is `phone` (no country
+        code): a single-use code, valid for code_ttl seconds like a login code."""
+        if not re.fullmatch(r"[0-9]{5,15}", phone or "") or not re.fullmatch(r"[0-9]{1,4}", country_code or ""):
+            raise ValueError("phone 应为不含国家码的数字手机号，country_code 应为数字国家码")
+        code = secrets.token_hex(16)
+        self._phone_codes[code] = PhoneCode(phone, country_code, self.now() + self.code_ttl)
+        return code
+
+    def phone_number(self, code: Any) -> dict[str, Any]:
+        """phonenumber.getPhoneNumber: the phone_info of a fresh code; 40029 for an unknown, used or expired
+        code (WeChat's answer to all three), 47001 for a body without a code."""
+        if not isinstance(code, str) or not code:
+            raise ApiError(47001, "data format error: code missing")
+        issued = self._phone_codes.get(code)
+        if issued is None or issued.used or issued.expires_at <= self.now():
+            raise ApiError(40029, "invalid code")
+        issued.used = True
+        self.phone_numbers_read += 1
+        full = issued.phone if issued.country_code == "86" else f"+{issued.country_code}{issued.phone}"
+        return {"phoneNumber": full, "purePhoneNumber": issued.phone, "countryCode": issued.country_code,
+                "watermark": {"timestamp": int(self.now()), "appid": self.appid}}
 
     # -- templates and credits ---------------------------------------------------------------------------------
 
@@ -399,6 +437,7 @@ class SandboxState:
             "sessions": self.sessions,
             "messages": len(self._messages),
             "wxacodes_issued": self.wxacodes_issued,
+            "phone_numbers_read": self.phone_numbers_read,
             "calls": dict(self.calls),
             "pending_faults": {path: sum(f.remaining for f in q) for path, q in self._faults.items() if q},
             "now": datetime.fromtimestamp(self.now(), UTC).isoformat(),
