@@ -197,7 +197,8 @@ async def wxacode_png(request: web.Request) -> web.Response:
 @api.route("POST", "/api/v1/slips/check-in", summary="住院处扫描入院凭条办理入院（每张凭条只能办理一次）", tags=TAGS,
            body=CheckInIn, response=CheckInOut,
            responses={403: "仅限接收医院住院处", 404: "凭条不存在",
-                      409: "SLIP_ALREADY_CHECKED_IN：已办理入院（含办理时间和经办人）",
+                      409: "SLIP_ALREADY_CHECKED_IN：已办理入院（含办理时间和经办人）；"
+                           "SLIP_NOT_YET_VALID：未到可办理入院的日期",
                       410: "SLIP_EXPIRED / SLIP_REVOKED：凭条过期或已作废",
                       422: "SLIP_MALFORMED / SLIP_UNKNOWN_KEY / SLIP_BAD_SIGNATURE / SLIP_OTHER_INSTITUTION"})
 async def slip_check_in(request: web.Request) -> web.Response:

@@ -65,7 +65,7 @@ async def bind(client, openid: str, seq: int, relation: str = "self", name: str 
 async def schedule(client, *, seq: int = 41, openid: str | None = None, day: date | None = None,
                    source: str = "GAOYOU", target: str = "SUBEI", dept: str = "NEUR") -> dict:
     """A patient bound in the mini-program, referred from `source` to `target`/`dept`, approved at the source
-    (up-referrals need it), and accepted by the target's approver for `day` (default tomorrow) from beds the
+    (up-referrals need it), and accepted by the target's approver for `day` (default today) from beds the
     approver published. Returns {referral_id, patient (session), day, department}."""
     await seeded(client)
     patient = await bind(client, openid or f"o_slip_patient_{seq}", seq)
@@ -81,7 +81,7 @@ async def schedule(client, *, seq: int = 41, openid: str | None = None, day: dat
         resp = await client.post(f"/api/v1/referrals/{referral['id']}/approve", json={},
                                  headers=bearer(await login_demo(client, source, "approver")))
         assert resp.status == 200, await resp.text()
-    day = day or china_today() + timedelta(days=1)
+    day = day or china_today()  # a slip is valid from its scheduled day: these patients come today
     approver = await login_demo(client, target, "approver")
     resp = await client.put(f"/api/v1/departments/{department.public_id}/capacity",
                             json={"days": [{"date": day.isoformat(), "capacity": 3}]}, headers=bearer(approver))
@@ -569,7 +569,62 @@ async def test_reissue_voids_the_old_slip_and_issues_a_new_one_with_its_own_time
     await HANDLERS["slip.expire"](JobContext(client.server.app,
                                              await OutboxJob.get(dedupe_key=f"slip-expire:{old_row.id}")))
     assert (await Referral.get(id=referral.id)).status == "scheduled"
+    await allow_early_arrival(client, 2)  # the new slip is for two days from now
     assert (await scan(client, clerk, new["token"])).status == 200
+
+
+async def allow_early_arrival(client, days: int, code: str = "SUBEI") -> dict:
+    resp = await client.put("/api/v1/admin/policy", json={"early_arrival_days": days},
+                            headers=bearer(await login_demo(client, code, "admin")))
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_a_slip_is_valid_from_its_scheduled_day_or_as_early_as_the_policy_allows(client):
+    day = china_today() + timedelta(days=2)
+    flow = await schedule(client, day=day)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    before = await state_of(flow["referral_id"])
+    refused = await scan(client, clerk, slip["token"])
+    assert refused.status == 409 and await error_code(refused) == "SLIP_NOT_YET_VALID"
+    error = (await refused.json())["error"]
+    assert f"预约的入院日期为{day.month}月{day.day}日" in error["message"] and "还不能办理入院" in error["message"]
+    assert error["detail"] == {"scheduled_date": day.isoformat(), "valid_from": day.isoformat(),
+                               "today": china_today().isoformat()}
+    assert await state_of(flow["referral_id"]) == before  # nothing changed
+    policy = await allow_early_arrival(client, 1)
+    assert policy["early_arrival_days"] == 1
+    refused = await scan(client, clerk, slip["token"])
+    assert refused.status == 409
+    early = day - timedelta(days=1)
+    assert f"本院允许提前至{early.month}月{early.day}日办理" in (await refused.json())["error"]["message"]
+    await allow_early_arrival(client, 2)
+    admitted = await scan(client, clerk, slip["token"])
+    assert admitted.status == 200, await admitted.text()
+    bad = await client.put("/api/v1/admin/policy", json={"early_arrival_days": 15},
+                           headers=bearer(await login_demo(client, "SUBEI", "admin")))
+    assert bad.status == 422
+
+
+async def test_the_first_valid_day_is_a_china_day(client, monkeypatch):
+    import timeutil
+
+    await seeded(client)
+    subei = await Institution.get(code="SUBEI")
+
+    class ChinaHalfPastMidnight(datetime):
+        """2026-12-01 00:30 in China, still 2026-11-30 in UTC."""
+
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 30, 16, 30, tzinfo=UTC).astimezone(tz)
+
+    monkeypatch.setattr(timeutil, "datetime", ChinaHalfPastMidnight)
+    await checkin._refuse_too_early(Slip(scheduled_date=date(2026, 12, 1)), subei.id)  # its day has begun
+    with pytest.raises(Conflict) as refused:
+        await checkin._refuse_too_early(Slip(scheduled_date=date(2026, 12, 2)), subei.id)
+    assert refused.value.detail["today"] == "2026-12-01"
 
 
 async def test_no_show_timer_expires_the_referral_and_frees_the_bed(client):
