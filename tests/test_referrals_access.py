@@ -155,3 +155,24 @@ async def test_unmasked_identity_is_for_the_two_sides_doctors_and_clerks_and_is_
     for who, status in ((("SUBEI", "approver"), 403), (("DONGGUAN", "admin"), 403), (("GAOYOU", "doctor"), 404)):
         assert (await desk.get(who, f"/api/v1/referrals/{rid}/patient-identity")).status == status, who
     assert await AuditEvent.filter(action="patient.identity_read").count() == before + 2
+
+
+async def test_an_institution_that_redirected_a_referral_still_reads_it_but_cannot_act(client):
+    from tests.referral_support import institution
+
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.PENDING_TARGET)  # DONGGUAN → SUBEI
+    baoying = await institution("BAOYING")
+    department = (await baoying.departments.all())[0]
+    await desk.ok(await desk.post(("SUBEI", "approver"), body["id"], "redirect",
+                                  {"institution_id": str(baoying.public_id),
+                                   "department_id": str(department.public_id), "comment": "本院床位已满"}))
+    for role in ("approver", "doctor"):
+        seen = await desk.detail(("SUBEI", role), body["id"])
+        assert seen["target_institution"]["code"] == "BAOYING" and seen["allowed_actions"] == []
+        assert [e["action"] for e in seen["timeline"]][-1] == "redirect"
+    refused = await desk.post(("SUBEI", "approver"), body["id"], "reject", {"reason_code": "no_beds"})
+    assert refused.status == 403 and (await refused.json())["error"]["code"] == "NOT_YOUR_STEP"
+    # A third institution still sees nothing; the new target acts as before.
+    assert (await desk.get(("GAOYOU", "approver"), f"/api/v1/referrals/{body['id']}")).status == 404
+    assert (await desk.detail(("BAOYING", "approver"), body["id"]))["allowed_actions"]
