@@ -79,6 +79,7 @@ class Settings:
     access_ttl: int = 15 * 60
     refresh_ttl: int = 30 * 24 * 3600
     invitation_ttl: int = 7 * 24 * 3600
+    slip_image_url_ttl: int = 600
     data_key: bytes = field(default=b"", repr=False)
     lookup_key: bytes = field(default=b"", repr=False)
     his_timeout: float = 10.0
@@ -157,6 +158,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
         if self.outbox_concurrency < 1 or self.outbox_max_attempts < 1:
             raise SettingsError("OUTBOX_CONCURRENCY and OUTBOX_MAX_ATTEMPTS must be at least 1")
+        if self.slip_image_url_ttl < 1:
+            raise SettingsError("SLIP_IMAGE_URL_TTL must be a positive number of seconds")
         if self.outbox_keep_done_days < 0:
             raise SettingsError("OUTBOX_KEEP_DONE_DAYS must be 0 (keep forever) or a number of days")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -211,6 +214,7 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("ACCESS_TTL", "`900`", "access-token lifetime, seconds"),
     ("REFRESH_TTL", "`2592000`", "refresh-token lifetime, seconds"),
     ("INVITATION_TTL", "`604800`", "staff invitation lifetime, seconds"),
+    ("SLIP_IMAGE_URL_TTL", "`600`", "lifetime of the signed slip image URLs (`qr_png_url`, ...), seconds"),
     ("DATA_KEY", "(generated in DATA_DIR)", "AES-256-GCM key for ID and phone numbers, 32 bytes base64url"),
     ("LOOKUP_KEY", "(generated in DATA_DIR)", "HMAC key for exact lookups of ID and phone numbers"),
     ("HIS_TIMEOUT", "`10`", "seconds for each HIS call"),

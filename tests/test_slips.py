@@ -9,9 +9,11 @@ import asyncio
 import base64
 import io
 import json
+import time as time_module
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 from tortoise.transactions import in_transaction
 
-from appkeys import CIPHER, HIS, WECHAT_SANDBOX
+from appkeys import CIPHER, HIS, SETTINGS, WECHAT_SANDBOX
 from errors import Conflict
 from his.admission import admit_referral
 from models import (
@@ -172,9 +174,9 @@ async def test_target_acceptance_issues_a_slip_with_date_ward_expiry_and_a_timer
     # End of the scheduled day in China plus the default 24 h of grace.
     expected = datetime.combine(flow["day"] + timedelta(days=1), time.min, CHINA_TZ) + timedelta(hours=24)
     assert datetime.fromisoformat(slip["expires_at"]) == expected
-    assert slip["qr_png_url"].endswith(f"/api/v1/slips/{slip['code']}/qr.png")
-    assert slip["qr_svg_url"].endswith(f"/api/v1/slips/{slip['code']}/qr.svg")
-    assert slip["wxacode_url"].endswith(f"/api/v1/slips/{slip['code']}/wxacode.png")
+    assert f"/api/v1/slips/{slip['code']}/qr.png?expires=" in slip["qr_png_url"]
+    assert f"/api/v1/slips/{slip['code']}/qr.svg?expires=" in slip["qr_svg_url"]
+    assert f"/api/v1/slips/{slip['code']}/wxacode.png?expires=" in slip["wxacode_url"]
 
     # The token carries the slip code, the target institution and the expiry, and nothing else.
     token = slip["token"]
@@ -678,6 +680,68 @@ async def test_the_timer_leaves_an_admitted_patient_alone(client):
 
 
 # -- images --------------------------------------------------------------------------------------------------------
+
+
+def _path(url: str) -> str:
+    """An absolute URL from a slip view, as a path and query for the test client."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+async def test_image_urls_work_without_a_bearer_as_an_image_src_needs(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    png = await client.get(_path(slip["qr_png_url"]))  # no Authorization header, as <image src> sends none
+    assert png.status == 200 and png.content_type == "image/png"
+    assert decode_qr(await png.read()) == slip["token"]
+    svg = await client.get(_path(slip["qr_svg_url"]))
+    assert svg.status == 200 and "<svg" in await svg.text()
+    assert (await client.get(_path(slip["wxacode_url"]))).status == 200
+    # Nothing personal in the URL: the slip code, an expiry and a signature.
+    query = parse_qs(urlsplit(slip["qr_png_url"]).query)
+    assert set(query) == {"expires", "sig"}
+    lifetime = int(query["expires"][0]) - time_module.time()
+    assert 0 < lifetime <= client.server.app[SETTINGS].slip_image_url_ttl
+    assert PATIENT_NAME not in slip["qr_png_url"] and flow["referral_id"] not in slip["qr_png_url"]
+    # The worklist's summary carries a working signed URL too.
+    [item] = (await (await client.get("/api/v1/referrals", params={"box": "mine"},
+                                      headers=bearer(flow["patient"]))).json())["items"]
+    assert (await client.get(_path(item["slip"]["qr_png_url"]))).status == 200
+
+
+async def test_bad_expired_and_tampered_image_urls_open_nothing(client):
+    from slips.image_urls import signature, url_key
+
+    flow = await schedule(client)
+    other = await schedule(client, seq=42)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    theirs = await get_slip(client, other["patient"], other["referral_id"])
+    path = _path(slip["qr_png_url"])
+    query = parse_qs(urlsplit(path).query)
+    expires, sig = query["expires"][0], query["sig"][0]
+    key = url_key(client.server.app[SETTINGS].jwt_secret)
+    past = int(time_module.time()) - 1
+    cases = {
+        "bad signature": (f"/api/v1/slips/{slip['code']}/qr.png?expires={expires}&sig=AAAA", "SLIP_IMAGE_URL_INVALID"),
+        "no expiry": (f"/api/v1/slips/{slip['code']}/qr.png?sig={sig}", "SLIP_IMAGE_URL_INVALID"),
+        "another slip's code": (f"/api/v1/slips/{theirs['code']}/qr.png?expires={expires}&sig={sig}",
+                                "SLIP_IMAGE_URL_INVALID"),
+        "a later expiry": (f"/api/v1/slips/{slip['code']}/qr.png?expires={int(expires) + 3600}&sig={sig}",
+                           "SLIP_IMAGE_URL_INVALID"),
+        "another image": (f"/api/v1/slips/{slip['code']}/wxacode.png?expires={expires}&sig={sig}",
+                          "SLIP_IMAGE_URL_INVALID"),
+        "expired": (f"/api/v1/slips/{slip['code']}/qr.png?expires={past}"
+                    f"&sig={signature(key, 'qr.png', slip['code'], past)}", "SLIP_IMAGE_URL_EXPIRED"),
+    }
+    for name, (url, code) in cases.items():
+        resp = await client.get(url)
+        assert resp.status == 403, name
+        assert await error_code(resp) == code, name
+    assert (await client.get(f"/api/v1/slips/{slip['code']}/qr.png")).status == 401  # neither bearer nor signature
+    # A signed URL of a slip that is no longer valid shows no QR code.
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    assert (await scan(client, clerk, slip["token"])).status == 200
+    assert (await client.get(path)).status == 410
 
 
 async def test_qr_images_are_cached_with_etags(client):
