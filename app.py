@@ -1,7 +1,6 @@
 """Referral Cloud: the one app factory and the command line.
 
-    python app.py serve | migrate | seed | demo | demo-accounts [--json] | worker | jobs [--dead] [--retry ID]
-                | his-connection show|set|test CODE
+    python app.py serve | migrate | seed | demo [--port N | --url URL] | demo-accounts [--json] | worker | jobs
 """
 
 from __future__ import annotations
@@ -88,15 +87,19 @@ def configure_logging(settings: Settings) -> None:
 
 
 async def _seed(settings: Settings, *, quiet: bool = False) -> None:
-    from directory.seed import seed_demo
+    from directory.seed import DEMO_BED_DAYS, DEMO_BEDS, seed_demo, seed_demo_beds
 
     await db.open_db(settings)
     try:
         created = await seed_demo(settings)
+        beds = await seed_demo_beds()
     finally:
         await db.close_db()
     if not quiet:
         print("已写入演示医联体" if created else "演示医联体已存在，未重复写入")
+        if beds:
+            print(f"已为演示科室发布预留转诊床位：今天起 {DEMO_BED_DAYS} 天，每科每天 {DEMO_BEDS} 张"
+                  f"（补齐 {beds} 个科室日）")
 
 
 async def _demo_accounts(settings: Settings) -> list[dict]:
@@ -114,12 +117,17 @@ def _print_banner(settings: Settings, accounts: list[dict]) -> None:
     print(f"\n双向转诊云平台 已启动: {base}")
     print(f"  API 文档 (OpenAPI):  {base}/api/v1/openapi.json")
     print(f"  健康检查:            {base}/healthz  {base}/readyz")
-    print(f"  微信沙箱:            {base}/wechat-sandbox/sandbox/messages")
-    print(f"  HIS 模拟器:          {base}/his-sim/<机构代码>/fhir/metadata")
+    if settings.embedded_wechat:
+        print(f"  微信沙箱:            {base}/wechat-sandbox/sandbox/messages")
+    if settings.embedded_his:
+        print(f"  HIS 模拟器:          {base}/his-sim/<机构代码>/fhir/metadata")
+        print(f"  演示患者（可扫码）:  {base}/his-sim/<机构代码>/_patients   例如 {base}/his-sim/DONGGUAN/_patients")
     if accounts:
-        print("\n演示账号 (POST /wechat-sandbox/sandbox/login-code {\"openid\": ...} 取登录 code):")
+        print("\n演示账号 (POST /wechat-sandbox/sandbox/login-code {\"openid\": ...} 取登录 code；"
+              "HIS 工号用于 /his-sim/<机构代码>/_launch-token 单点登录):")
         for a in accounts:
-            print(f"  {a['institution_code']:<8} {a['name']:<6} {','.join(a['roles']):<40} {a['openid']}")
+            print(f"  {a['institution_code']:<8} {a['name']:<6} {','.join(a['roles']):<16} "
+                  f"{a['his_user_id'] or '-':<20} {a['openid']}")
     print()
 
 
@@ -139,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_job_arguments(jobs)
     sub.add_parser("audit-verify", help="check every referral timeline and the audit log for tampering")
-    sub.add_parser("demo", help="walk the paper's referral flow against the running platform")
+    demo = sub.add_parser("demo", help="walk the paper's referral flow against the running platform")
+    demo.add_argument("--port", type=int, help="the running platform's port on this machine (default: PORT)")
+    demo.add_argument("--url", help="the running platform's base URL (default: PUBLIC_URL, else http://HOST:PORT)")
     slip_keys = sub.add_parser("slip-keys", help="rotate or list the keys that sign admission slips")
     slip_keys.add_argument("action", choices=["rotate", "list"])
     his_connection = sub.add_parser("his-connection", help="show, set or test an institution's HIS connection")
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"配置错误: {exc}", file=sys.stderr)
+        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
 
@@ -166,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
         else:
             for a in rows:
-                print(f"{a['institution_code']}\t{a['name']}\t{','.join(a['roles'])}\t{a['openid']}")
+                print(f"{a['institution_code']}\t{a['name']}\t{','.join(a['roles'])}\t{a['his_user_id'] or '-'}\t"
+                      f"{a['openid']}")
     elif args.command == "serve":
         if args.migrate:
             asyncio.run(db.migrate(settings, progress=print))
-        if args.seed:
+        seed = args.seed or settings.seed_demo
+        if seed:
             asyncio.run(_seed(settings))
-        _print_banner(settings, asyncio.run(_demo_accounts(settings)) if args.seed else [])
+        _print_banner(settings, asyncio.run(_demo_accounts(settings)) if seed else [])
         web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     elif args.command == "audit-verify":
         from audit_verify import run_audit_verify
@@ -195,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.run(run_worker(settings))
     elif args.command == "demo":
+        from dataclasses import replace
+
         from demo import run_demo
 
+        if args.port is not None:
+            settings = replace(settings, port=args.port, public_url="")
+        if args.url:
+            settings = replace(settings, public_url=args.url)
         return asyncio.run(run_demo(settings))
     return 0
 

@@ -13,7 +13,7 @@ import asyncio
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -170,7 +170,7 @@ async def walk(w: Walk, slip_dir: Path) -> None:
 
     w.step("苏北医院审批人员查看预留床位，接收并预约入院")
     target_approver = await w.login(TARGET, "approver")
-    day = (china_today() + timedelta(days=1)).isoformat()
+    day = china_today().isoformat()  # the slip is valid from its day: the demo's patient comes today
     capacity_path = f"/api/v1/departments/{department['id']}/capacity"
     _, beds = await w.call("查看预留床位", "GET", f"{capacity_path}?from={day}&to={day}", session=target_approver)
     free = beds["days"][0]

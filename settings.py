@@ -13,14 +13,19 @@ ROOT = Path(__file__).resolve().parent
 
 
 class SettingsError(ValueError):
-    """A configuration value is wrong; the message names the environment variable."""
+    """A configuration value is wrong; the message names the environment variable, in Chinese and in English
+    (whoever runs the program may read either)."""
+
+    def __init__(self, chinese: str, english: str) -> None:
+        self.chinese, self.english = chinese, english
+        super().__init__(f"{chinese} / {english}")
 
 
 def _int(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        raise SettingsError(f"{name} 应为整数，当前为 {raw!r}", f"{name} must be a whole number, got {raw!r}") from None
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -29,16 +34,18 @@ def _bool(name: str, raw: str) -> bool:
         return True
     if lowered in {"0", "false", "no", "off", ""}:
         return False
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    raise SettingsError(f"{name} 应为 true 或 false，当前为 {raw!r}", f"{name} must be true or false, got {raw!r}")
 
 
 def _key32(name: str, raw: str) -> bytes:
     try:
         key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
     except (ValueError, TypeError):
-        raise SettingsError(f"{name} must be 32 bytes in URL-safe base64") from None
+        raise SettingsError(f"{name} 应为 URL 安全 base64 编码的 32 字节密钥",
+                            f"{name} must be 32 bytes in URL-safe base64") from None
     if len(key) != 32:
-        raise SettingsError(f"{name} must be 32 bytes in URL-safe base64, got {len(key)} bytes")
+        raise SettingsError(f"{name} 应为 URL 安全 base64 编码的 32 字节密钥，当前为 {len(key)} 字节",
+                            f"{name} must be 32 bytes in URL-safe base64, got {len(key)} bytes")
     return key
 
 
@@ -80,6 +87,7 @@ class Settings:
     refresh_ttl: int = 30 * 24 * 3600
     invitation_ttl: int = 7 * 24 * 3600
     binding_request_ttl: int = 24 * 3600
+    slip_image_url_ttl: int = 600
     data_key: bytes = field(default=b"", repr=False)
     lookup_key: bytes = field(default=b"", repr=False)
     his_timeout: float = 10.0
@@ -124,7 +132,8 @@ class Settings:
                 try:
                     values[f.name] = float(raw)
                 except ValueError:
-                    raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+                    raise SettingsError(f"{name} 应为数字，当前为 {raw!r}", f"{name} must be a number, got {raw!r}") \
+                        from None
             elif f.type == "bool":
                 values[f.name] = _bool(name, raw)
             elif f.type == "bytes":
@@ -144,32 +153,45 @@ class Settings:
     def _validate(self) -> None:
         url = self.database_url
         if url and not url.startswith(("sqlite://", "postgres://", "postgresql://")):
-            raise SettingsError("DATABASE_URL must start with sqlite:// or postgres://")
+            raise SettingsError("DATABASE_URL 应以 sqlite:// 或 postgres:// 开头",
+                                "DATABASE_URL must start with sqlite:// or postgres://")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+            raise SettingsError("REDIS_URL 应以 redis://、rediss:// 或 unix:// 开头",
+                                "REDIS_URL must start with redis://, rediss:// or unix://")
         if not 0 < self.port < 65536:
-            raise SettingsError(f"PORT must be between 1 and 65535, got {self.port}")
+            raise SettingsError(f"PORT 应在 1 到 65535 之间，当前为 {self.port}",
+                                f"PORT must be between 1 and 65535, got {self.port}")
         if len(self.wechat_aes_key) != 43:
-            raise SettingsError("WECHAT_AES_KEY must be the 43-character EncodingAESKey")
+            raise SettingsError("WECHAT_AES_KEY 应为 43 个字符的 EncodingAESKey",
+                                "WECHAT_AES_KEY must be the 43-character EncodingAESKey")
         if self.wechat_miniprogram_state not in ("developer", "trial", "formal"):
-            raise SettingsError("WECHAT_MINIPROGRAM_STATE must be developer, trial or formal")
+            raise SettingsError("WECHAT_MINIPROGRAM_STATE 应为 developer、trial 或 formal",
+                                "WECHAT_MINIPROGRAM_STATE must be developer, trial or formal")
         for name in ("outbox_poll", "outbox_lease", "outbox_backoff", "outbox_backoff_max"):
             if getattr(self, name) <= 0:
-                raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+                raise SettingsError(f"{name.upper()} 应为正数（秒）",
+                                    f"{name.upper()} must be a positive number of seconds")
         if self.binding_request_ttl < 60:
-            raise SettingsError("BINDING_REQUEST_TTL must be at least 60 seconds")
+            raise SettingsError("BINDING_REQUEST_TTL 至少为 60 秒", "BINDING_REQUEST_TTL must be at least 60 seconds")
         if self.outbox_concurrency < 1 or self.outbox_max_attempts < 1:
-            raise SettingsError("OUTBOX_CONCURRENCY and OUTBOX_MAX_ATTEMPTS must be at least 1")
+            raise SettingsError("OUTBOX_CONCURRENCY 和 OUTBOX_MAX_ATTEMPTS 至少为 1",
+                                "OUTBOX_CONCURRENCY and OUTBOX_MAX_ATTEMPTS must be at least 1")
+        if self.slip_image_url_ttl < 1:
+            raise SettingsError("SLIP_IMAGE_URL_TTL 应为正整数（秒）",
+                                "SLIP_IMAGE_URL_TTL must be a positive number of seconds")
         if self.outbox_keep_done_days < 0:
-            raise SettingsError("OUTBOX_KEEP_DONE_DAYS must be 0 (keep forever) or a number of days")
+            raise SettingsError("OUTBOX_KEEP_DONE_DAYS 应为 0（永久保留）或天数",
+                                "OUTBOX_KEEP_DONE_DAYS must be 0 (keep forever) or a number of days")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+            raise SettingsError("LOG_LEVEL 应为 DEBUG、INFO、WARNING 或 ERROR",
+                                "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if not self.embedded_db or self.wechat_api_base:
             # Production: secrets must be given, never generated.
             missing = [n for n, v in (("JWT_SECRET", self.jwt_secret), ("DATA_KEY", self.data_key),
                                       ("LOOKUP_KEY", self.lookup_key)) if not v]
             if missing and not self.embedded_db:
-                raise SettingsError(f"{', '.join(missing)} must be set when DATABASE_URL is PostgreSQL")
+                raise SettingsError(f"DATABASE_URL 为 PostgreSQL 时必须设置 {'、'.join(missing)}",
+                                    f"{', '.join(missing)} must be set when DATABASE_URL is PostgreSQL")
 
     def with_dev_secrets(self) -> Settings:
         """Embedded mode generates its secrets once and keeps them in DATA_DIR."""
@@ -216,6 +238,7 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("INVITATION_TTL", "`604800`", "staff invitation lifetime, seconds"),
     ("BINDING_REQUEST_TTL", "`86400`", "seconds a patient-binding request (its QR) waits for a staff member's or the "
      "patient's confirmation"),
+    ("SLIP_IMAGE_URL_TTL", "`600`", "lifetime of the signed slip image URLs (`qr_png_url`, ...), seconds"),
     ("DATA_KEY", "(generated in DATA_DIR)", "AES-256-GCM key for ID and phone numbers, 32 bytes base64url"),
     ("LOOKUP_KEY", "(generated in DATA_DIR)", "HMAC key for exact lookups of ID and phone numbers"),
     ("HIS_TIMEOUT", "`10`", "seconds for each HIS call"),

@@ -146,7 +146,7 @@ async def run(count: int, concurrency: int, postgres: str | None) -> dict:
     from slips.tokens import token_for
     from timeutil import china_today
 
-    day = china_today() + timedelta(days=1)
+    day = china_today()  # slips are valid from their day: these patients come today
     with tempfile.TemporaryDirectory(prefix="bench-slips-") as tmp:
         data_dir = Path(tmp)
         async with database(postgres, data_dir) as url:

@@ -2,7 +2,7 @@
 None for someone we do not know) and returns the reply text; links open the mini-program's pages.
 
 What a reply shows follows the API's rules: a patient sees their own referrals, an approver their
-institution's queue, and `查询` answers only for referrals the sender may see (`referrals.access.can_view`),
+institution's queue, and `查询` answers only for referrals the sender may see (`referrals.access.may_view`),
 "not found" otherwise. Patient names are masked; nothing carries an ID or phone number."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from models import Department, Institution, Referral
 from models.referrals import Urgency
 from notifications.rules import stage_deadline
 from notifications.templates import detail_page, format_date, slip_page
-from referrals.access import can_view
+from referrals.access import may_view
 from referrals.clinical import REJECTION_REASONS
 from referrals.policy import what_to_bring
 from referrals.queries import box_query
@@ -129,6 +129,17 @@ async def my_referrals(principal: Principal, links: Links) -> str:
     return "\n".join(lines)
 
 
+async def _sides(referral: Referral) -> str:
+    """Where a waiting referral comes from or goes to, each department named with its own institution: at the
+    target "来自高邮人医内科，转入本院内分泌科", at the source "转往苏北医院内分泌科"."""
+    source, target, department = await _names(referral)
+    if referral.status != Status.PENDING_TARGET:
+        return f"转往{_short(target)}{department.name}"
+    source_department = (await cache.department(referral.source_department_id)  # type: ignore[attr-defined]
+                         if referral.source_department_id else None)  # type: ignore[attr-defined]
+    return f"来自{_short(source)}{source_department.name if source_department else ''}，转入本院{department.name}"
+
+
 def _remaining(due) -> str:
     if due is None:
         return ""
@@ -149,11 +160,9 @@ async def approval_queue(principal: Principal, links: Links) -> str:
     rows = await query.order_by("stage_started_at", "id").limit(MAX_ITEMS)
     lines = [f"本机构待审批转诊 {total} 条" + (f"（最早的 {len(rows)} 条）：" if total > len(rows) else "：")]
     for n, referral in enumerate(rows, start=1):
-        source, target, department = await _names(referral)
-        where = f"来自{_short(source)}" if referral.status == Status.PENDING_TARGET else f"转往{_short(target)}"
         urgency = Urgency.NAMES.get(referral.urgency, "")
         lines.append(f"{n}. {links.page(detail_page(referral.public_id), referral.code)} "
-                     f"{mask_name(referral.patient_name)} {urgency} {where}{department.name}"
+                     f"{mask_name(referral.patient_name)} {urgency} {await _sides(referral)}"
                      f"{_remaining(await stage_deadline(referral))}")
     lines.append("点击编号打开小程序审批。")
     return "\n".join(lines)
@@ -166,7 +175,7 @@ async def lookup(principal: Principal, argument: str, links: Links) -> str:
     if not CODE.fullmatch(code):
         return "转诊编号只包含字母和数字，例如“查询 ZZ261126K7QM”。"
     referral = await Referral.get_or_none(code=code)
-    if referral is None or not can_view(principal, referral) or (
+    if referral is None or not await may_view(principal, referral) or (
             referral.status == Status.DRAFT and principal.staff_id is None):
         return f"未找到编号为 {code} 的转诊单，或您无权查看。"
     source, target, department = await _names(referral)

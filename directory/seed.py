@@ -1,14 +1,18 @@
 """The demo consortium, modelled on the paper's "1 + 2 + N" group: one tertiary hospital, two county
 hospitals and four community/township centres, each with departments and one person in every role, each
-bound to a WeChat-sandbox openid. Seeding is idempotent."""
+bound to a WeChat-sandbox openid (and an HIS user id for single sign-on). Seeding is idempotent; the command
+line's seed also keeps reserved beds published for the next two weeks (`seed_demo_beds`)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
 from his.simulator.launch import demo_launch_public_key_pem
-from models import Department, Institution, Level, Role, Staff, WeChatAccount
+from models import CapacityDay, Department, Institution, Level, Role, Staff, WeChatAccount
 from settings import Settings
+from timeutil import china_today
 
 INSTITUTIONS = [
     ("SUBEI", "江苏省苏北人民医院", "苏北医院", Level.TERTIARY, "扬州市"),
@@ -38,6 +42,7 @@ PEOPLE = [
     (Role.ADMIN, "海燕", "信息科科长"),
 ]
 SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "赵"]
+DEMO_BED_DAYS, DEMO_BEDS = 14, 5  # reserved beds `python app.py seed` keeps published for every demo department
 
 
 def demo_openid(institution_code: str, role: str) -> str:
@@ -64,6 +69,22 @@ async def seed_demo(settings: Settings | None = None) -> bool:
     return True
 
 
+async def seed_demo_beds(days: int = DEMO_BED_DAYS, beds: int = DEMO_BEDS) -> int:
+    """Reserved referral beds for every demo department, today (China) and the `days` - 1 days after, so the first
+    target approval of a fresh demo finds a bed. Only days a department has not published are added (running it
+    again on every start keeps the window filled); returns how many days were added."""
+    today = china_today()
+    wanted = [today + timedelta(days=n) for n in range(days)]
+    departments = await Department.filter(institution__code__in=[code for code, *_ in INSTITUTIONS],
+                                          deleted_at=None).values_list("id", flat=True)
+    published = set(await CapacityDay.filter(department_id__in=departments, day__in=wanted)
+                    .values_list("department_id", "day"))
+    missing = [CapacityDay(department_id=d, day=day, capacity=beds)
+               for d in departments for day in wanted if (d, day) not in published]
+    await CapacityDay.bulk_create(missing)
+    return len(missing)
+
+
 async def demo_accounts() -> list[dict]:
     """The seeded staff with their sandbox openids (what `python app.py demo-accounts --json` prints)."""
     rows = []
@@ -72,7 +93,7 @@ async def demo_accounts() -> list[dict]:
     for account in accounts:
         staff = account.staff
         rows.append({"name": staff.name, "roles": list(staff.roles), "institution_code": staff.institution.code,
-                     "institution": staff.institution.name,
+                     "institution": staff.institution.name, "his_user_id": staff.his_user_id,
                      "department": staff.department.name if staff.department else None,
                      "openid": account.openid})
     return rows

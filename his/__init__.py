@@ -32,6 +32,7 @@ async def _embedded_simulator(app: web.Application) -> AsyncIterator[None]:
     from his.simulator import PathOnlyAccessLogger, create_simulator_app
 
     state = app[HIS_SIMULATOR]
+    state.open_state(app[SETTINGS].data_dir)  # the simulated records survive a restart, as a real HIS's do
     # A short shutdown timeout: a test may leave a stalled (fault-injected) call pending.
     runner = web.AppRunner(create_simulator_app(state), access_log_class=PathOnlyAccessLogger,
                            shutdown_timeout=1.0)
@@ -45,6 +46,7 @@ async def _embedded_simulator(app: web.Application) -> AsyncIterator[None]:
     finally:
         state.base_url = None
         await runner.cleanup()
+        state.close_state()
 
 
 async def _gateway(app: web.Application) -> AsyncIterator[None]:

@@ -22,7 +22,8 @@ from security.crypto import PersonalDataCipher
 
 log = logging.getLogger("referral_cloud.his.admission")
 
-ADMITTABLE = (Status.SCHEDULED, Status.ADMITTED)
+# A completed referral whose certificate job was held up by an outage still gets one (then marked finished).
+ADMITTABLE = (Status.SCHEDULED, Status.ADMITTED, Status.COMPLETED)
 
 
 def patient_demographics(patient: Patient, cipher: PersonalDataCipher) -> PatientDemographics:

@@ -88,6 +88,22 @@ _SAFE_CODE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 CHINA = timezone(timedelta(hours=8))
 # Answers that mean "busy, come back later" rather than "broken" (a rate limiter, a gateway in front of the HIS).
 BUSY_STATUSES = (429, 502, 503, 504)
+# Which status an admission Encounter may move to from the one it has (the platform only moves it forward).
+ADMISSION_MOVES: dict[str, tuple[str, ...]] = {
+    "planned": ("planned", "cancelled", "in-progress", "finished"),
+    "cancelled": ("cancelled",),
+    "in-progress": ("in-progress", "finished"),
+    "finished": ("finished",),
+}
+ADMISSION_REFUSALS = {
+    "cancelled": "医院信息系统（HIS）中该住院证已撤销，不能再修改",
+    "in-progress": "患者已在医院信息系统（HIS）中办理入院，住院证不能再修改",
+    "finished": "患者已在医院信息系统（HIS）中办理出院，住院证不能再修改",
+}
+
+
+def _fhir_time(moment: datetime) -> str:
+    return moment.astimezone(CHINA).isoformat(timespec="seconds")
 
 
 class _Deadline:
@@ -660,12 +676,27 @@ class FhirGateway(HisGateway):
             raise HisProtocolError("医院信息系统（HIS）中同一转诊单有多张住院证", institution=endpoint.code)
         encounter = found[0]
         number = _identifier(encounter, profile.CERTIFICATE_SYSTEM)
-        wanted = "cancelled" if change.cancelled else "planned"
-        if encounter.status not in ("planned", "cancelled"):
-            raise HisRejected("患者已在医院信息系统（HIS）中办理入院，住院证不能再修改", institution=endpoint.code)
+        wanted = change.status
+        if wanted not in ADMISSION_MOVES.get(str(encounter.status), ()):
+            raise HisRejected(ADMISSION_REFUSALS.get(str(encounter.status), "住院证当前状态不允许此变更"),
+                              institution=endpoint.code)
         data = json.loads(encounter.model_dump_json(exclude_none=True))
-        data["status"] = wanted
-        if not change.cancelled:
+        data.pop("meta", None)
+        resource = _validated(Encounter, self.admission_change(data, change))
+        if resource.model_dump_json(exclude_none=True) == encounter.model_copy(update={"meta": None}) \
+                .model_dump_json(exclude_none=True):
+            return number  # already as wanted: a retry after a lost answer
+        headers = {"If-Match": f'W/"{encounter.meta.versionId}"'} if encounter.meta and encounter.meta.versionId \
+            else {}
+        await self._request(endpoint, deadline, "PUT", f"Encounter/{encounter.id}", body=resource, headers=headers)
+        log.info("his %s admission encounter %s %s", endpoint.code, encounter.id, wanted)
+        return number
+
+    @staticmethod
+    def admission_change(data: dict[str, Any], change: AdmissionChange) -> dict[str, Any]:
+        """The admission Encounter `data` (JSON) as `change` wants it."""
+        data = dict(data, status=change.status)
+        if change.status == "planned":
             if change.planned_date is not None:
                 data["period"] = {"start": change.planned_date.isoformat()}
             if change.department_code:
@@ -677,16 +708,23 @@ class FhirGateway(HisGateway):
                 data["location"] = [{"location": {"display": place}, "status": "planned"}]
             else:
                 data.pop("location", None)
-        data.pop("meta", None)
-        resource = _validated(Encounter, data)
-        if resource.model_dump_json(exclude_none=True) == encounter.model_copy(update={"meta": None}) \
-                .model_dump_json(exclude_none=True):
-            return number  # already as wanted: a retry after a lost answer
-        headers = {"If-Match": f'W/"{encounter.meta.versionId}"'} if encounter.meta and encounter.meta.versionId \
-            else {}
-        await self._request(endpoint, deadline, "PUT", f"Encounter/{encounter.id}", body=resource, headers=headers)
-        log.info("his %s admission encounter %s %s", endpoint.code, encounter.id, wanted)
-        return number
+        elif change.status in ("in-progress", "finished"):
+            period = dict(data.get("period") or {})
+            if change.admitted_at is not None:
+                period["start"] = _fhir_time(change.admitted_at)
+            location_status = "active"
+            if change.discharge is not None:
+                period["end"] = _fhir_time(change.discharge.discharged_at)
+                location_status = "completed"
+                kept = [e for e in data.get("extension") or [] if e.get("url") not in profile.DISCHARGE_EXTENSIONS]
+                summary = zip(profile.DISCHARGE_EXTENSIONS,
+                              (change.discharge.diagnosis, change.discharge.treatment, change.discharge.results,
+                               change.discharge.recommendations), strict=True)
+                data["extension"] = kept + [{"url": url, "valueString": text} for url, text in summary if text]
+            data["period"] = period
+            if data.get("location"):
+                data["location"] = [dict(item, status=location_status) for item in data["location"]]
+        return data
 
     def order_resource(self, patient_id: str, order: Order) -> ServiceRequest | MedicationRequest:
         """The ServiceRequest or MedicationRequest place_order sends (validated)."""

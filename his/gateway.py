@@ -233,9 +233,25 @@ class AdmissionRequest:
 
 
 @dataclass
+class Discharge:
+    """The target's return summary (出院/回转小结) as the HIS records it when the referral is completed."""
+
+    discharged_at: datetime
+    diagnosis: str
+    treatment: str = ""
+    results: str = ""
+    recommendations: str = ""
+
+
+EncounterStatus = Literal["planned", "cancelled", "in-progress", "finished"]
+
+
+@dataclass
 class AdmissionChange:
     """A change to an admission certificate already issued, found by the referral code: moved to another date
-    (and department, ward, bed), or cancelled (the referral was cancelled, or the patient never came)."""
+    (and department, ward, bed), cancelled (the referral was cancelled, or the patient never came), the patient
+    admitted (`admitted_at`: the Encounter becomes in-progress) or discharged (`discharge`: finished, with the
+    return summary)."""
 
     referral_code: str
     cancelled: bool = False
@@ -244,6 +260,17 @@ class AdmissionChange:
     department_name: str = ""
     ward: str = ""
     bed: str = ""
+    admitted_at: datetime | None = None
+    discharge: Discharge | None = None
+
+    @property
+    def status(self) -> EncounterStatus:
+        """The Encounter.status the change asks for."""
+        if self.cancelled:
+            return "cancelled"
+        if self.discharge is not None:
+            return "finished"
+        return "in-progress" if self.admitted_at is not None else "planned"
 
 
 OrderKind = Literal["exam", "lab", "treatment", "prescription"]

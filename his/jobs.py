@@ -2,9 +2,10 @@
 target HIS and creates the electronic admission certificate (his.admission.issue_certificate, two conditional
 creates, so a retry never duplicates anything), then stores the certificate number on the referral together
 with a timeline event. The referral's `his_sync` reads pending → done, or failed once the job is dead.
-`his.update_admission` (enqueued by cancel, the no-show expiry and reschedule when the certificate exists or is
-being issued) withdraws or moves the planned Encounter in the target HIS and records that on the timeline; while
-his.admit is still pending it waits (retries), and it does nothing once the HIS never had the certificate.
+`his.update_admission` (enqueued by cancel, the no-show expiry, reschedule, check-in and completion when the
+certificate exists or is being issued) withdraws or moves the planned Encounter in the target HIS, marks it
+in-progress at check-in and finished with the return summary on completion, and records that on the timeline;
+while his.admit is still pending it waits (retries), and it does nothing once the HIS never had the certificate.
 
 Failure mapping: HIS unreachable, 5xx, timeouts, refused credentials and garbled answers are temporary (retried
 with backoff); a busy HIS (429/502/503/504) is temporary and the job comes back when its Retry-After says, without
@@ -22,7 +23,7 @@ from appkeys import CIPHER, HIS
 from directory import cache
 from errors import Conflict
 from his.admission import ADMITTABLE, issue_certificate
-from his.gateway import AdmissionChange, HisBusy, HisError, HisNotFound, HisRejected
+from his.gateway import AdmissionChange, Discharge, HisBusy, HisError, HisNotFound, HisRejected
 from models import HisSync, Referral, ReferralEvent
 from outbox.registry import JobContext, PermanentFailure, TemporaryFailure, handler, on_dead
 from referrals.state_machine import Status
@@ -122,9 +123,9 @@ async def _system_event(referral: Referral, action: str, comment: str, data: dic
 
 @handler(UPDATE_ADMISSION)
 async def update_admission(ctx: JobContext) -> None:
-    """{referral_id, seq}: after transition `seq` (cancel, no-show expiry, reschedule) of a referral whose
-    certificate was issued or is being issued, bring the target HIS's admission in line with the referral as it
-    is now (a later change's job finds it already done), and say so on the timeline."""
+    """{referral_id, seq}: after transition `seq` (cancel, no-show expiry, reschedule, check-in, completion) of a
+    referral whose certificate was issued or is being issued, bring the target HIS's admission in line with the
+    referral as it is now (a later change's job finds it already done), and say so on the timeline."""
     payload = ctx.job.payload
     referral = await Referral.get_or_none(id=payload.get("referral_id"))
     if referral is None:
@@ -133,39 +134,59 @@ async def update_admission(ctx: JobContext) -> None:
         if referral.his_sync == HisSync.PENDING:
             raise TemporaryFailure("电子住院证尚在开具中，开具后再同步变更")
         return  # the HIS never had it: his.admit saw the change first, or gave up
-    cancelled = referral.status in (Status.CANCELLED, Status.EXPIRED)
-    if not cancelled and referral.status != Status.SCHEDULED:
-        return  # admitted since: the HIS holds the live admission now
     department = await cache.department(referral.admission_department_id  # type: ignore[attr-defined]
                                         or referral.target_department_id)  # type: ignore[attr-defined]
-    change = AdmissionChange(referral_code=referral.code, cancelled=cancelled, planned_date=referral.admission_date,
-                             department_code=department.code, department_name=department.name,
-                             ward=referral.ward, bed=referral.bed)
+    change = admission_change(referral, department)
     number = await _update_his(ctx, referral, change)
     if number is None:
         raise PermanentFailure(f"目标医院 HIS 中找不到转诊单 {referral.code} 的电子住院证")
-    if cancelled:
-        comment = f"目标医院 HIS 已撤销电子住院证 {number}"
-    else:
-        day = referral.admission_date
-        comment = (f"目标医院 HIS 电子住院证 {number} 已改为 {day.year}年{day.month}月{day.day}日入院"
-                   f"（{department.name}）")
+    comment = _change_comment(change, number, department.name)
     for _ in range(RECORD_TRIES):
         async with in_transaction():
             current = await Referral.get(id=referral.id)
-            if await _already_said(current.id, payload.get("seq")):
+            if await _already_said(current.id, payload.get("seq"), comment):
                 return
             if await _system_event(current, UPDATE_EVENT, comment,
-                                   {"admission_certificate_no": number, "cancelled": cancelled,
-                                    "after_seq": payload.get("seq")}):
+                                   {"admission_certificate_no": number, "cancelled": change.cancelled,
+                                    "encounter_status": change.status, "after_seq": payload.get("seq")}):
                 return
     raise TemporaryFailure("转诊单正被同时修改，稍后重试记录住院证变更")
 
 
-async def _already_said(referral_id: int, seq: int | None) -> bool:
-    """Whether an earlier run of the job for transition `seq` recorded its event."""
+def admission_change(referral: Referral, department) -> AdmissionChange:
+    """What the target HIS's admission Encounter should say, given the referral as it is now."""
+    change = AdmissionChange(referral_code=referral.code,
+                             cancelled=referral.status in (Status.CANCELLED, Status.EXPIRED),
+                             planned_date=referral.admission_date, department_code=department.code,
+                             department_name=department.name, ward=referral.ward, bed=referral.bed)
+    if referral.status in (Status.ADMITTED, Status.COMPLETED):
+        change.admitted_at = referral.admitted_at or referral.updated_at
+    if referral.status == Status.COMPLETED:
+        summary = referral.return_summary or {}
+        change.discharge = Discharge(discharged_at=referral.closed_at or referral.updated_at,
+                                     diagnosis=str(summary.get("diagnosis", "")),
+                                     treatment=str(summary.get("treatment", "")),
+                                     results=str(summary.get("results", "")),
+                                     recommendations=str(summary.get("recommendations", "")))
+    return change
+
+
+def _change_comment(change: AdmissionChange, number: str, department: str) -> str:
+    if change.status == "cancelled":
+        return f"目标医院 HIS 已撤销电子住院证 {number}"
+    if change.status == "in-progress":
+        return f"目标医院 HIS 已登记入院（电子住院证 {number}）"
+    if change.status == "finished":
+        return f"目标医院 HIS 已登记出院并收到出院（回转）小结（电子住院证 {number}）"
+    day = change.planned_date
+    return f"目标医院 HIS 电子住院证 {number} 已改为 {day.year}年{day.month}月{day.day}日入院（{department}）"
+
+
+async def _already_said(referral_id: int, seq: int | None, comment: str) -> bool:
+    """Whether an earlier run of the job for transition `seq` recorded its event, or a later transition's job
+    already recorded the same change (the HIS is brought to the referral's current state, whichever job ran)."""
     events = await ReferralEvent.filter(referral_id=referral_id, action=UPDATE_EVENT, seq__gt=seq or 0)
-    return any(e.data.get("after_seq") == seq for e in events)
+    return any(e.data.get("after_seq") == seq or e.comment == comment for e in events)
 
 
 @on_dead(ADMIT)

@@ -13,7 +13,10 @@ Wire conventions
   DiagnosticReports.
 - An admission certificate (电子住院证) is a planned inpatient Encounter (class IMP, status planned) whose
   identifier under ``REFERRAL_SYSTEM`` is the platform's referral code (the conditional-create key) and
-  whose identifier under ``CERTIFICATE_SYSTEM`` is the number the HIS assigns.
+  whose identifier under ``CERTIFICATE_SYSTEM`` is the number the HIS assigns. The platform moves it along
+  with the referral: ``cancelled`` (cancelled, no-show), ``in-progress`` at check-in (``period.start`` = the
+  admission time, location active) and ``finished`` on completion (``period.end`` = the discharge time, location
+  completed, and the return summary as the string extensions ``EXT_DISCHARGE_*``).
 - Orders are ServiceRequests / MedicationRequests identified under ``ORDER_SYSTEM`` by the platform's order
   id (again the conditional-create key); reports point back at them through ``DiagnosticReport.basedOn``.
 
@@ -57,6 +60,13 @@ EXT_PAST_HISTORY = _EXT + "past-history"
 EXT_ALLERGIES = _EXT + "allergies"
 EXT_TREATMENT = _EXT + "treatment-course"
 EXT_REFERRAL_REASON = _EXT + "referral-reason"
+# The return summary on the finished admission Encounter (出院诊断, 治疗经过, 主要检查结果, 下一步治疗及康复建议).
+EXT_DISCHARGE_DIAGNOSIS = _EXT + "discharge-diagnosis"
+EXT_DISCHARGE_TREATMENT = _EXT + "discharge-treatment"
+EXT_DISCHARGE_RESULTS = _EXT + "discharge-results"
+EXT_DISCHARGE_RECOMMENDATIONS = _EXT + "discharge-recommendations"
+DISCHARGE_EXTENSIONS = (EXT_DISCHARGE_DIAGNOSIS, EXT_DISCHARGE_TREATMENT, EXT_DISCHARGE_RESULTS,
+                        EXT_DISCHARGE_RECOMMENDATIONS)
 
 # Order kinds → ServiceRequest.category (SNOMED CT); prescriptions are MedicationRequests.
 ORDER_CATEGORIES = {

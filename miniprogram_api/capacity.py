@@ -55,6 +55,7 @@ class PolicyModel(BaseModel):
     approver_roles: list[str]
     deadline_hours: dict[str, float]
     slip_grace_hours: int
+    early_arrival_days: int = Field(description="允许患者提前到院办理入院的天数（0：仅限预约入院当天起）")
     what_to_bring: str = Field(description="患者入院需携带的物品（入院凭条、通知和公众号回复中使用）")
 
 
@@ -65,6 +66,8 @@ class PolicyIn(BaseModel):
     approver_roles: list[str] | None = Field(default=None, min_length=1, max_length=5)
     deadline_hours: dict[str, float] | None = None
     slip_grace_hours: int | None = Field(default=None, ge=0, le=24 * 14)
+    early_arrival_days: int | None = Field(default=None, ge=0, le=14,
+                                           description="入院凭条自预约入院日前几天起可用（0–14，默认 0）")
     what_to_bring: str | None = Field(default=None, max_length=200, description="留空则使用平台默认内容")
 
     @field_validator("what_to_bring")

@@ -38,6 +38,7 @@ class OrderOut(BaseModel):
     code: str
     name: str
     state: str = Field(description="pending（等待送达 HIS）/ placed / rejected")
+    state_name: str = Field(description="状态的中文名称")
     his_order_id: str
     created_at: datetime
 
@@ -81,7 +82,8 @@ class AttachmentList(BaseModel):
 
 def _order_view(order) -> dict:
     return {"id": str(order.public_id), "kind": order.kind, "kind_name": orders.KIND_NAMES[order.kind],
-            "code": order.code, "name": order.name, "state": order.state, "his_order_id": order.his_order_id,
+            "code": order.code, "name": order.name, "state": order.state,
+            "state_name": orders.STATE_NAMES.get(order.state, order.state), "his_order_id": order.his_order_id,
             "created_at": order.created_at}
 
 

@@ -13,7 +13,7 @@ from accounts.principal import authenticate
 from appkeys import CIPHER
 from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
-from miniprogram_api.slips import SlipSummaryOut, base_url
+from miniprogram_api.slips import SlipSummaryOut, image_links
 from models import Patient
 from referrals import commands
 from referrals.access import visible_referral
@@ -236,7 +236,7 @@ async def worklist(request: web.Request) -> web.Response:
                                       query.cursor, query.limit)
     items = [await summary_view(r) for r in rows]
     if query.box == "mine":
-        slips = await summaries_for(rows, base_url(request))
+        slips = await summaries_for(rows, image_links(request))
         for row, item in zip(rows, items, strict=True):
             item["slip"] = slips.get(row.id)
     return json_response({"items": items, "next_cursor": cursor, "counts": await badge_counts(principal)})

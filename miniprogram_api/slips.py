@@ -19,9 +19,10 @@ from errors import Gone
 from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body
 from models import Referral, Slip, SlipState
-from slips import images, keys
-from slips.access import slip_of_referral, visible_slip
+from slips import image_urls, images, keys
+from slips.access import slip_by_code, slip_of_referral, visible_slip
 from slips.checkin import check_in
+from slips.image_urls import ImageLinks
 from slips.tokens import token_for
 from slips.views import STATE_NAMES, check_in_view, effective_state, slip_view
 
@@ -29,6 +30,7 @@ api = Api()
 TAGS = ["slips"]
 IMAGE_CACHE_CONTROL = "private, max-age=3600"
 JWKS_CACHE_CONTROL = "public, max-age=300"
+IMAGE_URL_REFUSED, IMAGE_URL_REFUSAL = 403, "SLIP_IMAGE_URL_INVALID / SLIP_IMAGE_URL_EXPIRED：签名链接被改动或已过期"
 
 
 class SlipInstitutionOut(BaseModel):
@@ -66,9 +68,9 @@ class SlipOut(BaseModel):
     revoked_at: datetime | None
     revoked_reason: str | None
     token: str | None = Field(description="二维码内容：签名令牌（仅含凭条编号、入院医院和有效期）；凭条有效时才有")
-    qr_png_url: str | None
+    qr_png_url: str | None = Field(description="二维码图片的签名链接（用于 <image src>，SLIP_IMAGE_URL_TTL 秒内有效）")
     qr_svg_url: str | None
-    wxacode_url: str | None = Field(description="打开凭条页面的小程序码")
+    wxacode_url: str | None = Field(description="打开凭条页面的小程序码（签名链接）")
 
 
 class SlipSummaryOut(BaseModel):
@@ -78,6 +80,11 @@ class SlipSummaryOut(BaseModel):
     scheduled_date: str
     expires_at: datetime
     qr_png_url: str | None
+
+
+class SignedImageQuery(BaseModel):
+    expires: str | None = Field(default=None, description="签名链接的过期时间（Unix 秒）；带 Authorization 时不需要")
+    sig: str | None = Field(default=None, description="签名（凭条视图中 qr_png_url 等链接自带，供 <image src> 使用）")
 
 
 class CheckInIn(BaseModel):
@@ -118,6 +125,11 @@ def base_url(request: web.Request) -> str:
     return request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
 
 
+def image_links(request: web.Request) -> ImageLinks:
+    settings = request.app[SETTINGS]
+    return ImageLinks(base_url(request), image_urls.url_key(settings.jwt_secret), settings.slip_image_url_ttl)
+
+
 def _etag_matches(request: web.Request, etag: str) -> bool:
     header = request.headers.get("If-None-Match", "")
     candidates = {c.strip().removeprefix("W/") for c in header.split(",")}
@@ -134,9 +146,17 @@ async def _target_code(referral: Referral) -> str:
     return (await cache.institution(referral.target_institution_id)).code  # type: ignore[attr-defined]
 
 
-async def _active_slip(request: web.Request) -> tuple[Slip, Referral]:
-    principal = await authenticate(request)
-    slip, referral = await visible_slip(principal, request.match_info["code"])
+async def _active_slip(request: web.Request, image: str) -> tuple[Slip, Referral]:
+    """The slip of an image request: by the caller's bearer token, or by the signed URL a slip view handed out
+    (an <image src> sends no Authorization header). Only while the slip is active."""
+    if "Authorization" not in request.headers and "sig" in request.query:
+        code = request.match_info["code"]
+        image_urls.check(image_urls.url_key(request.app[SETTINGS].jwt_secret), image, code,
+                         request.query.get("expires", ""), request.query["sig"])
+        slip, referral = await slip_by_code(code)
+    else:
+        principal = await authenticate(request)
+        slip, referral = await visible_slip(principal, request.match_info["code"])
     state = effective_state(slip, referral)
     if state != SlipState.ACTIVE:
         raise Gone(f"该入院凭条{STATE_NAMES[state]}，不再显示二维码", code=f"SLIP_{state.upper()}",
@@ -152,11 +172,11 @@ async def referral_slip(request: web.Request) -> web.Response:
     token = None
     if effective_state(slip, referral) == SlipState.ACTIVE:
         token = await token_for(slip, await _target_code(referral), request.app[CIPHER])
-    return json_response(await slip_view(slip, referral, token=token, base_url=base_url(request)))
+    return json_response(await slip_view(slip, referral, token=token, links=image_links(request)))
 
 
 async def _qr(request: web.Request, fmt: images.Format, content_type: str) -> web.Response:
-    slip, referral = await _active_slip(request)
+    slip, referral = await _active_slip(request, f"qr.{fmt}")
     token = await token_for(slip, await _target_code(referral), request.app[CIPHER])
     etag = images.qr_etag(token, fmt)
     cached = _cached_response(request, etag, IMAGE_CACHE_CONTROL)
@@ -167,24 +187,26 @@ async def _qr(request: web.Request, fmt: images.Format, content_type: str) -> we
                         headers={"ETag": etag, "Cache-Control": IMAGE_CACHE_CONTROL})
 
 
-@api.route("GET", "/api/v1/slips/{code}/qr.png", summary="入院凭条二维码（PNG）", tags=TAGS, content_type="image/png",
-           responses={404: "不存在或无权查看", 410: "凭条已使用、作废或过期"})
+@api.route("GET", "/api/v1/slips/{code}/qr.png", summary="入院凭条二维码（PNG；Bearer 或签名链接）", tags=TAGS,
+           content_type="image/png", query=SignedImageQuery,
+           responses={IMAGE_URL_REFUSED: IMAGE_URL_REFUSAL, 404: "不存在或无权查看", 410: "凭条已使用、作废或过期"})
 async def qr_png(request: web.Request) -> web.Response:
     return await _qr(request, "png", "image/png")
 
 
-@api.route("GET", "/api/v1/slips/{code}/qr.svg", summary="入院凭条二维码（SVG）", tags=TAGS,
-           content_type="image/svg+xml",
-           responses={404: "不存在或无权查看", 410: "凭条已使用、作废或过期"})
+@api.route("GET", "/api/v1/slips/{code}/qr.svg", summary="入院凭条二维码（SVG；Bearer 或签名链接）", tags=TAGS,
+           content_type="image/svg+xml", query=SignedImageQuery,
+           responses={IMAGE_URL_REFUSED: IMAGE_URL_REFUSAL, 404: "不存在或无权查看", 410: "凭条已使用、作废或过期"})
 async def qr_svg(request: web.Request) -> web.Response:
     return await _qr(request, "svg", "image/svg+xml")
 
 
-@api.route("GET", "/api/v1/slips/{code}/wxacode.png", summary="打开入院凭条页面的小程序码", tags=TAGS,
-           content_type="image/png",
-           responses={404: "不存在或无权查看", 410: "凭条已使用、作废或过期", 503: "微信接口暂时不可用"})
+@api.route("GET", "/api/v1/slips/{code}/wxacode.png", summary="打开入院凭条页面的小程序码（Bearer 或签名链接）",
+           tags=TAGS, content_type="image/png", query=SignedImageQuery,
+           responses={IMAGE_URL_REFUSED: IMAGE_URL_REFUSAL, 404: "不存在或无权查看", 410: "凭条已使用、作废或过期",
+                      503: "微信接口暂时不可用"})
 async def wxacode_png(request: web.Request) -> web.Response:
-    slip, _ = await _active_slip(request)
+    slip, _ = await _active_slip(request, "wxacode.png")
     etag = images.wxacode_etag(slip.code)
     cached = _cached_response(request, etag, IMAGE_CACHE_CONTROL)
     if cached is not None:
@@ -197,7 +219,8 @@ async def wxacode_png(request: web.Request) -> web.Response:
 @api.route("POST", "/api/v1/slips/check-in", summary="住院处扫描入院凭条办理入院（每张凭条只能办理一次）", tags=TAGS,
            body=CheckInIn, response=CheckInOut,
            responses={403: "仅限接收医院住院处", 404: "凭条不存在",
-                      409: "SLIP_ALREADY_CHECKED_IN：已办理入院（含办理时间和经办人）",
+                      409: "SLIP_ALREADY_CHECKED_IN：已办理入院（含办理时间和经办人）；"
+                           "SLIP_NOT_YET_VALID：未到可办理入院的日期",
                       410: "SLIP_EXPIRED / SLIP_REVOKED：凭条过期或已作废",
                       422: "SLIP_MALFORMED / SLIP_UNKNOWN_KEY / SLIP_BAD_SIGNATURE / SLIP_OTHER_INSTITUTION"})
 async def slip_check_in(request: web.Request) -> web.Response:

@@ -122,6 +122,8 @@ class InstitutionPolicy(Model):
     # Hours an approver of this institution has to answer, by urgency.
     deadline_hours = fields.JSONField(default=default_deadline_hours)
     slip_grace_hours = fields.IntField(default=24)
+    # Days before the scheduled admission day (China) a slip is already accepted at the desk; 0: that day only.
+    early_arrival_days = fields.IntField(default=0)
     # What patients bring to this institution's admission desk (slip, notices, bot); empty: the platform's text.
     what_to_bring = fields.CharField(max_length=200, default="")
     updated_at = fields.DatetimeField(auto_now=True)

@@ -3,7 +3,7 @@
 * A referral waiting for an institution: all of that institution's approvers (the facility, not one person).
 * Every decision (approve, reject, redirect) and the later milestones: the referring doctor.
 * The patient (every account bound to them): acceptance with date, place and what to bring; a new date;
-  redirect; cancellation; and the day before admission.
+  redirect; cancellation; completion (the loop is closed); and the day before admission.
 * Cancellation: also the approvers of the institution that had the referral on its desk.
 * A referral past its institution's deadline: its approvers; past twice the deadline: its admins.
 
@@ -222,6 +222,9 @@ async def _for_patient(facts: Facts, event: ReferralEvent, current: bool) -> Not
     if action == "cancel":
         return progress(facts, event, result="已取消", institution=short(facts.source),
                         note="如有疑问请联系转诊医生")
+    if action == "complete":
+        return progress(facts, event, result="已完成", institution=short(facts.target),
+                        note="出院小结已交转诊医生，请按医嘱随访")
     return None
 
 

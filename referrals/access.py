@@ -8,9 +8,9 @@ from tortoise.expressions import Q
 
 from accounts.principal import Principal
 from errors import NotFound
-from models import Referral
+from models import Referral, ReferralEvent
 from referrals.policy import policy_of
-from referrals.state_machine import Side, Status
+from referrals.state_machine import Action, Side, Status
 
 # Referrals that never left their source: drafts, and drafts cancelled before submission.
 NEVER_SUBMITTED = Q(status=Status.DRAFT) | Q(status=Status.CANCELLED, submitted_at__isnull=True)
@@ -45,6 +45,17 @@ def can_view(principal: Principal, referral: Referral) -> bool:
     return submitted(referral) and referral.patient_id in principal.patient_ids  # type: ignore[attr-defined]
 
 
+async def may_view(principal: Principal, referral: Referral) -> bool:
+    """`can_view`, and read access for staff of an institution that redirected the referral elsewhere: it had the
+    referral on its desk and answers for its decision (they see it; the table gives them no action on it)."""
+    if can_view(principal, referral):
+        return True
+    if principal.staff_id is None or principal.institution_id is None:
+        return False
+    return await ReferralEvent.filter(referral_id=referral.id, action=str(Action.REDIRECT),
+                                      actor_institution_id=principal.institution_id).exists()
+
+
 async def effective_roles(principal: Principal, referral: Referral, sides: set[Side]) -> set[str]:
     """Staff roles, where "approver" means what the caller's institution policy says: whoever holds one of
     its `approver_roles` approves, and nobody else does (not even the approver role, if the policy left it out)."""
@@ -70,6 +81,6 @@ async def visible_referral(principal: Principal, public_id: uuid.UUID | str) -> 
     except ValueError:
         raise NotFound("未找到该转诊单", code="REFERRAL_NOT_FOUND") from None
     referral = await Referral.get_or_none(public_id=key).select_related("patient")  # the views show the patient
-    if referral is None or not can_view(principal, referral):
+    if referral is None or not await may_view(principal, referral):
         raise NotFound("未找到该转诊单", code="REFERRAL_NOT_FOUND")
     return referral

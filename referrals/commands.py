@@ -275,8 +275,8 @@ async def _book_admission(current: Referral, admission: Admission | None) -> tup
 
 
 async def _tell_target_his(current: Referral) -> None:
-    """After a change to a scheduled admission (cancel, no-show, new date): when the target HIS has the
-    certificate, or is being given it, queue bringing it in line (his.update_admission), in this transaction."""
+    """After a change to an admission (cancel, no-show, new date, check-in, completion): when the target HIS has
+    the certificate, or is being given it, queue bringing it in line (his.update_admission), in this transaction."""
     if current.his_sync in (HisSync.PENDING, HisSync.DONE):
         await enqueue("his.update_admission", {"referral_id": current.id, "seq": current.version},
                       dedupe_key=f"his-update:{current.id}:{current.version}")
@@ -394,8 +394,11 @@ async def complete(principal: Principal, public_id, *, expected_version: int | N
         return Step({"closed_at": _now(), "return_summary": summary.model_dump()},
                     data={"diagnosis": summary.diagnosis})
 
+    async def after(current: Referral, step: Step) -> None:
+        await _tell_target_his(current)  # the HIS's admission Encounter becomes finished, with the summary
+
     return await _transition(principal, referral, Action.COMPLETE, expected_version=expected_version,
-                             prepare=prepare)
+                             prepare=prepare, after=after)
 
 
 async def check_in(principal: Principal, referral_id: int, *, comment: str = "") -> Referral:
@@ -403,7 +406,11 @@ async def check_in(principal: Principal, referral_id: int, *, comment: str = "")
     async def prepare(current: Referral) -> Step:
         return Step({"admitted_at": _now()}, comment=comment)
 
-    return await _transition(principal, referral_id, Action.CHECK_IN, expected_version=None, prepare=prepare)
+    async def after(current: Referral, step: Step) -> None:
+        await _tell_target_his(current)  # the HIS's admission Encounter becomes in-progress
+
+    return await _transition(principal, referral_id, Action.CHECK_IN, expected_version=None, prepare=prepare,
+                             after=after)
 
 
 async def expire(referral_id: int) -> Referral:

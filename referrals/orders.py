@@ -25,6 +25,7 @@ from security.crypto import PersonalDataCipher
 
 ORDERABLE = (Status.PENDING_TARGET, Status.SCHEDULED, Status.ADMITTED)
 KIND_NAMES = {"exam": "检查", "lab": "检验", "treatment": "治疗", "prescription": "处方"}
+STATE_NAMES = {"pending": "等待送达 HIS", "placed": "已送达 HIS", "rejected": "HIS 已拒绝"}
 
 
 def _require_clinician(principal: Principal, referral: Referral, *, write: bool) -> None:

@@ -32,6 +32,10 @@ async def box_query(principal: Principal, box: str) -> QuerySet:
     if box not in BOXES:
         raise InvalidInput("未知的列表类型", code="INVALID_BOX", detail={"allowed": list(BOXES)})
     if box == "mine":
+        if principal.staff_id is not None and not principal.patient_ids:
+            raise Forbidden("“我的转诊”是患者及家属查看本人转诊的列表；医务人员请查看 outgoing（转出）、"
+                            "incoming（转入）或 to_approve（待审批）", code="PATIENTS_ONLY",
+                            detail={"staff_boxes": [b for b in BOXES if b != "mine"]})
         principal.require_patient()
         return Referral.filter(patient_id__in=list(principal.patient_ids)).exclude(NEVER_SUBMITTED)
     principal.require_staff()

@@ -25,14 +25,19 @@ async def slip_of_referral(principal: Principal, referral_public_id: str) -> tup
     return slip, referral
 
 
-async def visible_slip(principal: Principal, code: str) -> tuple[Slip, Referral]:
-    """The slip with ``code`` if the caller may see its referral; otherwise 404, exactly as if it did not exist."""
+async def slip_by_code(code: str) -> tuple[Slip, Referral]:
+    """The slip with ``code`` and its referral, whoever asks (callers check access); 404 when there is none."""
     if not code or len(code) > MAX_CODE_LENGTH:
         raise _not_found()
     slip = await Slip.get_or_none(code=code.upper())
     if slip is None:
         raise _not_found()
-    referral = await Referral.get(id=slip.referral_id)  # type: ignore[attr-defined]
+    return slip, await Referral.get(id=slip.referral_id)  # type: ignore[attr-defined]
+
+
+async def visible_slip(principal: Principal, code: str) -> tuple[Slip, Referral]:
+    """The slip with ``code`` if the caller may see its referral; otherwise 404, exactly as if it did not exist."""
+    slip, referral = await slip_by_code(code)
     if not can_view(principal, referral):
         raise _not_found()
     return slip, referral

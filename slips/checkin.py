@@ -1,14 +1,15 @@
-"""The admission desk scans a slip: the patient is admitted once, never twice.
+"""The admission desk scans a slip: the patient is admitted once, never twice, and not before the slip's day.
 
-Order of checks: the clerk's role, the token (shape, key, signature, this hospital, expiry), then the slip's
-state. Admission is ``referrals.commands.check_in`` (the referral's version makes exactly one of any number of
+Order of checks: the clerk's role, the token (shape, key, signature, this hospital, expiry), the slip's state,
+then its first valid day (the scheduled day in China, earlier by the institution's ``early_arrival_days``).
+Admission is ``referrals.commands.check_in`` (the referral's version makes exactly one of any number of
 concurrent scans win) and the slip is marked used in the same transaction; every loser is told who checked
 the patient in and when, and nothing changes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
@@ -19,6 +20,7 @@ from models import Institution, Referral, ReferralEvent, Slip, SlipState, Staff
 from qr import slip_token
 from qr.slip_token import SlipTokenError
 from referrals import commands
+from referrals.policy import policy_of
 from referrals.state_machine import Status
 from slips import keys
 from slips.lifecycle import REVOKE_REASONS
@@ -87,6 +89,25 @@ async def _refuse_by_state(slip: Slip, referral: Referral) -> None:
                    detail={"reason": slip.revoked_reason or str(referral.status)})
 
 
+def valid_from(slip: Slip, early_arrival_days: int) -> date:
+    """The first China day the desk accepts the slip: the scheduled day, or as many days earlier as the
+    institution's policy allows."""
+    return slip.scheduled_date - timedelta(days=max(early_arrival_days, 0))
+
+
+async def _refuse_too_early(slip: Slip, institution_id: int) -> None:
+    first = valid_from(slip, (await policy_of(institution_id)).early_arrival_days)
+    today = china_today()
+    if today < first:
+        scheduled = slip.scheduled_date
+        allowed = "" if first == scheduled else f"，本院允许提前至{first.month}月{first.day}日办理"
+        raise Conflict(f"该入院凭条预约的入院日期为{scheduled.month}月{scheduled.day}日{allowed}，"
+                       f"今天（{today.month}月{today.day}日）还不能办理入院，请患者按预约日期到院",
+                       code="SLIP_NOT_YET_VALID",
+                       detail={"scheduled_date": scheduled.isoformat(), "valid_from": first.isoformat(),
+                               "today": today.isoformat()})
+
+
 async def check_in(principal: Principal, token: str) -> CheckedIn:
     """Admit the patient named by a scanned slip token, as an admission clerk of the target institution."""
     principal.require_role("admission_clerk")
@@ -105,6 +126,7 @@ async def check_in(principal: Principal, token: str) -> CheckedIn:
         raise NotFound("未找到该入院凭条", code="SLIP_NOT_FOUND")
     referral = await Referral.get(id=slip.referral_id)  # type: ignore[attr-defined]
     await _refuse_by_state(slip, referral)
+    await _refuse_too_early(slip, institution.id)
     for attempt in range(ATTEMPTS):
         try:
             async with in_transaction():

@@ -6,6 +6,7 @@ from directory import cache
 from models import Department, Referral, Slip, SlipState, Staff
 from referrals.state_machine import Status
 from security.masking import mask_name
+from slips.image_urls import ImageLinks
 from slips.lifecycle import REVOKE_REASONS
 
 STATE_NAMES = {SlipState.ACTIVE: "有效", SlipState.USED: "已入院", SlipState.REVOKED: "已作废",
@@ -23,27 +24,22 @@ def effective_state(slip: Slip, referral: Referral) -> str:
     return SlipState.REVOKED
 
 
-def image_urls(base_url: str, code: str) -> dict[str, str]:
-    root = f"{base_url.rstrip('/')}/api/v1/slips/{code}"
-    return {"qr_png_url": f"{root}/qr.png", "qr_svg_url": f"{root}/qr.svg", "wxacode_url": f"{root}/wxacode.png"}
-
-
-def summary_view(slip: Slip, referral: Referral, base_url: str) -> dict:
+def summary_view(slip: Slip, referral: Referral, links: ImageLinks) -> dict:
     """The slip on a worklist row of the patient's own referrals."""
     state = effective_state(slip, referral)
-    urls = image_urls(base_url, slip.code) if state == SlipState.ACTIVE else {}
+    urls = links.urls(slip.code) if state == SlipState.ACTIVE else {}
     return {"code": slip.code, "status": state, "status_name": STATE_NAMES[state],
             "scheduled_date": slip.scheduled_date.isoformat(), "expires_at": slip.expires_at,
             "qr_png_url": urls.get("qr_png_url")}
 
 
-async def slip_view(slip: Slip, referral: Referral, *, token: str | None, base_url: str) -> dict:
+async def slip_view(slip: Slip, referral: Referral, *, token: str | None, links: ImageLinks) -> dict:
     state = effective_state(slip, referral)
     institution = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
     department = await Department.get_or_none(id=slip.department_id) if slip.department_id else None  # type: ignore[attr-defined]
     clerk = await Staff.get_or_none(id=slip.checked_in_by_id) if slip.checked_in_by_id else None  # type: ignore[attr-defined]
     active = state == SlipState.ACTIVE
-    urls = image_urls(base_url, slip.code) if active else {}
+    urls = links.urls(slip.code) if active else {}
     return {
         "code": slip.code, "status": state, "status_name": STATE_NAMES[state],
         "referral_id": str(referral.public_id), "referral_code": referral.code,
@@ -65,7 +61,7 @@ async def slip_view(slip: Slip, referral: Referral, *, token: str | None, base_u
     }
 
 
-async def summaries_for(referrals: list[Referral], base_url: str) -> dict[int, dict]:
+async def summaries_for(referrals: list[Referral], links: ImageLinks) -> dict[int, dict]:
     """The current slip of each referral that has one, in one query (for worklists)."""
     ids = [r.id for r in referrals]
     if not ids:
@@ -74,7 +70,7 @@ async def summaries_for(referrals: list[Referral], base_url: str) -> dict[int, d
     latest: dict[int, Slip] = {}
     for slip in await Slip.filter(referral_id__in=ids).order_by("id"):
         latest[slip.referral_id] = slip  # type: ignore[attr-defined]
-    return {rid: summary_view(slip, by_id[rid], base_url) for rid, slip in latest.items()}
+    return {rid: summary_view(slip, by_id[rid], links) for rid, slip in latest.items()}
 
 
 def waiting_text(seconds: float) -> str:

@@ -180,3 +180,25 @@ async def test_events_from_strangers_are_ignored(client):
                               [{"TemplateId": APPROVAL, "SubscribeStatusString": "accept"}]))
     await chat.push(event_xml("o_chat_nobody", "user_enter_tempsession", "Nothing", []))
     assert await SubscriptionCredit.all().count() == 0
+
+
+async def test_the_targets_queue_names_each_side_with_its_own_department(client):
+    from tests.referral_support import institution
+
+    chat, mine, other = await setting(client)  # `other`: GAOYOU → SUBEI 心血管内科, waiting at GAOYOU
+    desk = Desk(client)
+    await login_demo(client, "GAOYOU", "approver")
+    assert "转往苏北医院心血管内科" in await chat.say("demo_gaoyou_approver", "待审批")
+    await desk.ok(await desk.post(("GAOYOU", "approver"), str(other.public_id), "approve"))
+    await login_demo(client, "SUBEI", "approver")
+    answer = await chat.say("demo_subei_approver", "待审批")
+    assert "来自高邮人医内科，转入本院心血管内科" in answer  # the source's department, then the target's
+    assert "高邮人医心血管内科" not in answer
+    # After passing it on, the target that redirected it can still look it up.
+    baoying = await institution("BAOYING")
+    department = (await baoying.departments.all())[0]
+    await desk.ok(await desk.post(("SUBEI", "approver"), str(other.public_id), "redirect",
+                                  {"institution_id": str(baoying.public_id),
+                                   "department_id": str(department.public_id)}))
+    answer = await chat.say("demo_subei_approver", f"查询 {other.code}")
+    assert other.code in answer and "宝应县人民医院" in answer

@@ -24,8 +24,10 @@ def test_migrate_seed_and_list_demo_accounts(tmp_path):
     assert _run(tmp_path, "migrate").returncode == 0
     first = _run(tmp_path, "seed")
     assert first.returncode == 0 and "已写入" in first.stdout
+    assert "已为演示科室发布预留转诊床位：今天起 14 天，每科每天 5 张" in first.stdout
     second = _run(tmp_path, "seed")
     assert second.returncode == 0 and "未重复写入" in second.stdout
+    assert "预留转诊床位" not in second.stdout  # nothing missing: nothing added
     listed = _run(tmp_path, "demo-accounts", "--json")
     assert listed.returncode == 0, listed.stderr
     accounts = json.loads(listed.stdout)
@@ -34,6 +36,8 @@ def test_migrate_seed_and_list_demo_accounts(tmp_path):
         roles = {role for a in accounts if a["institution_code"] == code for role in a["roles"]}
         assert roles == {"doctor", "approver", "admission_clerk", "expert", "admin"}
     assert all(a["openid"].startswith("demo_") for a in accounts)
+    assert {a["his_user_id"] for a in accounts if a["institution_code"] == "SUBEI"} == {
+        "DOCTOR001", "APPROVER002", "ADMISSION_CLERK003", "EXPERT004", "ADMIN005"}
 
 
 def test_a_wrong_setting_is_reported_by_name(tmp_path):
@@ -41,4 +45,5 @@ def test_a_wrong_setting_is_reported_by_name(tmp_path):
     result = subprocess.run([sys.executable, "app.py", "migrate"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2
-    assert "PORT" in result.stderr and "配置错误" in result.stderr
+    assert "PORT" in result.stderr and "配置错误" in result.stderr and "configuration error" in result.stderr
+    assert "PORT 应为整数" in result.stderr and "PORT must be a whole number" in result.stderr

@@ -31,15 +31,16 @@ def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
     return env | {"DATA_DIR": str(data_dir), "PORT": str(port), "LOG_LEVEL": "WARNING"}
 
 
-def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "app.py", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=DEMO_TIMEOUT)
+def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "app.py", "demo", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=DEMO_TIMEOUT)
 
 
 async def test_demo_walks_the_paper_flow_against_the_running_platform(tmp_path):
     port = free_port()
     env = embedded_env(tmp_path / "data", port)
-    server = ServerProcess(["app.py", "serve", "--migrate", "--seed"], env, tmp_path / "server.log")
+    # SEED_DEMO=true does what --seed does (the consortium and its reserved beds).
+    server = ServerProcess(["app.py", "serve", "--migrate"], env | {"SEED_DEMO": "true"}, tmp_path / "server.log")
     server.start()
     try:
         await server.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=START_TIMEOUT)
@@ -51,6 +52,7 @@ async def test_demo_walks_the_paper_flow_against_the_running_platform(tmp_path):
         assert "病历号" in out and "预填诊断：I" in out
         assert "当前状态“待转出机构审批”" in out and "当前状态“待接收机构审批”" in out
         assert "当前状态“已预约入院”" in out
+        assert "尚有预留床位 5 张" in out  # the seed published reserved beds: the first approval finds one
         # The timeline: both institutions' people, every transition, a valid hash chain.
         assert "扬州市东关街道社区卫生服务中心" in out and "江苏省苏北人民医院" in out
         for action in ("创建转诊单 → 草稿", "提交转诊 → 待转出机构审批", "审批通过 → 待接收机构审批",
@@ -64,8 +66,9 @@ async def test_demo_walks_the_paper_flow_against_the_running_platform(tmp_path):
         assert "已扫码办理入院" in out and "等待时间（提交转诊 → 入院）" in out
         assert "演示完成" in out and "当前状态“已入院”" in out
 
-        # Run again: the patient's referral is still open, so the demo confirms the duplicate and goes on.
-        again = await asyncio.to_thread(run_demo, env)
+        # Run again, pointed at the platform with --port whatever PORT says: the patient's referral is still open,
+        # so the demo confirms the duplicate and goes on.
+        again = await asyncio.to_thread(run_demo, env | {"PORT": str(free_port())}, "--port", str(port))
         assert again.returncode == 0, again.stdout + again.stderr
         assert "确认后再次转诊" in again.stdout and "演示完成" in again.stdout
     finally:

@@ -131,3 +131,24 @@ async def test_non_admins_cannot_use_admin_routes(client):
     for method, path in (("GET", "/api/v1/admin/staff"), ("GET", "/api/v1/admin/departments")):
         resp = await client.request(method, path, headers=bearer(approver))
         assert resp.status == 403
+
+
+async def test_demo_beds_fill_two_weeks_and_leave_published_days_alone(client):
+    from datetime import timedelta
+
+    from directory.seed import DEMO_BED_DAYS, DEMO_BEDS, seed_demo_beds
+    from models import CapacityDay, Department
+    from tests.referral_support import Desk
+    from timeutil import china_today
+
+    desk = await Desk.open(client)
+    today = china_today()
+    await desk.publish_beds("SUBEI", "CARD", today, 1)  # an approver's own number for today
+    departments = await Department.filter(deleted_at=None).count()
+    added = await seed_demo_beds()
+    assert added == departments * DEMO_BED_DAYS - 1
+    assert (await desk.beds("SUBEI", "CARD", today))["capacity"] == 1
+    last = today + timedelta(days=DEMO_BED_DAYS - 1)
+    assert (await desk.beds("GAOYOU", "MED", last))["available"] == DEMO_BEDS
+    assert not await CapacityDay.filter(day=last + timedelta(days=1)).exists()
+    assert await seed_demo_beds() == 0  # idempotent

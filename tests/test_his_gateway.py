@@ -19,6 +19,7 @@ from his.gateway import (
     AdmissionChange,
     AdmissionRequest,
     Diagnosis,
+    Discharge,
     GatewayRouter,
     HisAuthFailed,
     HisBusy,
@@ -254,6 +255,30 @@ async def test_an_admission_the_his_has_started_is_not_changed(server, state, ga
     with pytest.raises(HisRejected, match="已在医院信息系统"):
         await gateway.update_admission(endpoint(server), AdmissionChange(referral_code="ZZ20260101-0001",
                                                                          cancelled=True))
+
+
+async def test_an_admission_goes_in_progress_then_finished_with_the_summary_and_never_back(server, state, gateway):
+    mrn = await gateway.register_patient(endpoint(server), new_person())
+    number = await gateway.create_admission(endpoint(server), admission(mrn))
+    admitted_at = datetime(2026, 12, 1, 1, 30, tzinfo=UTC)
+    admitted = AdmissionChange(referral_code="ZZ20260101-0001", admitted_at=admitted_at)
+    assert await gateway.update_admission(endpoint(server), admitted) == number
+    [encounter] = [e for e in state.store(CODE).all("Encounter")
+                   if any(i.get("value") == "ZZ20260101-0001" for i in e.get("identifier", []))]
+    assert (encounter["status"], encounter["period"]) == ("in-progress", {"start": "2026-12-01T09:30:00+08:00"})
+    discharge = Discharge(discharged_at=datetime(2026, 12, 9, 2, 0, tzinfo=UTC), diagnosis="冠心病",
+                          recommendations="回社区随访")
+    finished = AdmissionChange(referral_code="ZZ20260101-0001", admitted_at=admitted_at, discharge=discharge)
+    assert await gateway.update_admission(endpoint(server), finished) == number
+    assert await gateway.update_admission(endpoint(server), finished) == number  # already so: no second write
+    stored = state.store(CODE).read("Encounter", encounter["id"])
+    assert (stored["status"], stored["meta"]["versionId"]) == ("finished", "3")
+    assert stored["period"] == {"start": "2026-12-01T09:30:00+08:00", "end": "2026-12-09T10:00:00+08:00"}
+    assert {e["url"]: e["valueString"] for e in stored["extension"] if e["url"] in profile.DISCHARGE_EXTENSIONS} \
+        == {profile.EXT_DISCHARGE_DIAGNOSIS: "冠心病", profile.EXT_DISCHARGE_RECOMMENDATIONS: "回社区随访"}
+    for backwards in (admitted, AdmissionChange(referral_code="ZZ20260101-0001", cancelled=True)):
+        with pytest.raises(HisRejected, match="已在医院信息系统（HIS）中办理出院"):
+            await gateway.update_admission(endpoint(server), backwards)
 
 
 # ------------------------------------------------------------------------------- orders and reports

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from tortoise.transactions import in_transaction
@@ -286,3 +286,83 @@ async def test_a_certificate_issued_by_a_run_that_died_is_withdrawn_when_the_ref
     assert encounter["status"] == "cancelled" and number in [i["value"] for i in encounter["identifier"]]
     after = await Referral.get(id=referral.id)
     assert after.his_sync == HisSync.NONE and after.admission_certificate_no == ""
+
+
+# -- admission and discharge reach the target HIS (issue 10 point 15) -------------------------------------------
+
+async def test_check_in_and_completion_move_the_his_encounter_to_in_progress_then_finished(client):
+    from fhir.resources.R4B.encounter import Encounter
+
+    from his import profile
+    from tests.referral_support import RETURN_SUMMARY, demo_principal
+
+    app = client.server.app
+    desk, body, referral = await certified(client)
+    await commands.check_in(await demo_principal("SUBEI", "admission_clerk"), referral.id)
+    await run_due_jobs(app, FAST)
+    admitted = await Referral.get(id=referral.id)
+    encounter = his_encounter(app, referral.code)
+    assert encounter["status"] == "in-progress" and encounter["meta"]["versionId"] == "2"
+    assert encounter["period"]["start"].endswith("+08:00")
+    assert datetime.fromisoformat(encounter["period"]["start"]) == admitted.admitted_at.replace(microsecond=0)
+    event = (await desk.detail(("SUBEI", "approver"), body["id"]))["timeline"][-1]
+    assert event["action"] == UPDATE_EVENT and event["to_status"] == "admitted"
+    assert event["comment"] == f"目标医院 HIS 已登记入院（电子住院证 {referral.admission_certificate_no}）"
+    assert event["data"]["encounter_status"] == "in-progress"
+
+    await desk.ok(await desk.post(("SUBEI", "doctor"), body["id"], "complete", {"summary": RETURN_SUMMARY}))
+    await run_due_jobs(app, FAST)
+    done = await Referral.get(id=referral.id)
+    encounter = his_encounter(app, referral.code)
+    Encounter.model_validate({k: v for k, v in encounter.items() if k != "meta"})  # still valid FHIR R4
+    assert encounter["status"] == "finished" and encounter["meta"]["versionId"] == "3"
+    assert datetime.fromisoformat(encounter["period"]["end"]) == done.closed_at.replace(microsecond=0)
+    summary = {e["url"]: e["valueString"] for e in encounter["extension"] if e["url"] in profile.DISCHARGE_EXTENSIONS}
+    assert summary == {profile.EXT_DISCHARGE_DIAGNOSIS: RETURN_SUMMARY["diagnosis"],
+                       profile.EXT_DISCHARGE_TREATMENT: RETURN_SUMMARY["treatment"],
+                       profile.EXT_DISCHARGE_RECOMMENDATIONS: RETURN_SUMMARY["recommendations"]}
+    assert any(e["url"] == profile.EXT_REFERRAL_REASON for e in encounter["extension"])  # the rest is kept
+    detail = await desk.detail(("DONGGUAN", "doctor"), body["id"])
+    assert detail["timeline"][-1]["comment"].startswith("目标医院 HIS 已登记出院并收到出院（回转）小结")
+    assert (await verify_referral(referral.id, detail["version"])).valid
+    # Both jobs again (lost done marks): the HIS is not written again and no event is added.
+    await OutboxJob.filter(kind=UPDATE_ADMISSION).update(state="pending")
+    await run_due_jobs(app, FAST)
+    assert his_encounter(app, referral.code)["meta"]["versionId"] == "3"
+    assert await ReferralEvent.filter(referral_id=referral.id, action=UPDATE_EVENT).count() == 2
+
+
+async def test_a_check_in_before_the_certificate_waits_for_it_then_admits_in_the_his(client):
+    app = client.server.app
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.ADMITTED)  # checked in before his.admit ever ran
+    referral = await Referral.get(public_id=body["id"])
+    assert referral.his_sync == HisSync.PENDING
+    await settle(app)
+    assert his_encounter(app, referral.code)["status"] == "in-progress"
+    assert {j.state for j in await OutboxJob.filter(kind__in=[ADMIT, UPDATE_ADMISSION])} == {"done"}
+
+
+async def test_the_discharge_waits_out_a_his_outage(dispatching):
+    from tests.referral_support import RETURN_SUMMARY
+
+    app = dispatching.server.app
+    desk = await Desk.open(dispatching)
+    body = await desk.drive(Status.ADMITTED)
+    referral = await Referral.get(public_id=body["id"])
+    await eventually(lambda: _his_status(app, referral.code, "in-progress"), timeout=10)
+    await his_fault(dispatching, kind="error500", count=2, method="PUT")
+    await desk.ok(await desk.post(("SUBEI", "doctor"), body["id"], "complete", {"summary": RETURN_SUMMARY}))
+    await eventually(lambda: _his_status(app, referral.code, "finished"), timeout=10)
+    jobs = await OutboxJob.filter(kind=UPDATE_ADMISSION, dedupe_key__startswith=f"his-update:{referral.id}:")
+    await eventually(lambda: _all_done(jobs), timeout=10)
+    assert max(j.attempts for j in await OutboxJob.filter(id__in=[j.id for j in jobs])) >= 2
+
+
+async def _his_status(app, code: str, status: str) -> bool:
+    encounter = his_encounter(app, code)
+    return bool(encounter and encounter["status"] == status)
+
+
+async def _all_done(jobs: list[OutboxJob]) -> bool:
+    return all(j.state == "done" for j in await OutboxJob.filter(id__in=[j.id for j in jobs]))

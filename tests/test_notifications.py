@@ -139,6 +139,20 @@ async def test_each_transition_reaches_the_right_people(client):
         assert await InboxMessage.filter(account_id=account.id).count() >= sent
 
 
+async def test_the_patient_is_told_when_the_loop_closes(client):
+    world, patient_id = await cast(client)
+    body = await world.desk.drive(Status.COMPLETED, patient_id=patient_id)
+    await run_jobs(client.server.app)
+    await _no_dead_jobs()
+    for openid in ("o_n_patient", "o_n_family"):
+        done = (await world.messages(openid))[-1]
+        assert done["template_id"] == PROGRESS and done["page"] == f"pages/referral/detail?id={body['id']}"
+        assert (done["data"]["phrase3"], done["data"]["thing4"]) == ("已完成", "苏北医院")
+        assert done["data"]["thing5"] == "出院小结已交转诊医生，请按医嘱随访"
+        latest = (await world.inbox(openid))["items"][0]
+        assert latest["referral_id"] == body["id"] and "已完成" in latest["body"]
+
+
 async def test_rejection_and_redirect(client):
     world, patient_id = await cast(client)
     desk = world.desk

@@ -36,11 +36,11 @@ async def test_referrer_orders_a_lab_test_and_reads_its_report(client, app):
                              json={"kind": "lab", "code": "LAB-TNI", "name": "肌钙蛋白I", "note": "急查"})
     assert resp.status == 202, await resp.text()
     order = await resp.json()
-    assert order["state"] == "pending"
+    assert (order["state"], order["state_name"]) == ("pending", "等待送达 HIS")
 
     await _run_jobs(app, "his.place_order")
     listed = await (await client.get(f"/api/v1/referrals/{referral['id']}/orders", headers=bearer(doctor))).json()
-    assert [o["state"] for o in listed["items"]] == ["placed"]
+    assert [(o["state"], o["state_name"]) for o in listed["items"]] == [("placed", "已送达 HIS")]
     assert listed["items"][0]["his_order_id"]
 
     resp = await client.get(f"/api/v1/referrals/{referral['id']}/reports", headers=bearer(doctor))

@@ -187,3 +187,22 @@ async def test_a_draft_is_private_to_its_source_until_it_is_submitted(client):
     page = await desk.ok(await desk.get(("SUBEI", "doctor"), "/api/v1/referrals", box="incoming"))
     assert draft["id"] in [r["id"] for r in page["items"]]
     await desk.ok(await desk.get(("SUBEI", "doctor"), f"/api/v1/referrals/{draft['id']}/patient-identity"))
+async def test_an_institution_that_redirected_a_referral_still_reads_it_but_cannot_act(client):
+    from tests.referral_support import institution
+
+    desk = await Desk.open(client)
+    body = await desk.drive(Status.PENDING_TARGET)  # DONGGUAN → SUBEI
+    baoying = await institution("BAOYING")
+    department = (await baoying.departments.all())[0]
+    await desk.ok(await desk.post(("SUBEI", "approver"), body["id"], "redirect",
+                                  {"institution_id": str(baoying.public_id),
+                                   "department_id": str(department.public_id), "comment": "本院床位已满"}))
+    for role in ("approver", "doctor"):
+        seen = await desk.detail(("SUBEI", role), body["id"])
+        assert seen["target_institution"]["code"] == "BAOYING" and seen["allowed_actions"] == []
+        assert [e["action"] for e in seen["timeline"]][-1] == "redirect"
+    refused = await desk.post(("SUBEI", "approver"), body["id"], "reject", {"reason_code": "no_beds"})
+    assert refused.status == 403 and (await refused.json())["error"]["code"] == "NOT_YOUR_STEP"
+    # A third institution still sees nothing; the new target acts as before.
+    assert (await desk.get(("GAOYOU", "approver"), f"/api/v1/referrals/{body['id']}")).status == 404
+    assert (await desk.detail(("BAOYING", "approver"), body["id"]))["allowed_actions"]

@@ -94,6 +94,19 @@ async def test_patients_box_and_badge(client):
     assert await _ids(desk, "o_patient_box", box="mine", status="completed") == [closed["id"]]
 
 
+async def test_staff_asking_for_the_patients_box_are_pointed_to_their_own(client):
+    desk = await Desk.open(client)
+    resp = await desk.get(("SUBEI", "approver"), LIST, box="mine")
+    assert resp.status == 403
+    error = (await resp.json())["error"]
+    assert error["code"] == "PATIENTS_ONLY" and "医务人员请查看" in error["message"] and "绑定" not in error["message"]
+    assert error["detail"]["staff_boxes"] == ["outgoing", "incoming", "to_approve"]
+    patient = await make_patient(desk.cipher, "陈未绑")
+    await patient_account(patient, "o_box_bound")
+    resp = await desk.get("o_box_bound", LIST, box="outgoing")  # and patients asking for a staff box
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "STAFF_ONLY"
+
+
 async def test_filters_status_direction_dates_and_text(client):
     desk = await Desk.open(client)
     zhou = str((await make_patient(desk.cipher, "周明华")).public_id)

@@ -30,11 +30,18 @@ def test_embedded_defaults_generate_secrets_once(tmp_path):
     ({"REDIS_URL": "http://x"}, "REDIS_URL"),
     ({"DATA_KEY": "short"}, "DATA_KEY"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"SLIP_IMAGE_URL_TTL": "0"}, "SLIP_IMAGE_URL_TTL"),
+    ({"WECHAT_AES_KEY": "short"}, "WECHAT_AES_KEY"),
     ({"DATABASE_URL": "postgres://u@h/db"}, "JWT_SECRET"),
 ])
 def test_wrong_values_name_the_variable(tmp_path, env, variable):
-    with pytest.raises(SettingsError, match=variable):
+    with pytest.raises(SettingsError, match=variable) as raised:
         Settings.from_env({"DATA_DIR": str(tmp_path), **env})
+    # In Chinese and in English, each naming the variable.
+    error = raised.value
+    assert variable in error.chinese and variable in error.english
+    assert any("\u4e00" <= c <= "\u9fff" for c in error.chinese) and error.english.isascii()
+    assert str(error) == f"{error.chinese} / {error.english}"
 
 
 def test_production_settings(tmp_path):

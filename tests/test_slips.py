@@ -9,9 +9,11 @@ import asyncio
 import base64
 import io
 import json
+import time as time_module
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 from tortoise.transactions import in_transaction
 
-from appkeys import CIPHER, HIS, WECHAT_SANDBOX
+from appkeys import CIPHER, HIS, SETTINGS, WECHAT_SANDBOX
 from errors import Conflict
 from his.admission import admit_referral
 from models import (
@@ -62,7 +64,7 @@ async def bind(client, openid: str, seq: int, name: str = PATIENT_NAME) -> dict:
 async def schedule(client, *, seq: int = 41, openid: str | None = None, day: date | None = None,
                    source: str = "GAOYOU", target: str = "SUBEI", dept: str = "NEUR") -> dict:
     """A patient bound in the mini-program, referred from `source` to `target`/`dept`, approved at the source
-    (up-referrals need it), and accepted by the target's approver for `day` (default tomorrow) from beds the
+    (up-referrals need it), and accepted by the target's approver for `day` (default today) from beds the
     approver published. Returns {referral_id, patient (session), day, department}."""
     await seeded(client)
     patient = await bind(client, openid or f"o_slip_patient_{seq}", seq)
@@ -78,7 +80,7 @@ async def schedule(client, *, seq: int = 41, openid: str | None = None, day: dat
         resp = await client.post(f"/api/v1/referrals/{referral['id']}/approve", json={},
                                  headers=bearer(await login_demo(client, source, "approver")))
         assert resp.status == 200, await resp.text()
-    day = day or china_today() + timedelta(days=1)
+    day = day or china_today()  # a slip is valid from its scheduled day: these patients come today
     approver = await login_demo(client, target, "approver")
     resp = await client.put(f"/api/v1/departments/{department.public_id}/capacity",
                             json={"days": [{"date": day.isoformat(), "capacity": 3}]}, headers=bearer(approver))
@@ -169,9 +171,9 @@ async def test_target_acceptance_issues_a_slip_with_date_ward_expiry_and_a_timer
     # End of the scheduled day in China plus the default 24 h of grace.
     expected = datetime.combine(flow["day"] + timedelta(days=1), time.min, CHINA_TZ) + timedelta(hours=24)
     assert datetime.fromisoformat(slip["expires_at"]) == expected
-    assert slip["qr_png_url"].endswith(f"/api/v1/slips/{slip['code']}/qr.png")
-    assert slip["qr_svg_url"].endswith(f"/api/v1/slips/{slip['code']}/qr.svg")
-    assert slip["wxacode_url"].endswith(f"/api/v1/slips/{slip['code']}/wxacode.png")
+    assert f"/api/v1/slips/{slip['code']}/qr.png?expires=" in slip["qr_png_url"]
+    assert f"/api/v1/slips/{slip['code']}/qr.svg?expires=" in slip["qr_svg_url"]
+    assert f"/api/v1/slips/{slip['code']}/wxacode.png?expires=" in slip["wxacode_url"]
 
     # The token carries the slip code, the target institution and the expiry, and nothing else.
     token = slip["token"]
@@ -566,7 +568,62 @@ async def test_reissue_voids_the_old_slip_and_issues_a_new_one_with_its_own_time
     await HANDLERS["slip.expire"](JobContext(client.server.app,
                                              await OutboxJob.get(dedupe_key=f"slip-expire:{old_row.id}")))
     assert (await Referral.get(id=referral.id)).status == "scheduled"
+    await allow_early_arrival(client, 2)  # the new slip is for two days from now
     assert (await scan(client, clerk, new["token"])).status == 200
+
+
+async def allow_early_arrival(client, days: int, code: str = "SUBEI") -> dict:
+    resp = await client.put("/api/v1/admin/policy", json={"early_arrival_days": days},
+                            headers=bearer(await login_demo(client, code, "admin")))
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_a_slip_is_valid_from_its_scheduled_day_or_as_early_as_the_policy_allows(client):
+    day = china_today() + timedelta(days=2)
+    flow = await schedule(client, day=day)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    before = await state_of(flow["referral_id"])
+    refused = await scan(client, clerk, slip["token"])
+    assert refused.status == 409 and await error_code(refused) == "SLIP_NOT_YET_VALID"
+    error = (await refused.json())["error"]
+    assert f"预约的入院日期为{day.month}月{day.day}日" in error["message"] and "还不能办理入院" in error["message"]
+    assert error["detail"] == {"scheduled_date": day.isoformat(), "valid_from": day.isoformat(),
+                               "today": china_today().isoformat()}
+    assert await state_of(flow["referral_id"]) == before  # nothing changed
+    policy = await allow_early_arrival(client, 1)
+    assert policy["early_arrival_days"] == 1
+    refused = await scan(client, clerk, slip["token"])
+    assert refused.status == 409
+    early = day - timedelta(days=1)
+    assert f"本院允许提前至{early.month}月{early.day}日办理" in (await refused.json())["error"]["message"]
+    await allow_early_arrival(client, 2)
+    admitted = await scan(client, clerk, slip["token"])
+    assert admitted.status == 200, await admitted.text()
+    bad = await client.put("/api/v1/admin/policy", json={"early_arrival_days": 15},
+                           headers=bearer(await login_demo(client, "SUBEI", "admin")))
+    assert bad.status == 422
+
+
+async def test_the_first_valid_day_is_a_china_day(client, monkeypatch):
+    import timeutil
+
+    await seeded(client)
+    subei = await Institution.get(code="SUBEI")
+
+    class ChinaHalfPastMidnight(datetime):
+        """2026-12-01 00:30 in China, still 2026-11-30 in UTC."""
+
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 30, 16, 30, tzinfo=UTC).astimezone(tz)
+
+    monkeypatch.setattr(timeutil, "datetime", ChinaHalfPastMidnight)
+    await checkin._refuse_too_early(Slip(scheduled_date=date(2026, 12, 1)), subei.id)  # its day has begun
+    with pytest.raises(Conflict) as refused:
+        await checkin._refuse_too_early(Slip(scheduled_date=date(2026, 12, 2)), subei.id)
+    assert refused.value.detail["today"] == "2026-12-01"
 
 
 async def test_no_show_timer_expires_the_referral_and_frees_the_bed(client):
@@ -620,6 +677,68 @@ async def test_the_timer_leaves_an_admitted_patient_alone(client):
 
 
 # -- images --------------------------------------------------------------------------------------------------------
+
+
+def _path(url: str) -> str:
+    """An absolute URL from a slip view, as a path and query for the test client."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+async def test_image_urls_work_without_a_bearer_as_an_image_src_needs(client):
+    flow = await schedule(client)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    png = await client.get(_path(slip["qr_png_url"]))  # no Authorization header, as <image src> sends none
+    assert png.status == 200 and png.content_type == "image/png"
+    assert decode_qr(await png.read()) == slip["token"]
+    svg = await client.get(_path(slip["qr_svg_url"]))
+    assert svg.status == 200 and "<svg" in await svg.text()
+    assert (await client.get(_path(slip["wxacode_url"]))).status == 200
+    # Nothing personal in the URL: the slip code, an expiry and a signature.
+    query = parse_qs(urlsplit(slip["qr_png_url"]).query)
+    assert set(query) == {"expires", "sig"}
+    lifetime = int(query["expires"][0]) - time_module.time()
+    assert 0 < lifetime <= client.server.app[SETTINGS].slip_image_url_ttl
+    assert PATIENT_NAME not in slip["qr_png_url"] and flow["referral_id"] not in slip["qr_png_url"]
+    # The worklist's summary carries a working signed URL too.
+    [item] = (await (await client.get("/api/v1/referrals", params={"box": "mine"},
+                                      headers=bearer(flow["patient"]))).json())["items"]
+    assert (await client.get(_path(item["slip"]["qr_png_url"]))).status == 200
+
+
+async def test_bad_expired_and_tampered_image_urls_open_nothing(client):
+    from slips.image_urls import signature, url_key
+
+    flow = await schedule(client)
+    other = await schedule(client, seq=42)
+    slip = await get_slip(client, flow["patient"], flow["referral_id"])
+    theirs = await get_slip(client, other["patient"], other["referral_id"])
+    path = _path(slip["qr_png_url"])
+    query = parse_qs(urlsplit(path).query)
+    expires, sig = query["expires"][0], query["sig"][0]
+    key = url_key(client.server.app[SETTINGS].jwt_secret)
+    past = int(time_module.time()) - 1
+    cases = {
+        "bad signature": (f"/api/v1/slips/{slip['code']}/qr.png?expires={expires}&sig=AAAA", "SLIP_IMAGE_URL_INVALID"),
+        "no expiry": (f"/api/v1/slips/{slip['code']}/qr.png?sig={sig}", "SLIP_IMAGE_URL_INVALID"),
+        "another slip's code": (f"/api/v1/slips/{theirs['code']}/qr.png?expires={expires}&sig={sig}",
+                                "SLIP_IMAGE_URL_INVALID"),
+        "a later expiry": (f"/api/v1/slips/{slip['code']}/qr.png?expires={int(expires) + 3600}&sig={sig}",
+                           "SLIP_IMAGE_URL_INVALID"),
+        "another image": (f"/api/v1/slips/{slip['code']}/wxacode.png?expires={expires}&sig={sig}",
+                          "SLIP_IMAGE_URL_INVALID"),
+        "expired": (f"/api/v1/slips/{slip['code']}/qr.png?expires={past}"
+                    f"&sig={signature(key, 'qr.png', slip['code'], past)}", "SLIP_IMAGE_URL_EXPIRED"),
+    }
+    for name, (url, code) in cases.items():
+        resp = await client.get(url)
+        assert resp.status == 403, name
+        assert await error_code(resp) == code, name
+    assert (await client.get(f"/api/v1/slips/{slip['code']}/qr.png")).status == 401  # neither bearer nor signature
+    # A signed URL of a slip that is no longer valid shows no QR code.
+    clerk = await login_demo(client, "SUBEI", "admission_clerk")
+    assert (await scan(client, clerk, slip["token"])).status == 200
+    assert (await client.get(path)).status == 410
 
 
 async def test_qr_images_are_cached_with_etags(client):

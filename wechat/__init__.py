@@ -67,10 +67,12 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     await site.start()
     host, port = runner.addresses[0][:2]
     app[API_BASE] = f"http://{host}:{port}"
+    app[WECHAT_SANDBOX].open_state(app[SETTINGS].data_dir)  # subscriptions and messages survive a restart
     try:
         yield
     finally:
         await runner.cleanup()
+        app[WECHAT_SANDBOX].close_state()
 
 
 async def _client(app: web.Application) -> AsyncIterator[None]:

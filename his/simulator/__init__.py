@@ -27,7 +27,11 @@
 Types: Patient, Encounter, Condition, ServiceRequest, MedicationRequest, DiagnosticReport. A ServiceRequest
 gets its DiagnosticReport after ``report_delay`` seconds (the simulated lab turnaround).
 
-Standalone: ``python -m his.simulator --port 8091``.
+Embedded in the platform, and standalone with ``--data-dir``, the records (and the MRN and certificate number
+counters) are kept in ``his-simulator.sqlite3`` in the data directory, so a restarted simulator never hands
+out an MRN twice; faults and pending lab delays live in memory only.
+
+Standalone: ``python -m his.simulator --port 8091 [--data-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -49,10 +54,12 @@ from his import profile
 from his.simulator import launch
 from his.simulator.generic import GenericPersonality, TokenRefused, parse_personality
 from his.simulator.store import RESOURCE_TYPES, SEARCH_PARAMETERS, FhirProblem, HisStore, iso, now_utc
+from standin_state import DurableState
 
 log = logging.getLogger("referral_cloud.his.simulator")
 
 FAULT_KINDS = ("timeout", "error500", "outcome", "throttle")
+STATE_FILE = "his-simulator.sqlite3"  # in DATA_DIR: every simulated HIS's records survive a restart
 CODE_PATTERN = r"[A-Za-z0-9_\-]{1,32}"
 
 
@@ -83,12 +90,14 @@ class SimulatorState:
         self.personalities: dict[str, GenericPersonality] = {}  # institution code → "generic FHIR server"
         self.base_url: str | None = None  # e.g. http://127.0.0.1:PORT/his-sim once served on its own port
         self._stopping: asyncio.Event | None = None
+        self.durable: DurableState | None = None
 
     def store(self, code: str) -> HisStore:
         store = self.stores.get(code)
         if store is None:
             store = self.stores[code] = HisStore(code, report_delay=lambda: self.report_delay,
-                                                 assigns_identifiers=code not in self.personalities)
+                                                 assigns_identifiers=code not in self.personalities,
+                                                 durable=self.durable)
         return store
 
     def make_generic(self, code: str, personality: GenericPersonality) -> GenericPersonality:
@@ -105,6 +114,16 @@ class SimulatorState:
     def token_url(self, code: str) -> str | None:
         """The token endpoint of `code` on the simulator's own port (None until it is served)."""
         return f"{self.base_url}/{code}/oauth/token" if self.base_url else None
+
+    def open_state(self, data_dir: Path) -> None:
+        """Keep every HIS's records in `data_dir` (STATE_FILE) from now on, starting from what it holds."""
+        self.durable = DurableState.open(data_dir / STATE_FILE)
+        self.stores.clear()
+
+    def close_state(self) -> None:
+        if self.durable is not None:
+            self.durable.close()
+            self.durable = None
 
     def fhir_base(self, code: str) -> str | None:
         """The FHIR base URL of ``code`` on the simulator's own port (None until it is served)."""

@@ -1,4 +1,5 @@
-"""One simulated HIS: its FHIR resources in memory, search, conditional create, and the lab turnaround."""
+"""One simulated HIS: its FHIR resources in memory (written through to a state file when it has one), search,
+conditional create, and the lab turnaround."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from his import profile
 from his.simulator import seed
+from standin_state import DurableState
 
 RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "ServiceRequest", "MedicationRequest", "DiagnosticReport")
 CHINA = timezone(timedelta(hours=8))
@@ -154,7 +156,8 @@ class HisStore:
     """The resources of one institution's HIS. Single-threaded (one event loop): a conditional create is
     atomic because nothing awaits between the check and the insert."""
 
-    def __init__(self, code: str, *, report_delay: Callable[[], float], assigns_identifiers: bool = True) -> None:
+    def __init__(self, code: str, *, report_delay: Callable[[], float], assigns_identifiers: bool = True,
+                 durable: DurableState | None = None) -> None:
         self.code = code
         self.report_delay = report_delay
         # False: the "generic FHIR server" personality, which hands out no MRN, card code or certificate number.
@@ -165,7 +168,18 @@ class HisStore:
         self._next_certificate = 1
         self._hidden: dict[tuple[str, str], _Hidden] = {}
         self.created_at = now_utc()
-        self._seed()
+        self._durable: DurableState | None = None
+        if durable is not None and durable.has(code):
+            self._restore(durable)
+        else:
+            self._seed()
+            if durable is not None:
+                with durable.batch():
+                    for resource_type, resources in self.resources.items():
+                        for resource in resources.values():
+                            durable.put(code, resource_type, resource["id"], resource)
+                    self._save_counters(durable)
+        self._durable = durable
 
     # ---------------------------------------------------------------------------- basic storage
 
@@ -174,7 +188,31 @@ class HisStore:
         self._next_id[resource_type] += 1
         resource = dict(resource, id=rid, meta={"versionId": "1", "lastUpdated": iso(now_utc())})
         self.resources[resource_type][rid] = resource
+        self._persist(resource_type, resource)
         return resource
+
+    def _persist(self, resource_type: str, resource: dict) -> None:
+        """Write a new or changed resource, with the counters, through to the state file (when there is one)."""
+        if self._durable is not None:
+            with self._durable.batch():
+                self._durable.put(self.code, resource_type, resource["id"], resource)
+                self._save_counters(self._durable)
+
+    def _save_counters(self, durable: DurableState) -> None:
+        durable.put(self.code, "_counters", "counters", {
+            "next_id": self._next_id, "next_mrn": self._next_mrn, "next_certificate": self._next_certificate,
+            "created_at": self.created_at.isoformat()})
+
+    def _restore(self, durable: DurableState) -> None:
+        """Everything this HIS held when it last ran; simulated lab results still pending are available now."""
+        counters = durable.load(self.code, "_counters")["counters"]
+        self._next_id.update(counters["next_id"])
+        self._next_mrn = counters["next_mrn"]
+        self._next_certificate = counters["next_certificate"]
+        self.created_at = datetime.fromisoformat(counters["created_at"])
+        for resource_type in RESOURCE_TYPES:
+            stored = durable.load(self.code, resource_type)
+            self.resources[resource_type] = {rid: stored[rid] for rid in sorted(stored, key=int)}
 
     def _visible(self, resource_type: str, rid: str) -> bool:
         hidden = self._hidden.get((resource_type, rid))
@@ -290,6 +328,7 @@ class HisStore:
             body["identifier"] = kept + assigned
         stored = dict(body, meta={"versionId": str(int(version) + 1), "lastUpdated": iso(now_utc())})
         self.resources[resource_type][rid] = stored
+        self._persist(resource_type, stored)
         return stored
 
     def _require_patient(self, resource: dict) -> str:

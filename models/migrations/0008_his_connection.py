@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0005_binding_requests')]
+    dependencies = [('models', '0007_policy_early_arrival')]
 
     initial = False
 

@@ -11,15 +11,21 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from standin_state import DurableState
 from wechat.sandbox.keywords import KEYWORD_TYPES, keyword_type, value_problem
 
 TOKEN_TTL = 7200.0
 CODE_TTL = 300.0
 RENEW_EARLY = 300.0  # stable_token hands out a new token once the current one has less than this left
+STATE_FILE = "wechat-sandbox.sqlite3"  # in DATA_DIR: what the embedded sandbox knows survives a restart
+SCOPE = "sandbox"
+KEY_SEPARATOR = "\t"  # between openid and template id in a subscription's key
+COUNTERS = ("token_requests", "tokens_issued", "login_codes_issued", "sessions", "wxacodes_issued")
 SCENE = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}")
 
 WECHAT_PATHS = (
@@ -134,7 +140,88 @@ class SandboxState:
         self.code_ttl = code_ttl
         self.token_overlap = token_overlap
         self._clock = clock
+        self._durable: DurableState | None = None
         self.reset()
+
+    # -- the state file ------------------------------------------------------------------------------------
+
+    def open_state(self, data_dir: Path) -> None:
+        """Keep what the sandbox knows (tokens, openids, templates, subscriptions, messages) in `data_dir` from
+        now on, starting from what it holds, so a restarted demo keeps its subscriptions; faults stay in memory."""
+        durable = DurableState.open(data_dir / STATE_FILE)
+        if durable is None:
+            return
+        if durable.has(SCOPE):
+            meta = durable.load(SCOPE, "meta")["meta"]
+            self._offset = meta["offset"]
+            self._tokens = {kind: Token(**t) for kind, t in meta["tokens"].items()}
+            self._retired = meta["retired"]
+            for name in COUNTERS:
+                setattr(self, name, meta[name])
+            self._codes = {code: LoginCode(**c) for code, c in durable.load(SCOPE, "code").items()}
+            self.known_openids = set(durable.load(SCOPE, "openid"))
+            registered = self.templates  # what this process registered before (the app's templates) wins
+            self.templates = {tid: Template(**t) for tid, t in durable.load(SCOPE, "template").items()}
+            self.templates.update(registered)
+            self._credits = {tuple(key.split(KEY_SEPARATOR, 1)): Credit(**c)  # type: ignore[misc]
+                             for key, c in durable.load(SCOPE, "credit").items()}
+            self._messages = list(durable.load(SCOPE, "message").values())
+            self._durable = durable
+            with durable.batch():
+                for template in registered.values():
+                    self._save_template(template)
+        else:
+            self._durable = durable
+            self._save_all()
+
+    def close_state(self) -> None:
+        if self._durable is not None:
+            self._durable.close()
+            self._durable = None
+
+    def _save_all(self) -> None:
+        if self._durable is None:
+            return
+        with self._durable.batch():
+            self._durable.clear(SCOPE)
+            self._save_meta()
+            for code, login in self._codes.items():
+                self._durable.put(SCOPE, "code", code, asdict(login))
+            for openid in self.known_openids:
+                self._durable.put(SCOPE, "openid", openid, True)
+            for template in self.templates.values():
+                self._save_template(template)
+            for (openid, template_id), credit in self._credits.items():
+                self._save_credit(openid, template_id, credit)
+            for message in self._messages:
+                self._save_message(message)
+
+    def _save_meta(self) -> None:
+        if self._durable is not None:
+            self._durable.put(SCOPE, "meta", "meta", {
+                "offset": self._offset, "tokens": {kind: asdict(t) for kind, t in self._tokens.items()},
+                "retired": self._retired, **{name: getattr(self, name) for name in COUNTERS}})
+
+    def _save_openid(self, openid: str) -> None:
+        if self._durable is not None:
+            self._durable.put(SCOPE, "openid", openid, True)
+
+    def _save_template(self, template: Template) -> None:
+        if self._durable is not None:
+            self._durable.put(SCOPE, "template", template.template_id, asdict(template))
+
+    def _save_credit(self, openid: str, template_id: str, credit: Credit | None) -> None:
+        if self._durable is None:
+            return
+        key = f"{openid}{KEY_SEPARATOR}{template_id}"
+        if credit is None:
+            self._durable.delete(SCOPE, "credit", key)
+        else:
+            self._durable.put(SCOPE, "credit", key, asdict(credit))
+
+    def _save_message(self, message: dict[str, Any]) -> None:
+        if self._durable is not None:
+            self._durable.put(SCOPE, "message", f"{message['id']:012d}", message)
 
     def reset(self) -> None:
         """Forget everything but the credentials and the built-in templates; the clock is real time again."""
@@ -157,6 +244,7 @@ class SandboxState:
         self.sessions = 0
         self.wxacodes_issued = 0
         self.phone_numbers_read = 0
+        self._save_all()
 
     # -- clock ---------------------------------------------------------------------------------------------
 
@@ -168,6 +256,7 @@ class SandboxState:
         if seconds < 0:
             raise ValueError("时间只能向前拨")
         self._offset += seconds
+        self._save_meta()
         return self.now()
 
     # -- access tokens -------------------------------------------------------------------------------------
@@ -184,6 +273,7 @@ class SandboxState:
         self.token_requests += 1
         current = self._tokens.get("stable")
         if current and not force_refresh and current.expires_at - self.now() > RENEW_EARLY:
+            self._save_meta()
             return current
         return self._issue("stable")
 
@@ -205,6 +295,7 @@ class SandboxState:
         token = Token(secrets.token_urlsafe(96), now + self.token_ttl)
         self._tokens[kind] = token
         self.tokens_issued += 1
+        self._save_meta()
         return token
 
     def check_token(self, value: str | None) -> None:
@@ -225,9 +316,14 @@ class SandboxState:
     def mint_login_code(self, openid: str, unionid: str | None = None) -> str:
         """What wx.login would give this user: a single-use code valid for code_ttl seconds."""
         code = secrets.token_hex(16)
-        self._codes[code] = LoginCode(openid, unionid, secrets.token_urlsafe(16), self.now() + self.code_ttl)
+        login = self._codes[code] = LoginCode(openid, unionid, secrets.token_urlsafe(16), self.now() + self.code_ttl)
         self.known_openids.add(openid)
         self.login_codes_issued += 1
+        if self._durable is not None:
+            with self._durable.batch():
+                self._durable.put(SCOPE, "code", code, asdict(login))
+                self._save_openid(openid)
+                self._save_meta()
         return code
 
     def code2session(self, appid: Any, secret: Any, code: Any, grant_type: Any) -> LoginCode:
@@ -245,6 +341,10 @@ class SandboxState:
             raise ApiError(40029, "invalid code, code expired")
         login.used = True
         self.sessions += 1
+        if self._durable is not None:
+            with self._durable.batch():
+                self._durable.put(SCOPE, "code", code, asdict(login))
+                self._save_meta()
         return login
 
     # -- phone numbers (getPhoneNumber) -----------------------------------------------------------------------
@@ -295,6 +395,7 @@ class SandboxState:
             types[keyword] = kind
         template = Template(template_id, title, types, enums)
         self.templates[template_id] = template
+        self._save_template(template)
         return template
 
     def grant(self, openid: str, template_id: str, *, count: int = 0, long_term: bool = False) -> Credit:
@@ -305,11 +406,16 @@ class SandboxState:
         credit.count += count
         credit.long_term = credit.long_term or long_term
         self.known_openids.add(openid)
+        if self._durable is not None:
+            with self._durable.batch():
+                self._save_credit(openid, template_id, credit)
+                self._save_openid(openid)
         return credit
 
     def revoke(self, openid: str, template_id: str) -> None:
         """The user switched the subscription off (subscribe_msg_change_event reject)."""
         self._credits.pop((openid, template_id), None)
+        self._save_credit(openid, template_id, None)
 
     def credits(self, openid: str) -> dict[str, Credit]:
         return {tid: c for (oid, tid), c in self._credits.items() if oid == openid}
@@ -352,6 +458,7 @@ class SandboxState:
             raise ApiError(43101)
         if not credit.long_term:
             credit.count -= 1
+            self._save_credit(touser, template.template_id, credit)
         message = self._record("subscribe", touser, template_id=template.template_id, page=page,
                                data={k: v["value"] for k, v in data.items()},
                                miniprogram_state=body.get("miniprogram_state", "formal"),
@@ -389,12 +496,14 @@ class SandboxState:
         if body.get("env_version", "release") not in ("release", "trial", "develop"):
             raise ApiError(40097, "invalid args: env_version")
         self.wxacodes_issued += 1
+        self._save_meta()
         return scene, page, width
 
     def _record(self, kind: str, touser: str, **fields: Any) -> dict[str, Any]:
         message = {"id": len(self._messages) + 1, "msgid": secrets.randbelow(2**53), "kind": kind, "touser": touser,
                    "time": datetime.fromtimestamp(self.now(), UTC).isoformat(), **fields}
         self._messages.append(message)
+        self._save_message(message)
         return message
 
     def messages(self, *, touser: str | None = None, kind: str | None = None, after: int = 0) -> list[dict]:
