@@ -6,6 +6,15 @@ from tortoise.models import Model
 
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
+from models.consults import (
+    Consultation,
+    ConsultationAttachment,
+    ConsultationEvent,
+    ConsultationMember,
+    WardRound,
+    WardRoundItem,
+    WardRoundMember,
+)
 from models.institutions import Department, Institution, Level
 from models.notifications import Delivery, InboxMessage, SubscriptionCredit
 from models.outbox import JobState, OutboxJob
@@ -34,7 +43,7 @@ def joined(row: Model, relation: str, model: type[M]) -> M | None:
 
 
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
-                 "models.outbox", "models.notifications", "models.slips"]
+                 "models.outbox", "models.notifications", "models.slips", "models.consults"]
 
 __all__ = [
     "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
@@ -42,4 +51,6 @@ __all__ = [
     "WeChatAccount", "MODEL_MODULES", "joined", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
+    "Consultation", "ConsultationAttachment", "ConsultationEvent", "ConsultationMember", "WardRound",
+    "WardRoundItem", "WardRoundMember",
 ]
