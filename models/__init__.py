@@ -6,6 +6,7 @@ from tortoise.models import Model
 
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
+from models.chat import ChatMessage, CheckState, Conversation, ConversationKind, ConversationParticipant, MessageType
 from models.institutions import Department, Institution, Level
 from models.notifications import Delivery, InboxMessage, SubscriptionCredit
 from models.outbox import JobState, OutboxJob
@@ -34,7 +35,7 @@ def joined(row: Model, relation: str, model: type[M]) -> M | None:
 
 
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
-                 "models.outbox", "models.notifications", "models.slips"]
+                 "models.outbox", "models.notifications", "models.slips", "models.chat"]
 
 __all__ = [
     "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
@@ -42,4 +43,5 @@ __all__ = [
     "WeChatAccount", "MODEL_MODULES", "joined", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
+    "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant", "MessageType",
 ]
