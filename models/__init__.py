@@ -6,6 +6,7 @@ from tortoise.models import Model
 
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
+from models.chat import ChatMessage, CheckState, Conversation, ConversationKind, ConversationParticipant, MessageType
 from models.consults import (
     Consultation,
     ConsultationAttachment,
@@ -43,7 +44,7 @@ def joined(row: Model, relation: str, model: type[M]) -> M | None:
 
 
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
-                 "models.outbox", "models.notifications", "models.slips", "models.consults"]
+                 "models.outbox", "models.notifications", "models.slips", "models.consults", "models.chat"]
 
 __all__ = [
     "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
@@ -53,4 +54,5 @@ __all__ = [
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
     "Consultation", "ConsultationAttachment", "ConsultationEvent", "ConsultationMember", "WardRound",
     "WardRoundItem", "WardRoundMember",
+    "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant", "MessageType",
 ]
