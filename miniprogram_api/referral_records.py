@@ -118,11 +118,8 @@ async def list_reports(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@api.route("POST", "/api/v1/referrals/{id}/attachments", summary="上传附件（JPG/PNG/PDF，≤10 MB）", tags=TAGS,
-           upload=True, response=AttachmentOut, status=201,
-           responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
-async def upload(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+async def read_upload(request: web.Request) -> tuple[str, bytes]:
+    """The `file` part of a multipart/form-data upload: its name and bytes (at most MAX_BYTES)."""
     if not request.content_type.startswith("multipart/"):
         raise InvalidInput("请以 multipart/form-data 上传文件（字段名 file）", code="MULTIPART_REQUIRED")
     reader = await request.multipart()
@@ -136,8 +133,17 @@ async def upload(request: web.Request) -> web.Response:
         data += chunk
         if len(data) > MAX_BYTES:
             raise InvalidInput("附件不能超过 10 MB", code="FILE_TOO_LARGE", status=413)
+    return unquote(part.filename or "附件"), bytes(data)  # type: ignore[union-attr]
+
+
+@api.route("POST", "/api/v1/referrals/{id}/attachments", summary="上传附件（JPG/PNG/PDF，≤10 MB）", tags=TAGS,
+           upload=True, response=AttachmentOut, status=201,
+           responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
+async def upload(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    filename, data = await read_upload(request)
     attachment = await attachments.add_attachment(principal, request.app[STORAGE], request.match_info["id"],
-                                                  filename=unquote(part.filename or "附件"), data=bytes(data))  # type: ignore[union-attr]
+                                                  filename=filename, data=data)
     referral, _ = await attachments.attachments_of(principal, request.match_info["id"])
     return json_response(attachment_view(attachment, referral), status=201)
 
@@ -156,6 +162,11 @@ async def download(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     attachment, data = await attachments.read_attachment(principal, request.app[STORAGE], request.match_info["id"],
                                                          request.match_info["attachment_id"])
-    return web.Response(body=data, content_type=attachment.content_type, headers={
-        "Content-Disposition": "attachment; filename*=UTF-8''" + quote(attachment.filename, safe=""),
+    return file_response(attachment.filename, attachment.content_type, data)
+
+
+def file_response(filename: str, content_type: str, data: bytes) -> web.Response:
+    """An attachment's bytes as a download that no cache keeps."""
+    return web.Response(body=data, content_type=content_type, headers={
+        "Content-Disposition": "attachment; filename*=UTF-8''" + quote(filename, safe=""),
         "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})

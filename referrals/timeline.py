@@ -108,16 +108,18 @@ async def new_event(referral: Model, *, seq: int, action: str, from_status: str,
                         actor_institution_name=actor.institution_name, comment=comment, data=data,
                         owner=chain.name)
     return chain.event(
-        **{f"{chain.name}_id": referral.pk}, seq=seq, at=at, action=action, from_status=from_status, to_status=to_status,
+        **{f"{chain.name}_id": referral.pk}, seq=seq, at=at, action=action, from_status=from_status,
+        to_status=to_status,
         actor_staff_id=actor.staff_id, actor_name=actor.name, actor_role=actor.role,
         actor_institution_id=actor.institution_id, actor_institution_name=actor.institution_name,
         comment=comment, data=data, prev_hash=prev_hash, hash=digest)
 
 
 async def record_step(referral: Model, event: TimelineEvent, changes: dict) -> bool:
-    """Move the owner (a referral, a consultation) to `event`: its version becomes `event.seq` together with `changes` and the chain head,
-    only if nobody moved it since it was read (a conditional UPDATE, so of two concurrent writers exactly one
-    wins). On success the event is saved and `referral` holds the row as written; False when another won."""
+    """Move the owner (a referral, a consultation) to `event`: its version becomes `event.seq` together with
+    `changes` and the chain head, only if nobody moved it since it was read (a conditional UPDATE, so of two
+    concurrent writers exactly one wins). On success the event is saved and the owner holds the row as written;
+    False when another won."""
     written = {"version": event.seq, "chain_head": chain_head(event), **changes}
     if not await type(referral).filter(id=referral.pk, version=event.seq - 1).update(**written):
         return False

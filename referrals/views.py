@@ -7,6 +7,7 @@ from datetime import datetime
 from accounts.principal import Principal
 from directory import cache
 from models import Department, Institution, Patient, Referral, ReferralEvent, joined
+from models.base import TimelineEvent
 from models.referrals import Urgency
 from referrals.access import effective_roles, sides_of
 from referrals.clinical import REJECTION_REASONS
@@ -70,11 +71,15 @@ OTHER_EVENT_NAMES = {"create": "创建转诊单", "his_admission": "HIS 已开�
 
 def event_view(event: ReferralEvent) -> dict:
     action = event.action
-    return {"seq": event.seq, "at": event.at, "action": action,
-            "action_name": (ACTION_NAMES[Action(action)] if action in Action.__members__.values()
-                            else OTHER_EVENT_NAMES.get(action, action)),
+    return timeline_event_view(event, ACTION_NAMES[Action(action)] if action in Action.__members__.values()
+                               else OTHER_EVENT_NAMES.get(action, action), STATUS_NAMES[Status(event.to_status)])
+
+
+def timeline_event_view(event: TimelineEvent, action_name: str, to_status_name: str) -> dict:
+    """One event of any hash-chained timeline (referral, consultation), with its names in Chinese."""
+    return {"seq": event.seq, "at": event.at, "action": event.action, "action_name": action_name,
             "from_status": event.from_status or None, "to_status": event.to_status,
-            "to_status_name": STATUS_NAMES[Status(event.to_status)],
+            "to_status_name": to_status_name,
             "actor": {"name": event.actor_name, "role": event.actor_role,
                       "institution": event.actor_institution_name},
             "comment": event.comment, "data": event.data, "hash": event.hash}

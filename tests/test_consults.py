@@ -1,0 +1,150 @@
+"""Cloud consultations through the real app, on both backends (issue 11 point 1): a doctor asks a department's
+pool or a named expert; exactly one of two experts accepting at once wins; MDT invitations; a structured
+opinion; coded declines; cancellation; every step on a verifiable hash-chained timeline; the consultation's
+conversation gains its participants."""
+
+from __future__ import annotations
+
+import asyncio
+
+from models import Consultation, ConsultationEvent, Conversation, ConversationParticipant, Staff
+from referrals.timeline import verify
+from tests.consult_support import QUESTION, act, pool_expert, request_consultation, scanned_patient
+from tests.referral_support import Desk, department
+
+
+async def _participants(consultation_id: str) -> set[int]:
+    conversation = await Conversation.get(kind="consultation", subject_id=consultation_id)
+    return set(await ConversationParticipant.filter(conversation_id=conversation.id, left_at=None)
+               .values_list("staff_id", flat=True))
+
+
+async def test_a_pool_request_is_accepted_discussed_with_an_invited_expert_and_concluded(client):
+    desk = await Desk.open(client)
+    second = await pool_expert("SUBEI", "CARD", "o_subei_card_expert_2", name="孙心内")
+    first = await pool_expert("SUBEI", "CARD", "o_subei_card_expert_1", name="周心内")
+    patient = await scanned_patient(desk)
+    body = await desk.ok(await request_consultation(desk, patient=patient, urgency="urgent"), 201)
+    cid = body["id"]
+    assert body["status"] == "requested" and body["code"].startswith("HZ") and body["addressed_to"] == "pool"
+    assert body["clinical"]["diagnoses"] == patient["prefill"]["diagnoses"] and body["question"] == QUESTION
+    assert body["deadline_at"] and body["conversation_id"]
+    assert [e["action"] for e in body["timeline"]] == ["create"]
+
+    # Both experts of the pool see it in their worklist; the requester sees it among the outgoing.
+    for openid in ("o_subei_card_expert_1", "o_subei_card_expert_2"):
+        pool = await desk.ok(await desk.get(openid, "/api/v1/consultations", box="pool"))
+        assert [c["id"] for c in pool["items"]] == [cid]
+    assert (await desk.ok(await desk.get(("DONGGUAN", "doctor"), "/api/v1/consultations")))["items"][0]["id"] == cid
+    # An expert of another department neither sees it in the pool nor may open it.
+    other = await desk.ok(await desk.get(("SUBEI", "expert"), "/api/v1/consultations", box="pool"))
+    assert other["items"] == []
+    assert (await desk.get(("SUBEI", "expert"), f"/api/v1/consultations/{cid}")).status == 404
+
+    accepted = await desk.ok(await act(desk, "o_subei_card_expert_1", cid, "accept"))
+    assert accepted["status"] == "accepted" and accepted["expert"]["name"] == "周心内"
+    assert accepted["allowed_actions"] == ["invite", "conclude"]
+    assert await _participants(cid) == {first.id, (await Consultation.get(public_id=cid)).requester_id}
+
+    # MDT: the accepting expert invites an expert of another department; they join the conversation.
+    neurologist = await Staff.get(account__openid="demo_subei_expert")
+    invited = await desk.ok(await act(desk, "o_subei_card_expert_1", cid, "invite",
+                                      {"expert_ids": [str(neurologist.public_id)]}))
+    assert [m["name"] for m in invited["invited"]] == [neurologist.name]
+    assert neurologist.id in await _participants(cid)
+    mine = await desk.ok(await desk.get(("SUBEI", "expert"), "/api/v1/consultations", box="mine"))
+    assert [c["id"] for c in mine["items"]] == [cid]
+    # An invited expert reads it but does not conclude it.
+    assert (await act(desk, ("SUBEI", "expert"), cid, "conclude",
+                      {"opinion": {"recommendation": "refer_up", "advice": "x"}})).status == 403
+    assert (await act(desk, "o_subei_card_expert_2", cid, "accept")).status == 409
+
+    card = await department("SUBEI", "CARD")
+    done = await desk.ok(await act(desk, "o_subei_card_expert_1", cid, "conclude", {"opinion": {
+        "recommendation": "refer_up", "advice": "建议上转行冠脉造影", "suggested_department_id": str(card.public_id)}}))
+    assert done["status"] == "concluded" and done["allowed_actions"] == []
+    assert done["opinion"]["recommendation"] == "refer_up" and done["opinion"]["suggested_department"] == "心血管内科"
+    assert done["opinion"]["expert"] == "周心内"
+    assert [e["action"] for e in done["timeline"]] == ["create", "accept", "invite", "conclude"]
+    assert second.id not in await _participants(cid)
+
+    verified = await verify(Consultation, (await Consultation.get(public_id=cid)).id, done["version"])
+    assert verified.valid and verified.events == 4
+    # Editing an event breaks the chain.
+    await ConsultationEvent.filter(consultation_id=(await Consultation.get(public_id=cid)).id, seq=2) \
+        .update(comment="篡改")
+    assert not (await verify(Consultation, (await Consultation.get(public_id=cid)).id, done["version"])).valid
+
+
+async def test_two_experts_accepting_at_once_exactly_one_wins(client):
+    desk = await Desk.open(client)
+    await pool_expert("SUBEI", "CARD", "o_card_a", name="甲专家")
+    await pool_expert("SUBEI", "CARD", "o_card_b", name="乙专家")
+    for openid in ("o_card_a", "o_card_b"):
+        await desk.session_of(openid)
+    patient = await scanned_patient(desk)
+    for _ in range(4):
+        cid = (await desk.ok(await request_consultation(desk, patient=patient), 201))["id"]
+        responses = await asyncio.gather(act(desk, "o_card_a", cid, "accept"), act(desk, "o_card_b", cid, "accept"))
+        assert sorted(r.status for r in responses) == [200, 409]
+        won, lost = sorted(responses, key=lambda r: r.status)
+        winner, error = await won.json(), (await lost.json())["error"]
+        assert error["code"] in ("INVALID_STATE", "CONCURRENT_UPDATE")
+        assert error["detail"]["status"] == "accepted" and error["detail"]["version"] == winner["version"] == 2
+        row = await Consultation.get(public_id=cid)
+        assert row.expert_id is not None and await ConsultationEvent.filter(consultation_id=row.id).count() == 2
+
+
+async def test_a_named_expert_declines_with_a_coded_reason(client):
+    desk = await Desk.open(client)
+    expert = await Staff.get(account__openid="demo_subei_expert")
+    resp = await request_consultation(desk, expert_id=str(expert.public_id), target_institution_id=None,
+                                      target_department_id=None)
+    body = await desk.ok(resp, 201)
+    assert body["addressed_to"] == "expert" and body["expert"]["name"] == expert.name
+    assert body["target_department"]["code"] == "GSUR"
+    pool = await desk.ok(await desk.get(("SUBEI", "expert"), "/api/v1/consultations", box="pool"))
+    assert [c["id"] for c in pool["items"]] == [body["id"]]
+    bad = await act(desk, ("SUBEI", "expert"), body["id"], "decline", {"reason_code": "busy"})
+    assert bad.status == 422 and (await bad.json())["error"]["code"] == "INVALID_REASON"
+    declined = await desk.ok(await act(desk, ("SUBEI", "expert"), body["id"], "decline",
+                                       {"reason_code": "out_of_scope", "comment": "建议咨询心内科"}))
+    assert declined["status"] == "declined"
+    assert declined["decline"] == {"code": "out_of_scope", "reason": "不属于本专业范围", "text": "建议咨询心内科"}
+
+
+async def test_the_requester_cancels_and_nobody_else_may(client):
+    desk = await Desk.open(client)
+    await pool_expert("SUBEI", "CARD", "o_card_c")
+    cid = (await desk.ok(await request_consultation(desk), 201))["id"]
+    assert (await act(desk, "o_card_c", cid, "cancel")).status == 403
+    cancelled = await desk.ok(await act(desk, ("DONGGUAN", "doctor"), cid, "cancel", {"comment": "患者已好转"}))
+    assert cancelled["status"] == "cancelled"
+    again = await act(desk, ("DONGGUAN", "doctor"), cid, "cancel")
+    assert again.status == 409 and (await again.json())["error"]["code"] == "INVALID_STATE"
+
+
+async def test_creating_and_accepting_honour_the_idempotency_key(client):
+    desk = await Desk.open(client)
+    await pool_expert("SUBEI", "CARD", "o_card_d")
+    patient = await scanned_patient(desk)
+    first = await desk.ok(await request_consultation(desk, patient=patient, key="hz-1"), 201)
+    replay = await request_consultation(desk, patient=patient, key="hz-1")
+    assert replay.status == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert (await replay.json())["id"] == first["id"] and await Consultation.all().count() == 1
+    await desk.ok(await act(desk, "o_card_d", first["id"], "accept", key="acc-1"))
+    again = await act(desk, "o_card_d", first["id"], "accept", key="acc-1")
+    assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_bad_requests_are_refused_in_chinese(client):
+    desk = await Desk.open(client)
+    patient = await scanned_patient(desk)
+    own = await request_consultation(desk, patient=patient, target="DONGGUAN", dept="GP")
+    assert own.status == 422 and (await own.json())["error"]["code"] == "SAME_INSTITUTION"
+    nobody = await request_consultation(desk, patient=patient, target_institution_id=None)
+    assert nobody.status == 422 and (await nobody.json())["error"]["code"] == "ADDRESSEE_REQUIRED"
+    clerk = await desk.client.post("/api/v1/consultations", json={"patient_id": patient["patient"]["id"],
+                                                                  "question": "x"},
+                                   headers=await desk.headers(("DONGGUAN", "admission_clerk")))
+    assert clerk.status == 403
