@@ -6,11 +6,23 @@ conversation gains its participants."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
-from models import Consultation, ConsultationEvent, Conversation, ConversationParticipant, Staff
+from models import (
+    Consultation,
+    ConsultationEvent,
+    Conversation,
+    ConversationParticipant,
+    InboxMessage,
+    InstitutionPolicy,
+    OutboxJob,
+    Staff,
+    WeChatAccount,
+)
 from referrals.timeline import verify
 from tests.consult_support import QUESTION, act, pool_expert, request_consultation, scanned_patient
-from tests.referral_support import Desk, department
+from tests.notify_support import run_jobs
+from tests.referral_support import Desk, department, institution
 
 
 async def _participants(consultation_id: str) -> set[int]:
@@ -148,3 +160,51 @@ async def test_bad_requests_are_refused_in_chinese(client):
                                                                   "question": "x"},
                                    headers=await desk.headers(("DONGGUAN", "admission_clerk")))
     assert clerk.status == 403
+
+
+async def _inbox(openid: str) -> list[str]:
+    account = await WeChatAccount.get(openid=openid)
+    return [m.kind for m in await InboxMessage.filter(account_id=account.id).order_by("id")]
+
+
+async def test_an_unanswered_request_reminds_the_pool_then_the_approvers_then_expires(client):
+    desk = await Desk.open(client)
+    await pool_expert("SUBEI", "CARD", "o_card_e")
+    subei = await institution("SUBEI")
+    await InstitutionPolicy.filter(institution_id=subei.id).delete()
+    await InstitutionPolicy.create(institution_id=subei.id, consult_accept_hours={"routine": 24, "urgent": 2})
+    body = await desk.ok(await request_consultation(desk, urgency="urgent"), 201)
+    row = await Consultation.get(public_id=body["id"])
+    started = row.stage_started_at
+    jobs = {j.payload["timer"]: j for j in await OutboxJob.filter(kind="consult.timer")}
+    assert {k: j.next_attempt_at - started for k, j in jobs.items()} == {
+        "overdue": timedelta(hours=2), "escalate": timedelta(hours=4), "expire": timedelta(hours=6)}
+
+    app = client.server.app
+    await run_jobs(app)
+    assert await _inbox("o_card_e") == ["consult_todo"]
+    await run_jobs(app, now=started + timedelta(hours=2, minutes=1))
+    assert await _inbox("o_card_e") == ["consult_todo", "consult_overdue"]
+    assert await _inbox("demo_subei_approver") == []
+    await run_jobs(app, now=started + timedelta(hours=4, minutes=1))
+    assert await _inbox("demo_subei_approver") == ["consult_escalated"]
+    # The approver of the addressed institution may open it (to chase it up).
+    assert (await desk.get(("SUBEI", "approver"), f"/api/v1/consultations/{body['id']}")).status == 200
+    await run_jobs(app, now=started + timedelta(hours=6, minutes=1))
+    detail = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{body['id']}"))
+    assert detail["status"] == "expired" and detail["timeline"][-1]["actor"]["name"] == "系统"
+    assert await _inbox("demo_dongguan_doctor") == ["consult_progress"]
+
+
+async def test_an_accepted_request_is_not_chased(client):
+    desk = await Desk.open(client)
+    await pool_expert("SUBEI", "CARD", "o_card_f")
+    body = await desk.ok(await request_consultation(desk, urgency="emergency"), 201)
+    await desk.ok(await act(desk, "o_card_f", body["id"], "accept"))
+    started = (await Consultation.get(public_id=body["id"])).stage_started_at
+    await run_jobs(client.server.app, now=started + timedelta(days=1))
+    # Taken before its notice went out: the pool is not told of a request nobody can accept any more.
+    assert await _inbox("o_card_f") == []
+    assert await _inbox("demo_subei_approver") == []
+    assert await _inbox("demo_dongguan_doctor") == ["consult_progress"]  # accepted
+    assert (await Consultation.get(public_id=body["id"])).status == "accepted"
