@@ -86,13 +86,3 @@ async def consultation_view(consultation: Consultation, principal: Principal) ->
         "timeline": [event_view(e) for e in events],
     })
     return view
-
-
-async def linked_consultation(referral: Referral) -> dict | None:
-    """What a referral's detail shows of the consultation it was made from: the expert's opinion, and whether the
-    target's policy let it stand for the clinical review."""
-    if referral.consultation_id is None:  # type: ignore[attr-defined]
-        return None
-    consultation = await Consultation.get(id=referral.consultation_id)  # type: ignore[attr-defined]
-    return {"id": str(consultation.public_id), "code": consultation.code, "status": consultation.status,
-            "opinion": consultation.opinion or None, "counts_as_review": referral.reviewed_in_consultation}

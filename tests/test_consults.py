@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from aiohttp import FormData
+
 from models import (
     Consultation,
     ConsultationEvent,
@@ -208,3 +210,86 @@ async def test_an_accepted_request_is_not_chased(client):
     assert await _inbox("demo_subei_approver") == []
     assert await _inbox("demo_dongguan_doctor") == ["consult_progress"]  # accepted
     assert (await Consultation.get(public_id=body["id"])).status == "accepted"
+
+
+async def _concluded(desk: Desk, *, recommendation: str = "refer_up", expert_openid: str = "o_card_g",
+                     suggested: tuple[str, str] | None = ("SUBEI", "CARD")) -> dict:
+    await pool_expert("SUBEI", "CARD", expert_openid, name="吴心内")
+    body = await desk.ok(await request_consultation(desk), 201)
+    cid = body["id"]
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    form = FormData()
+    form.add_field("file", png, filename="心电图.png", content_type="image/png")
+    resp = await desk.client.post(f"/api/v1/consultations/{cid}/attachments", data=form,
+                                  headers=await desk.headers(("DONGGUAN", "doctor")))
+    assert resp.status == 201, await resp.text()
+    await desk.ok(await act(desk, expert_openid, cid, "accept"))
+    opinion = {"recommendation": recommendation, "advice": "冠脉造影指征明确，建议尽快上转心内科"}
+    if suggested:
+        opinion["suggested_department_id"] = str((await department(*suggested)).public_id)
+    return await desk.ok(await act(desk, expert_openid, cid, "conclude", {"opinion": opinion}))
+
+
+async def test_a_referral_is_made_from_a_consultation_in_one_step_and_linked_both_ways(client):
+    desk = await Desk.open(client)
+    consultation = await _concluded(desk)
+    resp = await desk.client.post("/api/v1/referrals", json={"consultation_id": consultation["id"], "submit": True},
+                                  headers=await desk.headers(("DONGGUAN", "doctor")))
+    referral = await desk.ok(resp, 201)
+    assert referral["status"] == "pending_source"
+    assert referral["target_institution"]["code"] == "SUBEI" and referral["target_department"]["code"] == "CARD"
+    assert referral["clinical"]["diagnoses"] == consultation["clinical"]["diagnoses"]
+    assert referral["clinical"]["chief_complaint"] == consultation["clinical"]["chief_complaint"]
+    assert referral["clinical"]["past_history"] == consultation["clinical"]["past_history"]
+    assert referral["clinical"]["referral_reason"].startswith("会诊意见（吴心内）：冠脉造影指征明确")
+    assert referral["consultation"]["code"] == consultation["code"]
+    assert referral["consultation"]["opinion"]["recommendation"] == "refer_up"
+    assert referral["consultation"]["counts_as_review"] is False  # the default policy
+    assert referral["timeline"][0]["data"]["consultation"] == consultation["code"]
+    files = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/referrals/{referral['id']}/attachments"))
+    assert [f["filename"] for f in files["items"]] == ["心电图.png"]
+    # The consultation shows the referral, recorded on its own chained timeline.
+    linked = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{consultation['id']}"))
+    assert linked["referrals"] == [{"id": referral["id"], "code": referral["code"], "status": "pending_source"}]
+    assert linked["timeline"][-1]["action"] == "referral" and linked["timeline"][-1]["data"]["referral"] == \
+        referral["code"]
+    row = await Consultation.get(public_id=consultation["id"])
+    assert (await verify(Consultation, row.id, row.version)).valid
+    # The target's approvers see the expert's opinion in the referral detail once it reaches them.
+    await desk.ok(await desk.post(("DONGGUAN", "approver"), referral["id"], "approve"))
+    seen = await desk.detail(("SUBEI", "approver"), referral["id"])
+    assert seen["consultation"]["opinion"]["advice"] == "冠脉造影指征明确，建议尽快上转心内科"
+
+
+async def test_a_policy_may_let_its_experts_refer_up_opinion_count_as_the_clinical_review(client):
+    desk = await Desk.open(client)
+    subei = await institution("SUBEI")
+    await InstitutionPolicy.filter(institution_id=subei.id).delete()
+    await InstitutionPolicy.create(institution_id=subei.id, consult_opinion_is_review=True)
+    consultation = await _concluded(desk)
+    headers = await desk.headers(("DONGGUAN", "doctor"))
+    referral = await desk.ok(await desk.client.post("/api/v1/referrals", json={
+        "consultation_id": consultation["id"], "submit": True}, headers=headers), 201)
+    assert referral["consultation"]["counts_as_review"] is True
+    assert referral["timeline"][0]["data"]["reviewed_in_consultation"] is True
+    # Sent to another department than the expert's: the opinion does not stand for that department's review.
+    other = await desk.ok(await desk.client.post("/api/v1/referrals", json={
+        "consultation_id": consultation["id"], "confirm_duplicate": True,
+        "target_institution_id": str(subei.public_id),
+        "target_department_id": str((await department("SUBEI", "NEUR")).public_id)}, headers=headers), 201)
+    assert other["consultation"]["counts_as_review"] is False
+
+
+async def test_only_the_requester_makes_a_referral_and_only_from_a_concluded_consultation(client):
+    desk = await Desk.open(client)
+    await pool_expert("SUBEI", "CARD", "o_card_h")
+    open_one = await desk.ok(await request_consultation(desk), 201)
+    resp = await desk.client.post("/api/v1/referrals", json={"consultation_id": open_one["id"]},
+                                  headers=await desk.headers(("DONGGUAN", "doctor")))
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "CONSULTATION_NOT_CONCLUDED"
+    resp = await desk.client.post("/api/v1/referrals", json={"consultation_id": open_one["id"]},
+                                  headers=await desk.headers(("SUBEI", "doctor")))
+    assert resp.status == 404  # not a party: it does not exist for them
+    resp = await desk.client.post("/api/v1/referrals", json={"urgency": "routine"},
+                                  headers=await desk.headers(("DONGGUAN", "doctor")))
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "TARGET_INCOMPLETE"
