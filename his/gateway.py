@@ -244,6 +244,19 @@ class Report:
     conclusion: str
 
 
+@dataclass
+class Measurement:
+    """One FHIR Observation (a vital sign, a lab value): what a remote ward round shows of it."""
+
+    his_id: str
+    code: str  # LOINC, e.g. "8310-5"
+    name: str  # e.g. "体温"
+    value: str  # as shown, e.g. "37.2"
+    unit: str
+    category: str  # "vital-signs", "laboratory", ...
+    effective: datetime | None
+
+
 # ------------------------------------------------------------------------------------- the interface
 
 
@@ -279,6 +292,10 @@ class HisGateway(abc.ABC):
     async def list_reports(self, institution: InstitutionLike, patient_mrn: str,
                            since: datetime | None = None) -> list[Report]:
         """The patient's DiagnosticReports issued at or after ``since``, newest first."""
+
+    @abc.abstractmethod
+    async def list_observations(self, institution: InstitutionLike, patient_mrn: str) -> list[Measurement]:
+        """The patient's Observations, newest first."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -339,6 +356,10 @@ class GatewayRouter(HisGateway):
                            since: datetime | None = None) -> list[Report]:
         adapter, endpoint = self.route(institution)
         return await adapter.list_reports(endpoint, patient_mrn, since)
+
+    async def list_observations(self, institution: InstitutionLike, patient_mrn: str) -> list[Measurement]:
+        adapter, endpoint = self.route(institution)
+        return await adapter.list_observations(endpoint, patient_mrn)
 
     async def close(self) -> None:
         for adapter in {id(a): a for a in self.adapters.values()}.values():
