@@ -14,22 +14,32 @@ from security.crypto import PersonalDataCipher
 from security.idcard import InvalidIdNumber, InvalidPhone, parse_id_number, validate_phone
 from wechat.client import WeChatClient, WeChatError
 
+SESSION_KEY_CONTEXT = "wechat_session_key"
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def resolve_login_code(wechat: WeChatClient, code: str) -> WeChatAccount:
-    """code2session, then the account of that openid (created on first sight)."""
+async def resolve_login_code(wechat: WeChatClient, code: str,
+                             cipher: PersonalDataCipher | None = None) -> WeChatAccount:
+    """code2session, then the account of that openid (created on first sight). With `cipher`, the login's
+    session_key replaces the stored one, encrypted (it signs the user's VoIP room joins)."""
     try:
         session = await wechat.code2session(code)
     except WeChatError as exc:
         raise _login_error(exc) from None
     account, _ = await WeChatAccount.get_or_create(openid=session.openid,
                                                    defaults={"unionid": session.unionid})
+    changed = []
     if session.unionid and account.unionid != session.unionid:
         account.unionid = session.unionid
-        await account.save(update_fields=["unionid", "updated_at"])
+        changed.append("unionid")
+    if cipher is not None and session.session_key:
+        account.session_key_enc = cipher.encrypt(session.session_key, SESSION_KEY_CONTEXT)
+        changed.append("session_key_enc")
+    if changed:
+        await account.save(update_fields=[*changed, "updated_at"])
     return account
 
 
@@ -86,7 +96,7 @@ async def bind_patient(wechat: WeChatClient, cipher: PersonalDataCipher, *, code
         raise InvalidInput(f"手机号码有误：{exc}", code="INVALID_PHONE",
                            detail={"fields": [{"field": "phone", "reason": str(exc)}]}) from None
     name = name.strip()
-    account = await resolve_login_code(wechat, code)
+    account = await resolve_login_code(wechat, code, cipher)
     id_hash = cipher.lookup_hash("id_number", identity.number)
     patient = await Patient.get_or_none(id_number_hash=id_hash, deleted_at=None)
     if patient is not None and patient.name != name:

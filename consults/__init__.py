@@ -7,4 +7,4 @@ from aiohttp import web
 
 def setup(app: web.Application) -> None:
     """Register the consultation and ward-round job handlers (the routes are in miniprogram_api)."""
-    from consults import notices  # noqa: F401  (registers the job handlers)
+    from consults import notices, round_jobs  # noqa: F401  (registers the job handlers)

@@ -34,7 +34,7 @@ def consultation_page(public_id: object) -> str:
     return f"pages/consultation/detail?id={public_id}"
 
 
-async def _accounts(staff_ids: list[int]) -> list[int]:
+async def staff_accounts(staff_ids: list[int]) -> list[int]:
     """The WeChat accounts of these staff members while they are active."""
     if not staff_ids:
         return []
@@ -106,7 +106,7 @@ async def for_event(consultation: Consultation, event: ConsultationEvent) -> lis
                      requester))
     notices = []
     for notice, staff_ids in plan:
-        notice.accounts = await _accounts([s for s in staff_ids if s is not None])
+        notice.accounts = await staff_accounts([s for s in staff_ids if s is not None])
         if notice.accounts:
             notices.append(notice)
     return notices
@@ -139,7 +139,7 @@ async def consultation_timer(ctx: JobContext) -> None:
         return
     if timer == "overdue":
         notice = await todo(consultation, stage="overdue")
-        notice.accounts = await _accounts(await pool_staff(consultation))
+        notice.accounts = await staff_accounts(await pool_staff(consultation))
     else:
         notice = await todo(consultation, stage="escalated")
         notice.accounts = await recipients.approver_accounts(

@@ -19,11 +19,12 @@ from miniprogram_api import (
     referrals,
     slips,
     subscriptions,
+    ward_rounds,
 )
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions, jobs, consultations]
+               inbox, subscriptions, jobs, consultations, ward_rounds]
 
 
 def all_routes() -> list:

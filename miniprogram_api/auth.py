@@ -53,7 +53,7 @@ class BindPatientIn(BaseModel):
            body=WxLoginIn, response=SessionOut, responses={401: "code 无效或已使用", 503: "微信不可用"})
 async def wx_login(request: web.Request) -> web.Response:
     body = await parse_body(request, WxLoginIn)
-    account = await login.resolve_login_code(request.app[WECHAT], body.code)
+    account = await login.resolve_login_code(request.app[WECHAT], body.code, request.app[CIPHER])
     return json_response(await sessions.issue_session(request.app[SETTINGS], account))
 
 

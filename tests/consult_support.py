@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from models import Staff, WeChatAccount
 from tests.referral_support import Desk, department, institution, scan_in
+from timeutil import CHINA_TZ, utcnow
 
 QUESTION = "患者胸痛反复发作，是否需要上转行冠脉造影？"
 
@@ -36,3 +39,24 @@ async def request_consultation(desk: Desk, *, patient: dict | None = None, sourc
 async def act(desk: Desk, who, consultation_id: str, action: str, body: dict | None = None, key: str | None = None):
     return await desk.client.post(f"/api/v1/consultations/{consultation_id}/{action}", json=body or {},
                                   headers=await desk.headers(who, key))
+
+
+async def staff_public_id(openid: str) -> str:
+    return str((await Staff.get(account__openid=openid)).public_id)
+
+
+async def up_candidate(desk: Desk) -> tuple[dict, dict]:
+    """A DONGGUAN inpatient (scanned, so known to its HIS) referred up to SUBEI and waiting for approval."""
+    patient = await scanned_patient(desk)
+    referral = await desk.ok(await desk.create("DONGGUAN", patient["patient"]["id"], submit=True), 201)
+    return patient, referral
+
+
+async def schedule_round(desk: Desk, referral_id: str, who=("SUBEI", "doctor"), *, at: datetime | None = None,
+                         **body):
+    """POST /ward-rounds as `who` (default SUBEI's doctor), in two hours, with DONGGUAN's doctor taking part."""
+    at = at or utcnow() + timedelta(hours=2)
+    participants = body.pop("participants", [await staff_public_id("demo_dongguan_doctor")])
+    return await desk.client.post("/api/v1/ward-rounds", json={
+        "referral_id": referral_id, "scheduled_at": at.astimezone(CHINA_TZ).isoformat(),
+        "participant_ids": participants} | body, headers=await desk.headers(who))

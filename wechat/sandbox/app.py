@@ -170,6 +170,17 @@ def login_code(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @_sandbox_endpoint
+def join_voip(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    """Stands in for wx.joinVoIPChat: checks the room's signature for this user and lets them in."""
+    time_stamp = body.get("timeStamp")
+    if not isinstance(time_stamp, int) or isinstance(time_stamp, bool):
+        raise ValueError("timeStamp 应为整数")
+    members = state.join_voip(_text(body, "openid"), _text(body, "groupId"), _text(body, "nonceStr"), time_stamp,
+                              _text(body, "signature"))
+    return {"errCode": 0, "errMsg": "joinVoIPChat:ok", "openIdList": members}
+
+
+@_sandbox_endpoint
 def add_template(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     fields = body.get("fields")
     if not isinstance(fields, (dict, list)):
@@ -267,6 +278,7 @@ def create_sandbox_app(state: SandboxState) -> web.Application:
         web.post("/cgi-bin/message/custom/send", custom_send),
         web.post("/wxa/getwxacodeunlimit", wxacode_unlimit),
         web.post("/sandbox/login-code", login_code),
+        web.post("/sandbox/voip/join", join_voip),
         web.get("/sandbox/templates", list_templates),
         web.post("/sandbox/templates", add_template),
         web.get("/sandbox/subscriptions", list_subscriptions),

@@ -6,6 +6,8 @@ real openid exists only once the user has opened the mini-program; anything else
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -64,6 +66,9 @@ BUILTIN_TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "sandbox-admission-notice": ("入院通知", {
         "name1": "name", "thing2": "thing", "thing3": "thing", "date4": "date", "thing5": "thing"}),
 }
+
+
+VOIP_MAX_AGE = 300  # seconds a VoIP signature's timeStamp may differ from the sandbox's clock
 
 
 class ApiError(Exception):
@@ -144,6 +149,9 @@ class SandboxState:
         self.login_codes_issued = 0
         self.sessions = 0
         self.wxacodes_issued = 0
+        self.session_keys: dict[str, str] = {}  # openid -> session_key of its newest login
+        self._voip_nonces: set[tuple[str, str]] = set()
+        self.voip_rooms: dict[str, list[str]] = {}  # groupId -> openids who joined
 
     # -- clock ---------------------------------------------------------------------------------------------
 
@@ -232,7 +240,32 @@ class SandboxState:
             raise ApiError(40029, "invalid code, code expired")
         login.used = True
         self.sessions += 1
+        self.session_keys[login.openid] = login.session_key
         return login
+
+    # -- multi-person VoIP -----------------------------------------------------------------------------------
+
+    def join_voip(self, openid: str, group_id: str, nonce_str: str, time_stamp: int, signature: str) -> list[str]:
+        """What wx.joinVoIPChat checks: the signature, made with the user's current session_key (a newer login
+        makes older signatures invalid), fresh (within VOIP_MAX_AGE seconds) and not replayed (nonceStr once per
+        user). Returns who is in the room."""
+        session_key = self.session_keys.get(openid)
+        if session_key is None:
+            raise ValueError("该用户尚未登录（无 session_key）")
+        # Computed here, not with wechat.voip: the sandbox stands in for WeChat and must not share our signer.
+        message = "".join(sorted([self.appid, group_id, nonce_str, str(time_stamp)]))
+        expected = hmac.new(session_key.encode(), message.encode(), hashlib.sha256).hexdigest()
+        if not secrets.compare_digest(expected, signature):
+            raise ValueError("签名校验失败")
+        if abs(self.now() - time_stamp) > VOIP_MAX_AGE:
+            raise ValueError("签名已过期")
+        if (openid, nonce_str) in self._voip_nonces:
+            raise ValueError("签名已被使用")
+        self._voip_nonces.add((openid, nonce_str))
+        members = self.voip_rooms.setdefault(group_id, [])
+        if openid not in members:
+            members.append(openid)
+        return list(members)
 
     # -- templates and credits ---------------------------------------------------------------------------------
 
