@@ -6,7 +6,15 @@ from tortoise.models import Model
 
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
-from models.chat import ChatMessage, CheckState, Conversation, ConversationKind, ConversationParticipant, MessageType
+from models.chat import (
+    ChatAttachment,
+    ChatMessage,
+    CheckState,
+    Conversation,
+    ConversationKind,
+    ConversationParticipant,
+    MessageType,
+)
 from models.institutions import Department, Institution, Level
 from models.notifications import Delivery, InboxMessage, SubscriptionCredit
 from models.outbox import JobState, OutboxJob
@@ -43,5 +51,6 @@ __all__ = [
     "WeChatAccount", "MODEL_MODULES", "joined", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
-    "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant", "MessageType",
+    "ChatAttachment", "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant",
+    "MessageType",
 ]

@@ -40,12 +40,12 @@ async def add_attachment(principal: Principal, storage: Storage, public_id, *, f
         raise InvalidInput(f"每张转诊单最多 {MAX_PER_REFERRAL} 个附件", code="TOO_MANY_ATTACHMENTS")
     key = f"attachments/{referral.public_id}/{uuid.uuid4().hex}"
     await storage.put(key, data)
-    return await Attachment.create(referral=referral, filename=_clean_name(filename), content_type=content_type,
+    return await Attachment.create(referral=referral, filename=clean_name(filename), content_type=content_type,
                                    size=len(data), sha256=hashlib.sha256(data).hexdigest(), storage_key=key,
                                    uploaded_by_id=principal.staff_id)
 
 
-def _clean_name(filename: str) -> str:
+def clean_name(filename: str) -> str:
     name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip() or "附件"
     return "".join(ch for ch in name if ch.isprintable())[:200]
 
