@@ -85,20 +85,21 @@ class Socket:
     def __init__(self, ws) -> None:
         self.ws = ws
         self.frames: list[dict] = []
-        self._read = 0
+        self._taken: set[int] = set()
 
     async def send(self, frame: dict | str) -> None:
         await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
 
     async def until(self, check, timeout: float = 5.0) -> dict:
-        """The first frame not looked at before that satisfies `check` (reading more as needed)."""
+        """The first frame not returned before that satisfies `check` (reading more as needed)."""
         async def wait() -> dict:
+            scanned = 0
             while True:
-                while self._read < len(self.frames):
-                    frame = self.frames[self._read]
-                    self._read += 1
-                    if check(frame):
-                        return frame
+                for index in range(scanned, len(self.frames)):
+                    if index not in self._taken and check(self.frames[index]):
+                        self._taken.add(index)
+                        return self.frames[index]
+                scanned = len(self.frames)
                 msg = await self.ws.receive()
                 if msg.type.name != "TEXT":
                     raise AssertionError(f"socket closed: {msg.type.name} {msg.data!r} {msg.extra!r}")
