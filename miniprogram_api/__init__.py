@@ -8,6 +8,7 @@ from miniprogram_api import (
     admin,
     auth,
     capacity,
+    chat,
     consultations,
     directory,
     his_launch,
@@ -24,7 +25,7 @@ from miniprogram_api import (
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions, jobs, consultations, ward_rounds]
+               inbox, subscriptions, jobs, chat, consultations, ward_rounds]
 
 
 def all_routes() -> list:

@@ -15,9 +15,10 @@ from consults.access import visible_consultation
 from consults.queries import box_query
 from consults.views import consultation_view, summary_view
 from miniprogram_api.idempotency import idempotent
-from miniprogram_api.referral_records import AttachmentList, AttachmentOut, file_response, read_upload
+from miniprogram_api.referral_records import AttachmentList, AttachmentOut, file_response
 from miniprogram_api.referrals import EventOut, TransitionIn
-from miniprogram_api.routing import Api, json_response, parse_body, parse_query
+from miniprogram_api.routing import Api, json_response, parse_body, parse_query, read_upload
+from referrals.attachments import MAX_BYTES
 from referrals.clinical import Clinical, Urgency
 from referrals.queries import newest_first
 
@@ -178,7 +179,7 @@ _transition_route("cancel", "取消会诊（申请医生）", TransitionIn,
            responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
 async def upload(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    filename, data = await read_upload(request)
+    filename, data = await read_upload(request, MAX_BYTES)
     consultation, row = await attachments.add_file(principal, request.app[STORAGE], request.match_info["id"],
                                                    filename=filename, data=data)
     return json_response(attachments.file_view(row, consultation), status=201)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from accounts.principal import authenticate
 from appkeys import CIPHER, HIS, STORAGE
-from errors import InvalidInput
-from miniprogram_api.routing import Api, json_response, parse_body
+from miniprogram_api.routing import Api, json_response, parse_body, read_upload
 from referrals import attachments, orders
 from referrals.attachments import MAX_BYTES, attachment_view
 
@@ -118,30 +117,12 @@ async def list_reports(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-async def read_upload(request: web.Request) -> tuple[str, bytes]:
-    """The `file` part of a multipart/form-data upload: its name and bytes (at most MAX_BYTES)."""
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidInput("请以 multipart/form-data 上传文件（字段名 file）", code="MULTIPART_REQUIRED")
-    reader = await request.multipart()
-    part = await reader.next()
-    while part is not None and getattr(part, "name", None) != "file":
-        part = await reader.next()
-    if part is None:
-        raise InvalidInput("缺少文件（字段名 file）", code="FILE_REQUIRED")
-    data = bytearray()
-    while chunk := await part.read_chunk(64 * 1024):  # type: ignore[union-attr]
-        data += chunk
-        if len(data) > MAX_BYTES:
-            raise InvalidInput("附件不能超过 10 MB", code="FILE_TOO_LARGE", status=413)
-    return unquote(part.filename or "附件"), bytes(data)  # type: ignore[union-attr]
-
-
 @api.route("POST", "/api/v1/referrals/{id}/attachments", summary="上传附件（JPG/PNG/PDF，≤10 MB）", tags=TAGS,
            upload=True, response=AttachmentOut, status=201,
            responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
 async def upload(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    filename, data = await read_upload(request)
+    filename, data = await read_upload(request, MAX_BYTES)
     attachment = await attachments.add_attachment(principal, request.app[STORAGE], request.match_info["id"],
                                                   filename=filename, data=data)
     referral, _ = await attachments.attachments_of(principal, request.match_info["id"])

@@ -6,7 +6,15 @@ from tortoise.models import Model
 
 from models.accounts import Invitation, PatientBinding, RefreshToken, Relation, WeChatAccount
 from models.audit import AuditEvent
-from models.chat import ChatMessage, CheckState, Conversation, ConversationKind, ConversationParticipant, MessageType
+from models.chat import (
+    ChatAttachment,
+    ChatMessage,
+    CheckState,
+    Conversation,
+    ConversationKind,
+    ConversationParticipant,
+    MessageType,
+)
 from models.consults import (
     Consultation,
     ConsultationAttachment,
@@ -54,5 +62,6 @@ __all__ = [
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
     "Consultation", "ConsultationAttachment", "ConsultationEvent", "ConsultationMember", "WardRound",
     "WardRoundItem", "WardRoundMember",
-    "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant", "MessageType",
+    "ChatAttachment", "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant",
+    "MessageType",
 ]

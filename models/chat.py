@@ -74,3 +74,19 @@ class ChatMessage(Model):
         table = "chat_message"
         unique_together = (("conversation", "seq"), ("conversation", "sender", "client_msg_id"))
         ordering = ["conversation_id", "seq"]
+
+
+class ChatAttachment(Record):
+    """An image or file uploaded into a conversation, sent as a message that names it."""
+
+    conversation = fields.ForeignKeyField("models.Conversation", related_name="attachments",
+                                          on_delete=fields.CASCADE)
+    uploaded_by = fields.ForeignKeyField("models.Staff", related_name="chat_attachments", on_delete=fields.RESTRICT)
+    filename = fields.CharField(max_length=200)
+    content_type = fields.CharField(max_length=64)
+    size = fields.IntField()
+    sha256 = fields.CharField(max_length=64)
+    storage_key = fields.CharField(max_length=200)
+
+    class Meta:
+        table = "chat_attachment"

@@ -27,6 +27,24 @@ class Migration(migrations.Migration):
             bases=['Record'],
         ),
         ops.CreateModel(
+            name='ChatAttachment',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('public_id', fields.UUIDField(default=uuid4, unique=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('conversation', fields.ForeignKeyField('models.Conversation', source_field='conversation_id', db_constraint=True, to_field='id', related_name='attachments', on_delete=OnDelete.CASCADE)),
+                ('uploaded_by', fields.ForeignKeyField('models.Staff', source_field='uploaded_by_id', db_constraint=True, to_field='id', related_name='chat_attachments', on_delete=OnDelete.RESTRICT)),
+                ('filename', fields.CharField(max_length=200)),
+                ('content_type', fields.CharField(max_length=64)),
+                ('size', fields.IntField()),
+                ('sha256', fields.CharField(max_length=64)),
+                ('storage_key', fields.CharField(max_length=200)),
+            ],
+            options={'table': 'chat_attachment', 'app': 'models', 'pk_attr': 'id', 'table_description': 'An image or file uploaded into a conversation, sent as a message that names it.'},
+            bases=['Record'],
+        ),
+        ops.CreateModel(
             name='ChatMessage',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),

@@ -113,6 +113,11 @@ async def wxacode_unlimit(request: web.Request, state: SandboxState) -> web.Resp
     return web.Response(body=render_wxacode(scene, page, width), content_type="image/png")
 
 
+@_wechat_endpoint("/wxa/msg_sec_check")
+async def msg_sec_check(request: web.Request, state: SandboxState) -> dict[str, Any]:
+    return state.msg_sec_check(await _json_body(request))
+
+
 def render_wxacode(scene: str, page: str, width: int) -> bytes:
     """A real, scannable PNG of `page?scene=scene` (a QR code stands in for WeChat's round code)."""
     image = qrcode.make(f"{page}?scene={scene}", border=2).get_image().convert("L")
@@ -241,6 +246,13 @@ def add_fault(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @_sandbox_endpoint
+def add_risky_word(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    """Make msg_sec_check call every text containing `word` risky (until /sandbox/reset)."""
+    state.add_risky_word(_text(body, "word"))
+    return {"risky_words": sorted(state.risky_words)}
+
+
+@_sandbox_endpoint
 def rotate_token(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     state.rotate_token()
     return {"rotated": True}
@@ -277,6 +289,7 @@ def create_sandbox_app(state: SandboxState) -> web.Application:
         web.post("/cgi-bin/message/subscribe/send", subscribe_send),
         web.post("/cgi-bin/message/custom/send", custom_send),
         web.post("/wxa/getwxacodeunlimit", wxacode_unlimit),
+        web.post("/wxa/msg_sec_check", msg_sec_check),
         web.post("/sandbox/login-code", login_code),
         web.post("/sandbox/voip/join", join_voip),
         web.get("/sandbox/templates", list_templates),
@@ -285,6 +298,7 @@ def create_sandbox_app(state: SandboxState) -> web.Application:
         web.post("/sandbox/subscriptions", grant_subscription),
         web.get("/sandbox/messages", list_messages),
         web.post("/sandbox/faults", add_fault),
+        web.post("/sandbox/risky-words", add_risky_word),
         web.post("/sandbox/rotate-token", rotate_token),
         web.post("/sandbox/clock", advance_clock),
         web.get("/sandbox/stats", stats),

@@ -31,7 +31,12 @@ WECHAT_PATHS = (
     "/cgi-bin/message/subscribe/send",
     "/cgi-bin/message/custom/send",
     "/wxa/getwxacodeunlimit",
+    "/wxa/msg_sec_check",
 )
+# Text containing one of these is "risky" for msg_sec_check; tests and demos add more (POST /sandbox/risky-words).
+DEFAULT_RISKY_WORDS = ("违规测试",)
+SEC_CHECK_MAX_CHARS = 2500
+RISKY_LABEL = 21000  # WeChat's "other" category; 100 is normal
 
 # WeChat's own errmsg texts for the codes a fault is usually injected with.
 ERRMSG = {
@@ -143,6 +148,7 @@ class SandboxState:
         self._credits: dict[tuple[str, str], Credit] = {}
         self._messages: list[dict[str, Any]] = []
         self._faults: dict[str, deque[Fault]] = {}
+        self.risky_words: set[str] = set(DEFAULT_RISKY_WORDS)
         self.calls: dict[str, int] = {}
         self.token_requests = 0
         self.tokens_issued = 0
@@ -152,6 +158,7 @@ class SandboxState:
         self.session_keys: dict[str, str] = {}  # openid -> session_key of its newest login
         self._voip_nonces: set[tuple[str, str]] = set()
         self.voip_rooms: dict[str, list[str]] = {}  # groupId -> openids who joined
+        self.sec_checks = 0
 
     # -- clock ---------------------------------------------------------------------------------------------
 
@@ -370,6 +377,29 @@ class SandboxState:
                 raise ApiError(47001, f"data format error: {msgtype}.{name} missing")
         self._record("customer_service", touser, msgtype=msgtype, payload=payload)
 
+    def msg_sec_check(self, body: dict[str, Any]) -> dict[str, Any]:
+        """security.msgSecCheck v2: only version 2 with an openid the sandbox knows; text containing a risky word
+        is "risky", anything else "pass"."""
+        if body.get("version") != 2:
+            raise ApiError(47003, "argument invalid! version")
+        if body.get("scene") not in (1, 2, 3, 4):
+            raise ApiError(47003, "argument invalid! scene")
+        self._check_openid(body.get("openid"))
+        content = body.get("content")
+        if not isinstance(content, str) or not content:
+            raise ApiError(47001, "data format error")
+        if len(content) > SEC_CHECK_MAX_CHARS:
+            raise ApiError(47003, "argument invalid! content too long")
+        self.sec_checks += 1
+        hit = next((word for word in sorted(self.risky_words) if word in content), None)
+        verdict = {"suggest": "risky", "label": RISKY_LABEL} if hit else {"suggest": "pass", "label": 100}
+        detail = {"strategy": "keyword", "errcode": 0, **verdict, **({"keyword": hit, "level": 90} if hit else {})}
+        return {"errcode": 0, "errmsg": "ok", "trace_id": secrets.token_hex(12), "result": verdict,
+                "detail": [detail]}
+
+    def add_risky_word(self, word: str) -> None:
+        self.risky_words.add(word)
+
     def check_wxacode(self, body: dict[str, Any]) -> tuple[str, str, int]:
         """wxacode.getUnlimited arguments -> (scene, page, width), or the error WeChat gives."""
         scene = body.get("scene")
@@ -432,6 +462,7 @@ class SandboxState:
             "sessions": self.sessions,
             "messages": len(self._messages),
             "wxacodes_issued": self.wxacodes_issued,
+            "sec_checks": self.sec_checks,
             "calls": dict(self.calls),
             "pending_faults": {path: sum(f.remaining for f in q) for path, q in self._faults.items() if q},
             "now": datetime.fromtimestamp(self.now(), UTC).isoformat(),
