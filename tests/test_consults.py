@@ -51,9 +51,10 @@ async def test_a_pool_request_is_accepted_discussed_with_an_invited_expert_and_c
         assert [c["id"] for c in pool["items"]] == [cid]
     assert (await desk.ok(await desk.get(("DONGGUAN", "doctor"), "/api/v1/consultations")))["items"][0]["id"] == cid
     # An expert of another department neither sees it in the pool nor may open it.
-    other = await desk.ok(await desk.get(("SUBEI", "expert"), "/api/v1/consultations", box="pool"))
+    neurologist = await pool_expert("SUBEI", "NEUR", "o_subei_neur_expert", name="郑神内")
+    other = await desk.ok(await desk.get("o_subei_neur_expert", "/api/v1/consultations", box="pool"))
     assert other["items"] == []
-    assert (await desk.get(("SUBEI", "expert"), f"/api/v1/consultations/{cid}")).status == 404
+    assert (await desk.get("o_subei_neur_expert", f"/api/v1/consultations/{cid}")).status == 404
 
     accepted = await desk.ok(await act(desk, "o_subei_card_expert_1", cid, "accept"))
     assert accepted["status"] == "accepted" and accepted["expert"]["name"] == "周心内"
@@ -61,15 +62,14 @@ async def test_a_pool_request_is_accepted_discussed_with_an_invited_expert_and_c
     assert await _participants(cid) == {first.id, (await Consultation.get(public_id=cid)).requester_id}
 
     # MDT: the accepting expert invites an expert of another department; they join the conversation.
-    neurologist = await Staff.get(account__openid="demo_subei_expert")
     invited = await desk.ok(await act(desk, "o_subei_card_expert_1", cid, "invite",
                                       {"expert_ids": [str(neurologist.public_id)]}))
     assert [m["name"] for m in invited["invited"]] == [neurologist.name]
     assert neurologist.id in await _participants(cid)
-    mine = await desk.ok(await desk.get(("SUBEI", "expert"), "/api/v1/consultations", box="mine"))
+    mine = await desk.ok(await desk.get("o_subei_neur_expert", "/api/v1/consultations", box="mine"))
     assert [c["id"] for c in mine["items"]] == [cid]
     # An invited expert reads it but does not conclude it.
-    assert (await act(desk, ("SUBEI", "expert"), cid, "conclude",
+    assert (await act(desk, "o_subei_neur_expert", cid, "conclude",
                       {"opinion": {"recommendation": "refer_up", "advice": "x"}})).status == 403
     assert (await act(desk, "o_subei_card_expert_2", cid, "accept")).status == 409
 
@@ -116,7 +116,7 @@ async def test_a_named_expert_declines_with_a_coded_reason(client):
                                       target_department_id=None)
     body = await desk.ok(resp, 201)
     assert body["addressed_to"] == "expert" and body["expert"]["name"] == expert.name
-    assert body["target_department"]["code"] == "GSUR"
+    assert body["target_department"]["code"] == "CARD"  # the expert's own department
     pool = await desk.ok(await desk.get(("SUBEI", "expert"), "/api/v1/consultations", box="pool"))
     assert [c["id"] for c in pool["items"]] == [body["id"]]
     bad = await act(desk, ("SUBEI", "expert"), body["id"], "decline", {"reason_code": "busy"})
