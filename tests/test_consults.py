@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from aiohttp import FormData
 
+from audit_verify import verify_all
 from models import (
     Consultation,
     ConsultationEvent,
@@ -84,10 +85,14 @@ async def test_a_pool_request_is_accepted_discussed_with_an_invited_expert_and_c
 
     verified = await verify(Consultation, (await Consultation.get(public_id=cid)).id, done["version"])
     assert verified.valid and verified.events == 4
-    # Editing an event breaks the chain.
+    # Editing an event breaks the chain, and `audit-verify` names the consultation.
+    assert await verify_all(out=[].append) == 0
     await ConsultationEvent.filter(consultation_id=(await Consultation.get(public_id=cid)).id, seq=2) \
         .update(comment="篡改")
     assert not (await verify(Consultation, (await Consultation.get(public_id=cid)).id, done["version"])).valid
+    lines: list[str] = []
+    assert await verify_all(out=lines.append) == 1
+    assert any(done["code"] in line for line in lines)
 
 
 async def test_two_experts_accepting_at_once_exactly_one_wins(client):
@@ -264,14 +269,21 @@ async def test_a_referral_is_made_from_a_consultation_in_one_step_and_linked_bot
 async def test_a_policy_may_let_its_experts_refer_up_opinion_count_as_the_clinical_review(client):
     desk = await Desk.open(client)
     subei = await institution("SUBEI")
-    await InstitutionPolicy.filter(institution_id=subei.id).delete()
-    await InstitutionPolicy.create(institution_id=subei.id, consult_opinion_is_review=True)
+    policy = await desk.ok(await desk.client.put("/api/v1/admin/policy", json={"consult_opinion_is_review": True},
+                                                 headers=await desk.headers(("SUBEI", "admin"))))
+    assert policy["consult_opinion_is_review"] is True and policy["consult_accept_hours"]["urgent"] == 4
     consultation = await _concluded(desk)
     headers = await desk.headers(("DONGGUAN", "doctor"))
     referral = await desk.ok(await desk.client.post("/api/v1/referrals", json={
         "consultation_id": consultation["id"], "submit": True}, headers=headers), 201)
     assert referral["consultation"]["counts_as_review"] is True
     assert referral["timeline"][0]["data"]["reviewed_in_consultation"] is True
+    # When it reaches the target, its approvers are asked only to book the bed.
+    await desk.ok(await desk.post(("DONGGUAN", "approver"), referral["id"], "approve"))
+    await run_jobs(client.server.app)
+    account = await WeChatAccount.get(openid="demo_subei_approver")
+    todo = await InboxMessage.filter(account_id=account.id, kind="referral_todo").first()
+    assert todo is not None and "专家会诊已同意上转，请" in todo.body and "前预约床位" in todo.body
     # Sent to another department than the expert's: the opinion does not stand for that department's review.
     other = await desk.ok(await desk.client.post("/api/v1/referrals", json={
         "consultation_id": consultation["id"], "confirm_duplicate": True,
