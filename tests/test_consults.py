@@ -23,6 +23,7 @@ from models import (
     WeChatAccount,
 )
 from referrals.timeline import verify
+from tests.chat_support import Chat
 from tests.consult_support import QUESTION, act, pool_expert, request_consultation, scanned_patient
 from tests.notify_support import run_jobs
 from tests.referral_support import Desk, department, institution
@@ -305,3 +306,16 @@ async def test_only_the_requester_makes_a_referral_and_only_from_a_concluded_con
     resp = await desk.client.post("/api/v1/referrals", json={"urgency": "routine"},
                                   headers=await desk.headers(("DONGGUAN", "doctor")))
     assert resp.status == 422 and (await resp.json())["error"]["code"] == "TARGET_INCOMPLETE"
+
+
+async def test_state_changes_are_announced_to_the_conversations_connected_participants(client):
+    desk = await Desk.open(client)
+    await pool_expert("SUBEI", "CARD", "o_card_i")
+    body = await desk.ok(await request_consultation(desk), 201)
+    conversation = await Conversation.get(public_id=body["conversation_id"])
+    doctor = await Chat(client, conversation).socket(("DONGGUAN", "doctor"))
+    accepted = await desk.ok(await act(desk, "o_card_i", body["id"], "accept"))
+    frame = await doctor.until(lambda f: f["type"] == "state")
+    assert frame["subject_id"] == body["id"] and frame["state"] == "accepted"
+    assert frame["detail"]["version"] == accepted["version"] and frame["detail"]["action"] == "accept"
+    await doctor.ws.close()

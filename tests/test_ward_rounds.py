@@ -150,3 +150,24 @@ async def test_rounds_need_both_sides_a_party_and_a_patient_in_care(client):
     cancelled = await desk.ok(await act(desk, ("SUBEI", "doctor"), rid, "cancel", {"reason": "患者外出检查"}))
     assert cancelled["status"] == "cancelled" and cancelled["cancel_reason"] == "患者外出检查"
     assert (await act(desk, ("DONGGUAN", "doctor"), rid, "start")).status == 409
+
+
+async def test_scheduling_and_acknowledging_honour_the_idempotency_key(client):
+    desk = await Desk.open(client)
+    _, referral = await up_candidate(desk)
+    participants = [await _staff_id("demo_dongguan_doctor")]
+    at = (utcnow() + timedelta(hours=3)).astimezone(CHINA_TZ).isoformat()
+    headers = await desk.headers(("SUBEI", "doctor"), "wr-1")
+    body = {"referral_id": referral["id"], "scheduled_at": at, "participant_ids": participants}
+    first = await desk.ok(await desk.client.post("/api/v1/ward-rounds", json=body, headers=headers), 201)
+    again = await desk.client.post("/api/v1/ward-rounds", json=body, headers=headers)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["id"] == first["id"] and await WardRound.all().count() == 1
+    await desk.ok(await act(desk, ("SUBEI", "doctor"), first["id"], "start"))
+    await desk.ok(await act(desk, ("SUBEI", "doctor"), first["id"], "record", {"advice": ["停用硝酸甘油"]}))
+    ack = f"/api/v1/ward-rounds/{first['id']}/advice/1/ack"
+    local = await desk.headers(("DONGGUAN", "doctor"), "ack-1")
+    done = await desk.ok(await desk.client.post(ack, headers=local))
+    replay = await desk.client.post(ack, headers=local)
+    assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert (await replay.json())["advice"] == done["advice"] and done["advice"][0]["acknowledged"]
