@@ -45,12 +45,17 @@ async def can_view(principal: Principal, consultation: Consultation, sides: set[
             and await approver_here(principal))
 
 
+def public_uuid(value: uuid.UUID | str, missing: NotFound) -> uuid.UUID:
+    """A public id from a path, or `missing` (404) when it is not a UUID at all."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise missing from None
+
+
 async def visible_consultation(principal: Principal, public_id: uuid.UUID | str) -> Consultation:
     """The consultation if the caller may see it; otherwise 404, exactly as if it did not exist."""
-    try:
-        key = public_id if isinstance(public_id, uuid.UUID) else uuid.UUID(str(public_id))
-    except ValueError:
-        raise NotFound("未找到该会诊", code="CONSULTATION_NOT_FOUND") from None
+    key = public_uuid(public_id, NotFound("未找到该会诊", code="CONSULTATION_NOT_FOUND"))
     consultation = await Consultation.get_or_none(public_id=key)
     if consultation is None or not await can_view(principal, consultation, await sides_of(principal, consultation)):
         raise NotFound("未找到该会诊", code="CONSULTATION_NOT_FOUND")

@@ -15,6 +15,7 @@ from tortoise.transactions import in_transaction
 
 from accounts.principal import Principal
 from chat.conversations import announce_state, open_conversation
+from consults.access import public_uuid
 from consults.round_machine import (
     CLINICAL_ROLES,
     OPEN,
@@ -60,10 +61,7 @@ async def members_of(ward_round: WardRound) -> list[int]:
 
 async def visible_round(principal: Principal, public_id: uuid.UUID | str) -> WardRound:
     """The round if the caller takes part in it; otherwise 404, as if it did not exist."""
-    try:
-        key = public_id if isinstance(public_id, uuid.UUID) else uuid.UUID(str(public_id))
-    except ValueError:
-        raise NotFound("未找到该查房", code="WARD_ROUND_NOT_FOUND") from None
+    key = public_uuid(public_id, NotFound("未找到该查房", code="WARD_ROUND_NOT_FOUND"))
     ward_round = await WardRound.get_or_none(public_id=key)
     if ward_round is None or principal.staff_id not in await members_of(ward_round):
         raise NotFound("未找到该查房", code="WARD_ROUND_NOT_FOUND")

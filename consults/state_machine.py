@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from referrals.state_machine import TransitionNotAllowed
+
 
 class Status(StrEnum):
     REQUESTED = "requested"
@@ -85,12 +87,6 @@ TABLE: tuple[Transition, ...] = (
     T(S.ACCEPTED, A.CANCEL, Side.REQUESTER, "doctor", S.CANCELLED),
     T(S.REQUESTED, A.EXPIRE, Side.SYSTEM, "system", S.EXPIRED),
 )
-
-
-class TransitionNotAllowed(Exception):
-    def __init__(self, state: Status, action: Action) -> None:
-        self.state, self.action = state, action
-        super().__init__(f"{action} not allowed in {state}")
 
 
 def match(state: Status, action: Action, *, sides: set[Side], roles: set[str]) -> Transition:
