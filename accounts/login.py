@@ -55,7 +55,8 @@ def _login_error(exc: WeChatError) -> DomainError:
                                detail={"errcode": exc.errcode})
 
 
-async def bind_staff(wechat: WeChatClient, code: str, invite_token: str) -> WeChatAccount:
+async def bind_staff(wechat: WeChatClient, code: str, invite_token: str,
+                     cipher: PersonalDataCipher | None = None) -> WeChatAccount:
     """Use a one-time invitation: create the staff member it describes and bind this WeChat user."""
     invitation = await Invitation.get_or_none(token_hash=token_hash(invite_token))
     if invitation is None:
@@ -64,7 +65,7 @@ async def bind_staff(wechat: WeChatClient, code: str, invite_token: str) -> WeCh
         raise Gone("该邀请码已被使用，每个邀请码只能使用一次", code="INVITATION_USED")
     if invitation.expires_at <= _now():
         raise Gone("该邀请码已过期，请向本机构管理员重新索取", code="INVITATION_EXPIRED")
-    account = await resolve_login_code(wechat, code)
+    account = await resolve_login_code(wechat, code, cipher)
     if account.staff_id is not None:  # type: ignore[attr-defined]
         raise Conflict("该微信账号已绑定工作人员身份", code="ALREADY_BOUND")
     async with in_transaction():

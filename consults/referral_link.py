@@ -56,7 +56,7 @@ async def prefill(principal: Principal, new):
             institution_id = (await cache.institution(consultation.target_institution_id)).public_id  # type: ignore[attr-defined]
             department_id = (await cache.department(consultation.target_department_id)).public_id  # type: ignore[attr-defined]
     filled = dataclasses.replace(new, patient_id=patient.public_id, target_institution_id=institution_id,
-                                 target_department_id=department_id,
+                                 target_department_id=department_id, urgency=new.urgency or consultation.urgency,
                                  clinical=_clinical(consultation, new.clinical))
     return filled, consultation
 

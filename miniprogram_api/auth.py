@@ -80,7 +80,7 @@ async def logout(request: web.Request) -> web.Response:
                                                              409: "已绑定"})
 async def bind_staff(request: web.Request) -> web.Response:
     body = await parse_body(request, BindStaffIn)
-    account = await login.bind_staff(request.app[WECHAT], body.code, body.invite_token)
+    account = await login.bind_staff(request.app[WECHAT], body.code, body.invite_token, request.app[CIPHER])
     return json_response(await sessions.issue_session(request.app[SETTINGS], account), status=201)
 
 

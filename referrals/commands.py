@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
 from tortoise.exceptions import IntegrityError
@@ -15,7 +15,7 @@ from tortoise.transactions import in_transaction
 from accounts.principal import Principal
 from directory import cache
 from errors import Conflict, Forbidden, InvalidInput, NotFound
-from models import Department, HisSync, Institution, Patient, Referral
+from models import Department, HisSync, Institution, Patient, Referral, Urgency
 from outbox.jobs import enqueue
 from referrals import capacity
 from referrals.access import effective_roles, sides_of, visible_referral
@@ -129,7 +129,7 @@ class NewReferral:
     patient_id: uuid.UUID | None  # None only with a consultation, which names the patient
     target_institution_id: uuid.UUID | None  # None with a consultation: its suggested (or its own) department
     target_department_id: uuid.UUID | None
-    urgency: str
+    urgency: str  # "" with a consultation: the consultation's (else routine)
     clinical: Clinical
     contact_phone: str = ""
     submit: bool = False
@@ -149,6 +149,8 @@ async def create_referral(principal: Principal, cipher: PersonalDataCipher, new:
         new, consultation = await referral_link.prefill(principal, new)
     if new.patient_id is None or new.target_institution_id is None or new.target_department_id is None:
         raise InvalidInput("请选择患者和接收机构、科室（或从会诊发起）", code="TARGET_INCOMPLETE")
+    if not new.urgency:
+        new = replace(new, urgency=Urgency.ROUTINE)
     patient = await Patient.get_or_none(public_id=new.patient_id, deleted_at=None)
     if patient is None:
         raise NotFound("未找到该患者，请先扫码识别患者", code="PATIENT_NOT_FOUND")

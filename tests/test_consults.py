@@ -221,7 +221,7 @@ async def test_an_accepted_request_is_not_chased(client):
 async def _concluded(desk: Desk, *, recommendation: str = "refer_up", expert_openid: str = "o_card_g",
                      suggested: tuple[str, str] | None = ("SUBEI", "CARD")) -> dict:
     await pool_expert("SUBEI", "CARD", expert_openid, name="吴心内")
-    body = await desk.ok(await request_consultation(desk), 201)
+    body = await desk.ok(await request_consultation(desk, urgency="urgent"), 201)
     cid = body["id"]
     png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
     form = FormData()
@@ -242,7 +242,7 @@ async def test_a_referral_is_made_from_a_consultation_in_one_step_and_linked_bot
     resp = await desk.client.post("/api/v1/referrals", json={"consultation_id": consultation["id"], "submit": True},
                                   headers=await desk.headers(("DONGGUAN", "doctor")))
     referral = await desk.ok(resp, 201)
-    assert referral["status"] == "pending_source"
+    assert referral["status"] == "pending_source" and referral["urgency"] == "urgent"  # the consultation's
     assert referral["target_institution"]["code"] == "SUBEI" and referral["target_department"]["code"] == "CARD"
     assert referral["clinical"]["diagnoses"] == consultation["clinical"]["diagnoses"]
     assert referral["clinical"]["chief_complaint"] == consultation["clinical"]["chief_complaint"]
