@@ -85,12 +85,16 @@ class Cluster:
         return "\n".join(parts)
 
     def rss_kb(self, index: int) -> int:
-        process = self.processes[index].process
-        assert process is not None
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return rss_kb(self.processes[index])
+
+
+def rss_kb(server: ServerProcess) -> int:
+    """Resident memory of a server process (Linux /proc), KB."""
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 async def login(session: aiohttp.ClientSession, cluster: Cluster, openid: str, web: int = 0) -> str:
