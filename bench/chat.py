@@ -34,6 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench import chat_bare
 from bench.cluster import Cluster, login, rss_kb, ticket
 from bench.common import (
     RESULTS,
@@ -315,6 +316,7 @@ async def bench_bare(database_url: str, redis_url: str, work: Path, opts: argpar
     channel = f"bare-chat-{run_id()}"
     ports = [free_port() for _ in range(opts.webs)]
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+    await chat_bare.create_table(database_url)
     servers = [ServerProcess(["-m", "bench.chat_bare", "--port", str(p), "--db-url", database_url, "--redis-url",
                               redis_url, "--channel", channel], dict(os.environ), work / f"bare-{n}.log")
                for n, p in enumerate(ports)]

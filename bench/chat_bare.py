@@ -66,6 +66,15 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def create_table(db_url: str) -> None:
+    """Run once before the relay processes start (two of them racing on CREATE TABLE would collide)."""
+    conn = await asyncpg.connect(db_url.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute(TABLE)
+    finally:
+        await conn.close()
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -73,7 +82,6 @@ async def healthz(request: web.Request) -> web.Response:
 async def resources(app: web.Application) -> AsyncIterator[None]:
     url = app[SETTINGS]["db_url"].replace("postgres://", "postgresql://", 1)
     app[POOL] = await asyncpg.create_pool(url, min_size=2, max_size=20)
-    await app[POOL].execute(TABLE)
     app[REDIS] = redis.Redis.from_url(app[SETTINGS]["redis_url"])
     app[ROOMS] = {}
 
