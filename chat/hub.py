@@ -54,7 +54,8 @@ class Client:
     seen: dict[int, int] = field(default_factory=dict)  # conversation id -> last seq delivered
     wanted: dict[int, int] = field(default_factory=dict)  # newest seq heard of while catching up
     catching: set[int] = field(default_factory=set)
-    first_live: dict[int, int] = field(default_factory=dict)  # seq of the first message pushed before any sync
+    # The newest seq of each conversation when the socket opened: what came before is the client's to ask for.
+    base: dict[int, int] = field(default_factory=dict)
     synced: set[int] = field(default_factory=set)
     tasks: set[asyncio.Task] = field(default_factory=set)
     closed: bool = False
@@ -166,9 +167,9 @@ class Hub:
             client.wanted[conversation_id] = max(client.wanted.get(conversation_id, 0), seq)
             return
         last = client.seen.get(conversation_id)
-        if last is None:
-            client.first_live[conversation_id] = seq
-        if last is None or seq == last + 1:
+        if last is None:  # a conversation the staff member joined after the socket opened
+            last = client.seen[conversation_id] = client.base[conversation_id] = seq - 1
+        if seq == last + 1:
             client.seen[conversation_id] = seq
             client.put(frame)
         elif seq > last + 1:
@@ -176,14 +177,12 @@ class Hub:
 
     def resume(self, client: Client, conversation_id: int, last: int, newest: int) -> None:
         """The client says it has a conversation up to `last` (after a reconnect): send it what follows."""
-        seen = client.seen.get(conversation_id)
-        if seen is None:
-            client.seen[conversation_id] = last
-        elif last < seen:
-            # Pushed already: from the first live message (or, after an earlier sync, from the mark) to `seen`.
-            upto = seen + 1 if conversation_id in client.synced else client.first_live.get(conversation_id, last + 1)
-            if upto > last + 1:
-                self._spawn_for(client, self._send_range(client, conversation_id, last, upto))
+        seen = client.seen.setdefault(conversation_id, client.base.setdefault(conversation_id, newest))
+        # Never sent on this socket: what predates it (or, asked again, everything from `last` on).
+        upto = seen if conversation_id in client.synced else client.base[conversation_id]
+        if last < upto:
+            self._spawn_for(client, self._send_range(client, conversation_id, last, upto + 1))
+        client.seen[conversation_id] = max(seen, last)
         client.synced.add(conversation_id)
         if newest > client.seen[conversation_id]:
             self.catch_up(client, conversation_id, wanted=newest)

@@ -7,6 +7,7 @@ take consecutive numbers and commit in that order; a failed INSERT rolls the num
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -98,43 +99,72 @@ async def send(membership: Membership, sender_id: int, draft: Draft, *, wechat: 
                check_timeout: float, quiet: float, memo: NotifyMemo) -> Sent:
     """Store one message (or find the first one this client_msg_id stored) and return it with its view."""
     conversation = membership.conversation
-    earlier = await ChatMessage.get_or_none(conversation_id=conversation.id, sender_id=sender_id,
-                                            client_msg_id=draft.client_msg_id)
-    if earlier is not None:
-        return Sent(earlier, await view(earlier, conversation), duplicate=True)
     body = await _body_for(draft, membership, sender_id)
     text = draft.checked_text()
     state = await check_before_delivery(wechat, openid, text, check_timeout) if text else CheckState.PASSED
     now = datetime.now(UTC)
     period = int(time.time() // quiet)
+    jobs = []
+    if memo.periods.get(conversation.id) != period:
+        # Participants who are not connected hear of the period's messages once, after it ends.
+        jobs.append(NewJob(NOTIFY_KIND, {"conversation_id": conversation.id, "period": period},
+                           f"chat:notify:{conversation.id}:{period}",
+                           run_at=datetime.fromtimestamp((period + 1) * quiet, UTC)))
+    message = ChatMessage(conversation_id=conversation.id, sender_id=sender_id, client_msg_id=draft.client_msg_id,
+                          type=draft.type, body=body, check_state=state, created_at=now)
     try:
-        async with in_transaction() as conn:
-            rows = await conn.execute_query_dict(sql(NEXT_SEQ), [now, conversation.id])
-            if not rows:
-                raise NotFound("未找到该会话", code="CONVERSATION_NOT_FOUND")
-            seq = int(rows[0]["last_seq"])
-            message = await ChatMessage.create(conversation_id=conversation.id, seq=seq, sender_id=sender_id,
-                                               client_msg_id=draft.client_msg_id, type=draft.type, body=body,
-                                               check_state=state)
-            jobs = []
-            if state == CheckState.PENDING:
-                jobs.append(NewJob(RECHECK_KIND, {"message_id": message.id}, f"chat:recheck:{message.id}"))
-            if memo.periods.get(conversation.id) != period:
-                # Participants who are not connected hear of the period's messages once, after it ends.
-                jobs.append(NewJob(NOTIFY_KIND, {"conversation_id": conversation.id, "period": period},
-                                   f"chat:notify:{conversation.id}:{period}",
-                                   run_at=datetime.fromtimestamp((period + 1) * quiet, UTC)))
-            await enqueue_all(jobs)
+        if jobs or state == CheckState.PENDING or not _is_postgres():
+            await _store_with_jobs(message, jobs)
+        else:
+            await _store_alone(message)
     except IntegrityError:
-        # The same client_msg_id raced itself (two sockets, a retry before the first answer): the first won.
+        # This client_msg_id was stored before (a retry, or two sockets racing): the first message is the answer.
         earlier = await ChatMessage.get_or_none(conversation_id=conversation.id, sender_id=sender_id,
                                                 client_msg_id=draft.client_msg_id)
         if earlier is None:
             raise
         return Sent(earlier, await view(earlier, conversation), duplicate=True)
     memo.periods[conversation.id] = period
-    conversation.last_seq = seq
+    conversation.last_seq = message.seq
     return Sent(message, await view(message, conversation), duplicate=False)
+
+
+def _is_postgres() -> bool:
+    return connections.get("default").capabilities.dialect == "postgres"
+
+
+# The number and the row in one statement (one round trip, its own transaction): the UPDATE's row lock orders
+# concurrent senders, and a failed INSERT (a duplicate client_msg_id) undoes the UPDATE with it.
+STORE = """
+WITH next AS (UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 RETURNING last_seq)
+INSERT INTO chat_message (conversation_id, seq, sender_id, client_msg_id, type, body, check_state, created_at)
+SELECT $2, next.last_seq, $3, $4, $5, $6::jsonb, $7, $1 FROM next
+RETURNING id, seq
+"""
+
+
+async def _store_alone(message: ChatMessage) -> None:
+    rows = await connections.get("default").execute_query_dict(STORE, [
+        message.created_at, message.conversation_id, message.sender_id,  # type: ignore[attr-defined]
+        message.client_msg_id, message.type, json.dumps(message.body, ensure_ascii=False), message.check_state])
+    if not rows:
+        raise NotFound("未找到该会话", code="CONVERSATION_NOT_FOUND")
+    message.id, message.seq = int(rows[0]["id"]), int(rows[0]["seq"])
+
+
+async def _store_with_jobs(message: ChatMessage, jobs: list[NewJob]) -> None:
+    """The number, the row and the jobs the message calls for (re-check, quiet-period notice) in one
+    transaction."""
+    async with in_transaction() as conn:
+        rows = await conn.execute_query_dict(sql(NEXT_SEQ), [message.created_at,
+                                                              message.conversation_id])  # type: ignore[attr-defined]
+        if not rows:
+            raise NotFound("未找到该会话", code="CONVERSATION_NOT_FOUND")
+        message.seq = int(rows[0]["last_seq"])
+        await message.save()
+        if message.check_state == CheckState.PENDING:
+            jobs = [*jobs, NewJob(RECHECK_KIND, {"message_id": message.id}, f"chat:recheck:{message.id}")]
+        await enqueue_all(jobs)
 
 
 async def sender_view(staff_id: int) -> dict:

@@ -17,6 +17,7 @@ from appkeys import SETTINGS, STORAGE
 from chat import access, attachments, messages, realtime, tickets
 from chat.schemas import SendIn
 from errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query, read_upload
 from models import ConversationParticipant, Staff, WeChatAccount
 from referrals.attachments import MAX_BYTES
@@ -209,10 +210,16 @@ async def _author(principal) -> realtime.Author:
            responses={**NOT_FOUND, 200: "重复发送：返回第一次保存的消息", 422: "内容有误或未通过内容安全检查"})
 async def send(request: web.Request) -> web.Response:
     principal = await _staff_principal(request)
-    body = await parse_body(request, SendIn)
-    membership = await access.member(principal, request.match_info["id"])
-    sent = await realtime.post_message(request.app, await _author(principal), membership, body.draft())
-    return json_response(SentOut(message=sent.view, duplicate=sent.duplicate), status=200 if sent.duplicate else 201)
+
+    async def run() -> web.Response:
+        body = await parse_body(request, SendIn)
+        membership = await access.member(principal, request.match_info["id"])
+        sent = await realtime.post_message(request.app, await _author(principal), membership, body.draft())
+        return json_response(SentOut(message=sent.view, duplicate=sent.duplicate),
+                             status=200 if sent.duplicate else 201)
+
+    # client_msg_id already makes a send idempotent; an Idempotency-Key is honoured too, as on every POST.
+    return await idempotent(request, principal, run)
 
 
 @api.route("POST", "/api/v1/conversations/{id}/read", summary="标记已读到某条消息", tags=TAGS, body=ReadIn,

@@ -38,6 +38,14 @@ async def test_a_retried_send_returns_the_first_message_and_takes_no_number(clie
     assert other.status == 201 and (await other.json())["message"]["seq"] == 2
     page = await c.history(DOCTOR)
     assert [(m["seq"], m["client_msg_id"]) for m in page["items"]] == [(1, "m-1"), (2, "m-1")]
+    # An Idempotency-Key is honoured as on every POST: the first answer again.
+    headers = {**await c.headers(DOCTOR), "Idempotency-Key": "k-1"}
+    body = {"client_msg_id": "m-2", "type": "text", "text": "补充：既往高血压"}
+    url = f"/api/v1/conversations/{c.id}/messages"
+    first = await client.post(url, json=body, headers=headers)
+    again = await client.post(url, json=body, headers=headers)
+    assert first.status == again.status == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert (await again.json())["message"]["seq"] == 3
 
 
 async def test_concurrent_senders_get_consecutive_numbers(client):
