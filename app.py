@@ -39,6 +39,8 @@ async def _kv_store(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the whole application: middlewares, resources (one cleanup_ctx each) and routes."""
     import bot
+    import chat
+    import consults
     import his
     import miniprogram_api
     import notifications
@@ -70,6 +72,8 @@ def create_app(settings: Settings) -> web.Application:
     notifications.setup(app)
     his.setup(app)
     bot.setup(app)
+    consults.setup(app)
+    chat.setup(app)
     outbox.setup(app)  # after the database, KV, WeChat and HIS: its dispatcher stops first
     miniprogram_api.setup(app)
     return app

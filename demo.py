@@ -1,8 +1,10 @@
 """`python app.py demo`: the paper's referral loop, walked over HTTP against the running platform as the demo
 staff, each step printed in Chinese with the timeline, so that a newcomer sees the loop work in a minute.
 
-DONGGUAN's doctor logs in and scans an inpatient from DONGGUAN's HIS (simulator); refers them up to SUBEI's
-cardiology or neurology with the HIS pre-fill; DONGGUAN's approver approves; SUBEI's approver publishes a
+DONGGUAN's doctor logs in and scans an inpatient from DONGGUAN's HIS (simulator); asks SUBEI's cardiology
+experts for a cloud consultation with the HIS pre-fill; SUBEI's expert accepts, asks a question in the
+consultation's chat and concludes "refer up"; the doctor turns the opinion into a referral in one step (pre-filled
+and linked); DONGGUAN's approver approves; SUBEI's approver publishes a
 reserved bed if none is free and books it; then the admission slip: its QR code is saved as a PNG and SUBEI's
 admission clerk checks the patient in, which gives the waiting time (submit → admitted).
 """
@@ -107,14 +109,13 @@ class Walk:
 
 
 def _pick_patient(people: list[dict]) -> tuple[dict, str]:
-    """The first inpatient whose HIS diagnosis belongs to cardiology or neurology, with that department."""
-    for person in people:
-        if not person.get("open_encounter"):
-            continue
-        for diagnosis in person.get("diagnoses", []):
-            for department, prefixes in DEPARTMENTS.items():
-                if diagnosis["code"].upper().startswith(prefixes):
-                    return person, department
+    """An inpatient whose HIS diagnosis belongs to cardiology (whose expert pool the demo consults), else to
+    neurology, with that department."""
+    for department, prefixes in DEPARTMENTS.items():
+        for person in people:
+            if person.get("open_encounter") and any(d["code"].upper().startswith(prefixes)
+                                                    for d in person.get("diagnoses", [])):
+                return person, department
     raise DemoError(f"{SOURCE} 的 HIS 中没有心血管内科或神经内科的在院患者")
 
 
@@ -138,15 +139,16 @@ async def walk(w: Walk, slip_dir: Path) -> None:
     w.say("预填诊断：" + "；".join(f"{d['code']} {d['name']}" for d in prefill["diagnoses"]))
     w.say(f"主诉：{prefill['chief_complaint']}")
 
-    w.step(f"填写转诊原因，上转至苏北人民医院{department_name}并提交")
     _, page = await w.call("读取医联体机构", "GET", "/api/v1/institutions?limit=200", session=doctor)
     target = next(i for i in page["items"] if i["code"] == TARGET)
     _, page = await w.call("读取科室", "GET", f"/api/v1/institutions/{target['id']}/departments?limit=200",
                            session=doctor)
     department = next(d for d in page["items"] if d["name"] == department_name)
-    body = {"patient_id": patient["id"], "target_institution_id": target["id"],
-            "target_department_id": department["id"], "urgency": "urgent", "submit": True,
-            "clinical": prefill | {"referral_reason": REASON, "precautions": PRECAUTIONS}}
+    consultation = await consult_first(w, doctor, patient, prefill, target, department)
+
+    w.step(f"医生据会诊意见一键发起转诊，上转至苏北人民医院{department_name}并提交")
+    body = {"consultation_id": consultation["id"], "urgency": "urgent", "submit": True,
+            "clinical": {"precautions": PRECAUTIONS}}
     status, referral = await w.call("提交转诊单", "POST", "/api/v1/referrals", session=doctor, body=body,
                                     ok=(201, 409))
     if status == 409:
@@ -158,6 +160,7 @@ async def walk(w: Walk, slip_dir: Path) -> None:
     rid = referral["id"]
     w.say(f"转诊单 {referral['code']}：{referral['direction_name']}，{referral['urgency_name']}，"
           f"当前状态“{referral['status_name']}”")
+    w.say(f"病情和附件取自会诊 {referral['consultation']['code']}，转诊原因：{referral['clinical']['referral_reason']}")
 
     w.step("东关社区审批人员收到提醒，审批通过")
     if referral["status"] == "pending_source":
@@ -207,6 +210,37 @@ async def walk(w: Walk, slip_dir: Path) -> None:
     w.timeline(referral)
     print(f"\n演示完成：转诊单 {referral['code']} 当前状态“{referral['status_name']}”。"
           "转出、接收双方和患者看到的是同一条时间线。")
+
+
+async def consult_first(w: Walk, doctor: dict, patient: dict, prefill: dict, target: dict,
+                        department: dict) -> dict:
+    """Before referring, the doctor asks the target department's experts (the paper's 云会诊); one of them
+    accepts, asks a question in the consultation's chat, and concludes with a structured opinion."""
+    w.step(f"东关社区医生发起云会诊，请苏北医院{department['name']}专家会诊")
+    _, consultation = await w.call("发起会诊", "POST", "/api/v1/consultations", session=doctor, body={
+        "patient_id": patient["id"], "target_institution_id": target["id"], "target_department_id": department["id"],
+        "urgency": "urgent", "clinical": prefill, "question": "患者症状反复，是否需要上转进一步诊治？"})
+    w.say(f"会诊 {consultation['code']}：{consultation['status_name']}，"
+          f"发往{consultation['target_department']['name']}专家池")
+
+    w.step("苏北医院专家接诊，在会诊群中讨论，出具会诊意见")
+    expert = await w.login(TARGET, "expert")
+    cid = consultation["id"]
+    _, pool = await w.call("查看待接诊会诊", "GET", "/api/v1/consultations?box=pool", session=expert)
+    w.say(f"专家待接诊列表中有 {len(pool['items'])} 个会诊请求")
+    _, consultation = await w.call("接诊", "POST", f"/api/v1/consultations/{cid}/accept", session=expert,
+                                   body={"version": consultation["version"]})
+    await w.call("在会诊群中提问", "POST", f"/api/v1/conversations/{consultation['conversation_id']}/messages",
+                 session=expert, body={"client_msg_id": f"demo-{uuid.uuid4().hex[:12]}", "type": "text",
+                                       "text": "已阅病历和检查结果，请问患者目前生命体征是否平稳？"})
+    w.say(f"{consultation['expert']['name']}已接诊，并在会诊群中向东关社区医生提问")
+    _, consultation = await w.call("出具会诊意见", "POST", f"/api/v1/consultations/{cid}/conclude", session=expert,
+                                   body={"version": consultation["version"], "opinion": {
+                                       "recommendation": "refer_up", "advice": REASON,
+                                       "suggested_department_id": department["id"]}})
+    opinion = consultation["opinion"]
+    w.say(f"会诊意见：{opinion['recommendation_name']}（{opinion['suggested_department']}）——{opinion['advice']}")
+    return consultation
 
 
 async def _wait_for_his(w: Walk, doctor: dict, rid: str) -> dict:

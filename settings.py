@@ -80,6 +80,7 @@ class Settings:
     wechat_template_approval: str = "rc-referral-approval"
     wechat_template_progress: str = "rc-referral-progress"
     wechat_template_admission: str = "rc-admission-notice"
+    wechat_template_chat: str = "rc-chat-unread"
     wechat_long_term_templates: str = ""
     wechat_miniprogram_state: str = "formal"
     jwt_secret: str = ""
@@ -102,6 +103,9 @@ class Settings:
     outbox_backoff: float = 2.0
     outbox_backoff_max: float = 3600.0
     outbox_keep_done_days: int = 7
+    chat_check_timeout: float = 2.0
+    chat_notify_quiet: float = 300.0
+    realtime_ticket_ttl: int = 30
     max_body: int = 1024 * 1024
     log_level: str = "INFO"
 
@@ -179,6 +183,13 @@ class Settings:
         if self.slip_image_url_ttl < 1:
             raise SettingsError("SLIP_IMAGE_URL_TTL 应为正整数（秒）",
                                 "SLIP_IMAGE_URL_TTL must be a positive number of seconds")
+        for name in ("chat_check_timeout", "chat_notify_quiet"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} 应为正数（秒）",
+                                    f"{name.upper()} must be a positive number of seconds")
+        if not 5 <= self.realtime_ticket_ttl <= 300:
+            raise SettingsError("REALTIME_TICKET_TTL 应在 5 到 300 秒之间",
+                                "REALTIME_TICKET_TTL must be between 5 and 300 seconds")
         if self.outbox_keep_done_days < 0:
             raise SettingsError("OUTBOX_KEEP_DONE_DAYS 应为 0（永久保留）或天数",
                                 "OUTBOX_KEEP_DONE_DAYS must be 0 (keep forever) or a number of days")
@@ -229,6 +240,8 @@ ENV_DOC: list[tuple[str, str, str]] = [
      "for doctors and patients"),
     ("WECHAT_TEMPLATE_ADMISSION", "`rc-admission-notice`", "subscribe-message template id: admission date, place and "
      "what to bring"),
+    ("WECHAT_TEMPLATE_CHAT", "`rc-chat-unread`", "subscribe-message template id: unread chat messages of a "
+     "consultation or ward round"),
     ("WECHAT_LONG_TERM_TEMPLATES", "(none)", "comma-separated template ids granted as long-term subscriptions "
      "(one accept, many sends)"),
     ("WECHAT_MINIPROGRAM_STATE", "`formal`", "mini-program version notifications open: developer, trial or formal"),
@@ -257,6 +270,12 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("OUTBOX_BACKOFF_MAX", "`3600`", "longest wait between two attempts, seconds"),
     ("OUTBOX_KEEP_DONE_DAYS", "`7`", "days finished jobs are kept before the dispatcher deletes them (dead jobs "
                                      "stay until retried); `0` keeps them forever"),
+    ("CHAT_CHECK_TIMEOUT", "`2`", "seconds a chat text waits for WeChat's content check before it is delivered "
+     "and re-checked in the background"),
+    ("CHAT_NOTIFY_QUIET", "`300`", "seconds of a chat's quiet period: a participant who is not connected is told "
+     "about new messages at most once per conversation per period"),
+    ("REALTIME_TICKET_TTL", "`30`", "seconds a one-time WebSocket ticket (`POST /api/v1/realtime/ticket`) stays "
+     "valid"),
     ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
     ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
 ]

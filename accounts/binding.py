@@ -89,7 +89,7 @@ async def request_binding(wechat: WeChatClient, cipher: PersonalDataCipher, gate
         raise InvalidInput(f"身份证号码有误：{exc}", code="INVALID_ID_NUMBER",
                            detail={"fields": [{"field": "id_number", "reason": str(exc)}]}) from None
     name = name.strip()
-    account = await resolve_login_code(wechat, code)
+    account = await resolve_login_code(wechat, code, cipher)
     accepted = PROOFS_SELF if relation == Relation.SELF else PROOFS_FAMILY
     patient = await Patient.get_or_none(id_number_hash=cipher.lookup_hash("id_number", identity.number),
                                         deleted_at=None)

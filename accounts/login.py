@@ -9,24 +9,35 @@ from tortoise.transactions import in_transaction
 from accounts.tokens import token_hash
 from errors import Conflict, DomainError, Gone, InvalidInput, NotFound, TooManyRequests, UpstreamUnavailable
 from models import Invitation, Staff, WeChatAccount
+from security.crypto import PersonalDataCipher
 from wechat.client import WeChatClient, WeChatError
+
+SESSION_KEY_CONTEXT = "wechat_session_key"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def resolve_login_code(wechat: WeChatClient, code: str) -> WeChatAccount:
-    """code2session, then the account of that openid (created on first sight)."""
+async def resolve_login_code(wechat: WeChatClient, code: str,
+                             cipher: PersonalDataCipher | None = None) -> WeChatAccount:
+    """code2session, then the account of that openid (created on first sight). With `cipher`, the login's
+    session_key replaces the stored one, encrypted (it signs the user's VoIP room joins)."""
     try:
         session = await wechat.code2session(code)
     except WeChatError as exc:
         raise _login_error(exc) from None
     account, _ = await WeChatAccount.get_or_create(openid=session.openid,
                                                    defaults={"unionid": session.unionid})
+    changed = []
     if session.unionid and account.unionid != session.unionid:
         account.unionid = session.unionid
-        await account.save(update_fields=["unionid", "updated_at"])
+        changed.append("unionid")
+    if cipher is not None and session.session_key:
+        account.session_key_enc = cipher.encrypt(session.session_key, SESSION_KEY_CONTEXT)
+        changed.append("session_key_enc")
+    if changed:
+        await account.save(update_fields=[*changed, "updated_at"])
     return account
 
 
@@ -42,7 +53,8 @@ def _login_error(exc: WeChatError) -> DomainError:
                                detail={"errcode": exc.errcode})
 
 
-async def bind_staff(wechat: WeChatClient, code: str, invite_token: str) -> WeChatAccount:
+async def bind_staff(wechat: WeChatClient, code: str, invite_token: str,
+                     cipher: PersonalDataCipher | None = None) -> WeChatAccount:
     """Use a one-time invitation: create the staff member it describes and bind this WeChat user."""
     invitation = await Invitation.get_or_none(token_hash=token_hash(invite_token))
     if invitation is None:
@@ -51,7 +63,7 @@ async def bind_staff(wechat: WeChatClient, code: str, invite_token: str) -> WeCh
         raise Gone("该邀请码已被使用，每个邀请码只能使用一次", code="INVITATION_USED")
     if invitation.expires_at <= _now():
         raise Gone("该邀请码已过期，请向本机构管理员重新索取", code="INVITATION_EXPIRED")
-    account = await resolve_login_code(wechat, code)
+    account = await resolve_login_code(wechat, code, cipher)
     if account.staff_id is not None:  # type: ignore[attr-defined]
         raise Conflict("该微信账号已绑定工作人员身份", code="ALREADY_BOUND")
     async with in_transaction():

@@ -1,5 +1,6 @@
-"""Chat commands, answered in Chinese: 帮助, 我的转诊, 待审批, 查询 <编号>. Each takes the sender (a Principal, or
-None for someone we do not know) and returns the reply text; links open the mini-program's pages.
+"""Chat commands, answered in Chinese: 帮助, 我的转诊, 待审批, 查询 <编号>, 会诊 (consults.bot). Each takes the
+sender (a Principal, or None for someone we do not know) and returns the reply text; links open the
+mini-program's pages.
 
 What a reply shows follows the API's rules: a patient sees their own referrals, an approver their
 institution's queue, and `查询` answers only for referrals the sender may see (`referrals.access.may_view`),
@@ -13,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from accounts.principal import Principal
+from consults.bot import my_consultations
 from directory import cache
 from errors import DomainError
 from models import Department, Institution, Referral
@@ -34,6 +36,7 @@ HELP = ("您好，这里是医联体双向转诊平台。可发送以下指令�
         "· 我的转诊 —— 查看本人及家属的转诊进度和下一步\n"
         "· 待审批 —— 审批人员查看本机构待审批的转诊\n"
         "· 查询 转诊编号 —— 例如“查询 ZZ261126K7QM”\n"
+        "· 会诊 —— 医生查看本人未结束的会诊及未读消息\n"
         "· 帮助 —— 显示本说明")
 BIND = ("您还没有绑定身份，暂时无法查询。\n"
         "· 患者或家属：请打开“双向转诊”小程序，在“我的”页面完成实名绑定；\n"
@@ -70,6 +73,8 @@ async def reply(principal: Principal | None, text: str, links: Links) -> str:
         return await my_referrals(principal, links)
     if command == "待审批":
         return await approval_queue(principal, links)
+    if command == "会诊":
+        return await my_consultations(principal, links)
     if command.startswith("查询"):
         return await lookup(principal, command[2:].strip(), links)
     return UNKNOWN

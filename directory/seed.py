@@ -62,7 +62,10 @@ async def seed_demo(settings: Settings | None = None) -> bool:
                            for d_code, d_name, ward in DEPARTMENTS[level]]
             surname = SURNAMES[index % len(SURNAMES)]
             for seq, (role, given, title) in enumerate(PEOPLE):
-                staff = await Staff.create(institution=institution, department=departments[seq % len(departments)],
+                # The expert sits in the first department (cardiology at the tertiary hospital): the pool the
+                # demo's cardiac patient is sent to for a cloud consultation.
+                department = departments[0] if role == Role.EXPERT else departments[seq % len(departments)]
+                staff = await Staff.create(institution=institution, department=department,
                                            name=surname + given, title=title, roles=[role.value],
                                            his_user_id=f"{role.value.upper()}{seq + 1:03d}")
                 await WeChatAccount.create(openid=demo_openid(code, role.value), staff=staff)

@@ -42,6 +42,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -69,6 +70,7 @@ from his.gateway import (
     HisUnreachable,
     IdentityMatch,
     InstitutionLike,
+    Measurement,
     Order,
     PatientDemographics,
     PatientRecord,
@@ -256,6 +258,25 @@ def _report(report: DiagnosticReport) -> Report:
                   status=str(report.status), category=category,
                   issued=_coerce_datetime(report.issued or report.effectiveDateTime),
                   conclusion=str(report.conclusion or ""))
+
+
+def _measurement(observation: Observation) -> Measurement:
+    coding = next((c for c in (observation.code.coding or []) if c.code), None) if observation.code else None
+    category = next((str(c.code) for concept in observation.category or [] for c in concept.coding or []
+                     if c.code), "")
+    value, unit = "", ""
+    if observation.valueQuantity is not None:
+        quantity = observation.valueQuantity
+        value = f"{quantity.value:g}" if quantity.value is not None else ""
+        unit = str(quantity.unit or quantity.code or "")
+    elif observation.valueString is not None:
+        value = str(observation.valueString)
+    elif observation.valueCodeableConcept is not None:
+        value = _codeable_text(observation.valueCodeableConcept)
+    return Measurement(his_id=str(observation.id or ""), code=str(coding.code) if coding else "",
+                       name=str(coding.display) if coding and coding.display else _codeable_text(observation.code),
+                       value=value, unit=unit, category=category,
+                       effective=_coerce_datetime(observation.effectiveDateTime or observation.issued))
 
 
 def _validated(model: type[R], data: dict[str, Any]) -> R:
@@ -861,3 +882,11 @@ class FhirGateway(HisGateway):
         await self._search(endpoint, _Deadline(self.timeout), Patient,
                            [("identifier", _token(profile.ID_NUMBER_SYSTEM, "000000000000000000")), ("_count", "1")])
         return "按身份证号检索患者正常"
+    async def list_observations(self, institution: InstitutionLike, patient_mrn: str) -> list[Measurement]:
+        endpoint = self._endpoint(institution)
+        deadline = _Deadline(self.timeout)
+        patient = await self._patient_by_mrn(endpoint, deadline, patient_mrn)
+        params = [("patient", f"Patient/{patient.id}"), ("_sort", "-date")]
+        found = [_measurement(o) for o in await self._search(endpoint, deadline, Observation, params)]
+        oldest = datetime.min.replace(tzinfo=UTC)
+        return sorted(found, key=lambda m: m.effective or oldest, reverse=True)

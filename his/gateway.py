@@ -322,6 +322,17 @@ class ConnectionStep:
     name: str  # what users read, e.g. "网络连接（DNS/TCP/TLS）"
     ok: bool | None
     message: str
+@dataclass
+class Measurement:
+    """One FHIR Observation (a vital sign, a lab value): what a remote ward round shows of it."""
+
+    his_id: str
+    code: str  # LOINC, e.g. "8310-5"
+    name: str  # e.g. "体温"
+    value: str  # as shown, e.g. "37.2"
+    unit: str
+    category: str  # "vital-signs", "laboratory", ...
+    effective: datetime | None
 
 
 # ------------------------------------------------------------------------------------- the interface
@@ -363,6 +374,10 @@ class HisGateway(abc.ABC):
     async def check_connection(self, institution: InstitutionLike) -> list[ConnectionStep]:
         """Try the connection step by step (network, credentials, ``metadata``, one Patient search)."""
         raise NotImplementedError
+
+    @abc.abstractmethod
+    async def list_observations(self, institution: InstitutionLike, patient_mrn: str) -> list[Measurement]:
+        """The patient's Observations, newest first."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -430,6 +445,9 @@ class GatewayRouter(HisGateway):
     async def check_connection(self, institution: InstitutionLike) -> list[ConnectionStep]:
         adapter, endpoint = self.route(institution)
         return await adapter.check_connection(endpoint)
+    async def list_observations(self, institution: InstitutionLike, patient_mrn: str) -> list[Measurement]:
+        adapter, endpoint = self.route(institution)
+        return await adapter.list_observations(endpoint, patient_mrn)
 
     async def close(self) -> None:
         for adapter in {id(a): a for a in self.adapters.values()}.values():

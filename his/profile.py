@@ -52,6 +52,8 @@ CONDITION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-cat
 CONDITION_CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 REPORT_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0074"
 SNOMED_SYSTEM = "http://snomed.info/sct"
+LOINC_SYSTEM = "http://loinc.org"
+OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 _EXT = "urn:referral-cloud:fhir:extension:"
 EXT_CHIEF_COMPLAINT = _EXT + "chief-complaint"

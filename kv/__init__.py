@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Protocol
 
@@ -51,14 +52,34 @@ async def listen(kv: KV, channel: str, on_message: Callable[[], None], *, fallba
                  retry_after: float = 1.0) -> None:
     """Call `on_message` for every message published on `channel`, until cancelled. A lost subscription (Redis
     restarting) is logged, naming the `fallback` that covers the gap, and made again."""
+    await listen_messages(kv, channel, lambda _: on_message(), fallback=fallback, retry_after=retry_after,
+                          retry_max=retry_after)
+
+
+async def listen_messages(kv: KV, channel: str, on_message: Callable[[str], Awaitable[None] | None], *,
+                          fallback: str, on_subscribed: Callable[[bool], Awaitable[None] | None] | None = None,
+                          retry_after: float = 1.0, retry_max: float = 1.0) -> None:
+    """Call `on_message(message)` for every message published on `channel`, until cancelled. A lost subscription
+    is logged (naming the `fallback` that covers the gap) and made again, waiting `retry_after` seconds, doubled
+    per failure up to `retry_max`. `on_subscribed(again)` runs each time the subscription stands, `again` being
+    true after a loss: what was published meanwhile never arrives, the caller may catch up."""
+    delay, lost = retry_after, False
     while True:
         try:
             async with kv.subscribe(channel) as messages:
-                async for _ in messages:
-                    on_message()
+                if lost:
+                    log.info("subscription to %s is back", channel)
+                delay = retry_after
+                if on_subscribed is not None and inspect.isawaitable(done := on_subscribed(lost)):
+                    await done
+                async for message in messages:
+                    if inspect.isawaitable(handled := on_message(message)):
+                        await handled
         except Exception as exc:
             log.warning("subscription to %s lost (%s); %s until it is back", channel, type(exc).__name__, fallback)
-            await asyncio.sleep(retry_after)
+            lost = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, retry_max)
 
 
 async def stop(task: asyncio.Task) -> None:

@@ -9,6 +9,8 @@ from miniprogram_api import (
     auth,
     binding_requests,
     capacity,
+    chat,
+    consultations,
     directory,
     his_connection,
     his_launch,
@@ -20,11 +22,12 @@ from miniprogram_api import (
     referrals,
     slips,
     subscriptions,
+    ward_rounds,
 )
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, binding_requests, directory, admin, capacity, patients, his_launch, referrals,
-               referral_records, slips, inbox, subscriptions, jobs, his_connection]
+               referral_records, slips, inbox, subscriptions, jobs, his_connection, chat, consultations, ward_rounds]
 
 
 def all_routes() -> list:

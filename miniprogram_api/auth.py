@@ -55,7 +55,7 @@ class BindPatientIn(BaseModel):
            body=WxLoginIn, response=SessionOut, responses={401: "code 无效或已使用", 503: "微信不可用"})
 async def wx_login(request: web.Request) -> web.Response:
     body = await parse_body(request, WxLoginIn)
-    account = await login.resolve_login_code(request.app[WECHAT], body.code)
+    account = await login.resolve_login_code(request.app[WECHAT], body.code, request.app[CIPHER])
     return json_response(await sessions.issue_session(request.app[SETTINGS], account))
 
 
@@ -80,7 +80,7 @@ async def logout(request: web.Request) -> web.Response:
                                                              409: "已绑定"})
 async def bind_staff(request: web.Request) -> web.Response:
     body = await parse_body(request, BindStaffIn)
-    account = await login.bind_staff(request.app[WECHAT], body.code, body.invite_token)
+    account = await login.bind_staff(request.app[WECHAT], body.code, body.invite_token, request.app[CIPHER])
     return json_response(await sessions.issue_session(request.app[SETTINGS], account), status=201)
 
 

@@ -57,6 +57,8 @@ class PolicyModel(BaseModel):
     slip_grace_hours: int
     early_arrival_days: int = Field(description="允许患者提前到院办理入院的天数（0：仅限预约入院当天起）")
     what_to_bring: str = Field(description="患者入院需携带的物品（入院凭条、通知和公众号回复中使用）")
+    consult_accept_hours: dict[str, float] = Field(description="本机构科室接诊会诊请求的时限（小时，按紧急程度）")
+    consult_opinion_is_review: bool = Field(description="目标科室专家“建议上转”的会诊意见视同本机构的临床审核")
 
 
 class PolicyIn(BaseModel):
@@ -69,6 +71,8 @@ class PolicyIn(BaseModel):
     early_arrival_days: int | None = Field(default=None, ge=0, le=14,
                                            description="入院凭条自预约入院日前几天起可用（0–14，默认 0）")
     what_to_bring: str | None = Field(default=None, max_length=200, description="留空则使用平台默认内容")
+    consult_accept_hours: dict[str, float] | None = None
+    consult_opinion_is_review: bool | None = None
 
     @field_validator("what_to_bring")
     @classmethod
@@ -83,7 +87,7 @@ class PolicyIn(BaseModel):
             raise ValueError("角色不正确")
         return value
 
-    @field_validator("deadline_hours")
+    @field_validator("deadline_hours", "consult_accept_hours")
     @classmethod
     def _deadlines(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         if value is not None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from accounts.principal import authenticate
 from appkeys import CIPHER, HIS, STORAGE
-from errors import InvalidInput
-from miniprogram_api.routing import Api, json_response, parse_body
+from miniprogram_api.routing import Api, json_response, parse_body, read_upload
 from referrals import attachments, orders
 from referrals.attachments import MAX_BYTES, attachment_view
 
@@ -125,21 +124,9 @@ async def list_reports(request: web.Request) -> web.Response:
            responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
 async def upload(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidInput("请以 multipart/form-data 上传文件（字段名 file）", code="MULTIPART_REQUIRED")
-    reader = await request.multipart()
-    part = await reader.next()
-    while part is not None and getattr(part, "name", None) != "file":
-        part = await reader.next()
-    if part is None:
-        raise InvalidInput("缺少文件（字段名 file）", code="FILE_REQUIRED")
-    data = bytearray()
-    while chunk := await part.read_chunk(64 * 1024):  # type: ignore[union-attr]
-        data += chunk
-        if len(data) > MAX_BYTES:
-            raise InvalidInput("附件不能超过 10 MB", code="FILE_TOO_LARGE", status=413)
+    filename, data = await read_upload(request, MAX_BYTES)
     attachment = await attachments.add_attachment(principal, request.app[STORAGE], request.match_info["id"],
-                                                  filename=unquote(part.filename or "附件"), data=bytes(data))  # type: ignore[union-attr]
+                                                  filename=filename, data=data)
     referral, _ = await attachments.attachments_of(principal, request.match_info["id"])
     return json_response(attachment_view(attachment, referral), status=201)
 
@@ -158,6 +145,11 @@ async def download(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     attachment, data = await attachments.read_attachment(principal, request.app[STORAGE], request.match_info["id"],
                                                          request.match_info["attachment_id"])
-    return web.Response(body=data, content_type=attachment.content_type, headers={
-        "Content-Disposition": "attachment; filename*=UTF-8''" + quote(attachment.filename, safe=""),
+    return file_response(attachment.filename, attachment.content_type, data)
+
+
+def file_response(filename: str, content_type: str, data: bytes) -> web.Response:
+    """An attachment's bytes as a download that no cache keeps."""
+    return web.Response(body=data, content_type=content_type, headers={
+        "Content-Disposition": "attachment; filename*=UTF-8''" + quote(filename, safe=""),
         "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})

@@ -40,10 +40,11 @@ def _phone(value: str | None) -> str | None:
 
 
 class CreateReferralIn(BaseModel):
-    patient_id: uuid.UUID
-    target_institution_id: uuid.UUID
-    target_department_id: uuid.UUID
-    urgency: Urgency = "routine"
+    patient_id: uuid.UUID | None = Field(default=None, description="从会诊发起时可不填")
+    target_institution_id: uuid.UUID | None = Field(default=None, description="从会诊发起时默认会诊意见建议的机构")
+    target_department_id: uuid.UUID | None = Field(default=None, description="从会诊发起时默认会诊意见建议的科室")
+    consultation_id: uuid.UUID | None = Field(default=None, description="据已出具意见的会诊发起：预填病情、附件")
+    urgency: Urgency | None = Field(default=None, description="默认 routine；从会诊发起时默认会诊的紧急程度")
     clinical: Clinical = Field(default_factory=Clinical)
     contact_phone: str | None = Field(default=None, max_length=20, description="联系电话")
     submit: bool = Field(default=False, description="true：创建后立即提交")
@@ -187,6 +188,7 @@ class ReferralOut(ReferralSummaryOut):
     his_sync: str
     admission_certificate_no: str | None
     previous_id: str | None
+    consultation: dict | None = Field(default=None, description="据以发起的会诊：编号、专家意见、是否视同临床审核")
     allowed_actions: list[str]
     timeline: list[EventOut]
 
@@ -218,8 +220,9 @@ async def create(request: web.Request) -> web.Response:
         body = await parse_body(request, CreateReferralIn)
         referral = await commands.create_referral(principal, request.app[CIPHER], commands.NewReferral(
             patient_id=body.patient_id, target_institution_id=body.target_institution_id,
-            target_department_id=body.target_department_id, urgency=body.urgency, clinical=body.clinical,
-            contact_phone=body.contact_phone or "", submit=body.submit, confirm_duplicate=body.confirm_duplicate))
+            target_department_id=body.target_department_id, urgency=body.urgency or "", clinical=body.clinical,
+            contact_phone=body.contact_phone or "", submit=body.submit, confirm_duplicate=body.confirm_duplicate,
+            consultation_id=body.consultation_id))
         return await _reply(request, principal, referral, status=201)
 
     return await idempotent(request, principal, run)

@@ -84,6 +84,26 @@ def parse_query(request: web.Request, model: type[M]) -> M:
         raise validation_error(exc) from None
 
 
+async def read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes]:
+    """The `file` part of a multipart/form-data upload: (filename, bytes), refused past `max_bytes` (413)."""
+    from urllib.parse import unquote
+
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInput("请以 multipart/form-data 上传文件（字段名 file）", code="MULTIPART_REQUIRED")
+    reader = await request.multipart()
+    part = await reader.next()
+    while part is not None and getattr(part, "name", None) != "file":
+        part = await reader.next()
+    if part is None:
+        raise InvalidInput("缺少文件（字段名 file）", code="FILE_REQUIRED")
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):  # type: ignore[union-attr]
+        data += chunk
+        if len(data) > max_bytes:
+            raise InvalidInput(f"附件不能超过 {max_bytes // (1024 * 1024)} MB", code="FILE_TOO_LARGE", status=413)
+    return unquote(part.filename or "附件"), bytes(data)  # type: ignore[union-attr]
+
+
 @dataclass
 class RouteSpec:
     method: str

@@ -19,7 +19,7 @@ from settings import Settings
 api = Api()
 TAGS = ["subscriptions"]
 PURPOSES = {"approval": "待审批、审批超时提醒", "progress": "转诊进度（审批结果、改转、取消）",
-            "admission": "入院通知与入院前一天提醒"}
+            "admission": "入院通知与入院前一天提醒", "chat": "会诊与查房会话的未读消息（离线时）"}
 
 Choice = Literal["accept", "reject", "ban", "filter", "acceptWithAudio"]
 
@@ -62,6 +62,8 @@ def _suggested(principal: Principal) -> set[str]:
     keys = set()
     if principal.staff_id is not None:
         keys |= {"approval", "progress"}
+        if principal.roles & {"doctor", "expert"}:
+            keys.add("chat")  # consultations and ward rounds
     if principal.patient_ids:
         keys |= {"progress", "admission"}
     return keys

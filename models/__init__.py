@@ -14,6 +14,24 @@ from models.accounts import (
     WeChatAccount,
 )
 from models.audit import AuditEvent
+from models.chat import (
+    ChatAttachment,
+    ChatMessage,
+    CheckState,
+    Conversation,
+    ConversationKind,
+    ConversationParticipant,
+    MessageType,
+)
+from models.consults import (
+    Consultation,
+    ConsultationAttachment,
+    ConsultationEvent,
+    ConsultationMember,
+    WardRound,
+    WardRoundItem,
+    WardRoundMember,
+)
 from models.institutions import Department, Institution, Level
 from models.notifications import Delivery, InboxMessage, SubscriptionCredit
 from models.outbox import JobState, OutboxJob
@@ -42,7 +60,7 @@ def joined(row: Model, relation: str, model: type[M]) -> M | None:
 
 
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
-                 "models.outbox", "models.notifications", "models.slips"]
+                 "models.outbox", "models.notifications", "models.slips", "models.consults", "models.chat"]
 
 __all__ = [
     "AuditEvent", "BindingRequest", "BindingState", "Department", "Gender", "Institution", "Invitation", "Level",
@@ -51,4 +69,8 @@ __all__ = [
     "WeChatAccount", "MODEL_MODULES", "joined", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
+    "Consultation", "ConsultationAttachment", "ConsultationEvent", "ConsultationMember", "WardRound",
+    "WardRoundItem", "WardRoundMember",
+    "ChatAttachment", "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant",
+    "MessageType",
 ]

@@ -14,6 +14,9 @@ class WeChatAccount(Record):
     unionid = fields.CharField(max_length=64, null=True)
     staff = fields.OneToOneField("models.Staff", related_name="account", null=True, on_delete=fields.SET_NULL)
     last_login_at = fields.DatetimeField(null=True)
+    # The WeChat session_key of the newest login (code2session), encrypted: it signs VoIP room joins. Replaced
+    # at each login, never returned or logged.
+    session_key_enc = fields.TextField(default="")
 
     bindings: fields.ReverseRelation[PatientBinding]
 

@@ -25,3 +25,27 @@ class SoftDeleted(Record):
 
     class Meta:
         abstract = True
+
+
+class TimelineEvent(Model):
+    """One step of a hash-chained timeline (referrals, consultations): the owner's foreign key is declared by the
+    concrete model. `hash` covers the event and the previous event's hash."""
+
+    id = fields.BigIntField(primary_key=True)
+    seq = fields.IntField()
+    at = fields.DatetimeField()
+    action = fields.CharField(max_length=24)
+    from_status = fields.CharField(max_length=16, default="")
+    to_status = fields.CharField(max_length=16)
+    actor_staff_id = fields.IntField(null=True)
+    actor_name = fields.CharField(max_length=50, default="")
+    actor_role = fields.CharField(max_length=24, default="")
+    actor_institution_id = fields.IntField(null=True)
+    actor_institution_name = fields.CharField(max_length=100, default="")
+    comment = fields.CharField(max_length=1000, default="")
+    data = fields.JSONField(default=dict)
+    prev_hash = fields.CharField(max_length=64)
+    hash = fields.CharField(max_length=64)
+
+    class Meta:
+        abstract = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
-from models.base import Record
+from models.base import Record, TimelineEvent
 from referrals.state_machine import Direction, Status
 
 
@@ -70,31 +70,21 @@ class Referral(Record):
     # next event chains to it without reading the timeline. Only a cache: when the version has moved on
     # without it (or it is empty), the head is read from the events (referrals.timeline.head_hash).
     chain_head = fields.CharField(max_length=80, default="")
+    # The cloud consultation this referral was made from, and whether the target's policy let its expert's
+    # `refer_up` opinion stand for the target's clinical review (the approver then only books the bed).
+    consultation = fields.ForeignKeyField("models.Consultation", related_name="referrals", null=True,
+                                          on_delete=fields.SET_NULL)
+    reviewed_in_consultation = fields.BooleanField(default=False)
 
     class Meta:
         table = "referral"
         ordering = ["id"]
 
 
-class ReferralEvent(Model):
+class ReferralEvent(TimelineEvent):
     """One step of a referral's timeline. `hash` covers the event and the previous event's hash."""
 
-    id = fields.BigIntField(primary_key=True)
     referral = fields.ForeignKeyField("models.Referral", related_name="events", on_delete=fields.RESTRICT)
-    seq = fields.IntField()
-    at = fields.DatetimeField()
-    action = fields.CharField(max_length=24)
-    from_status = fields.CharField(max_length=16, default="")
-    to_status = fields.CharField(max_length=16)
-    actor_staff_id = fields.IntField(null=True)
-    actor_name = fields.CharField(max_length=50, default="")
-    actor_role = fields.CharField(max_length=24, default="")
-    actor_institution_id = fields.IntField(null=True)
-    actor_institution_name = fields.CharField(max_length=100, default="")
-    comment = fields.CharField(max_length=1000, default="")
-    data = fields.JSONField(default=dict)
-    prev_hash = fields.CharField(max_length=64)
-    hash = fields.CharField(max_length=64)
 
     class Meta:
         table = "referral_event"
@@ -108,6 +98,10 @@ def default_approver_roles() -> list[str]:
 
 def default_deadline_hours() -> dict[str, int]:
     return {"routine": 48, "urgent": 12, "emergency": 2}
+
+
+def default_consult_accept_hours() -> dict[str, int]:
+    return {"routine": 24, "urgent": 4, "emergency": 1}
 
 
 class InstitutionPolicy(Model):
@@ -126,6 +120,12 @@ class InstitutionPolicy(Model):
     early_arrival_days = fields.IntField(default=0)
     # What patients bring to this institution's admission desk (slip, notices, bot); empty: the platform's text.
     what_to_bring = fields.CharField(max_length=200, default="")
+    # Hours the pool of one of this institution's departments has to accept a consultation, by urgency; then a
+    # reminder to the pool, at twice that the department's approvers, at three times the request expires.
+    consult_accept_hours = fields.JSONField(default=default_consult_accept_hours)
+    # Whether a `refer_up` opinion of an expert of the target department counts as this (target) institution's
+    # clinical review of the referral made from it. Off by default: see the README.
+    consult_opinion_is_review = fields.BooleanField(default=False)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:

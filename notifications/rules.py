@@ -123,6 +123,9 @@ async def awaiting(facts: Facts, *, stage: str = "new") -> Notice:
         tail = f"审批时限为 {due_text}，已超时一倍以上仍未处理，请督促本机构审批人员处理。"
     if urgency and urgency != "普通" and stage == "new":
         note = f"{urgency}，{note}"
+    if stage == "new" and not at_source and referral.reviewed_in_consultation:
+        # The target's policy let its own expert's consultation opinion stand for the clinical review.
+        note, tail = "专家会诊已同意，请预约床位", f"本院专家会诊已同意上转，请于 {due_text} 前预约床位。"
     where = f"{facts.source.name} → {facts.target.name}（{facts.department.name}）"
     return Notice(
         kind=kind, template=APPROVAL.key, page=detail_page(referral.public_id), title=title,

@@ -66,7 +66,13 @@ ADMISSION = Template("admission", "入院通知", "wechat_template_admission", {
     "date4": "date",  # 入院日期
     "thing5": "thing",  # 携带材料 / 提示
 })
-TEMPLATES: dict[str, Template] = {t.key: t for t in (APPROVAL, PROGRESS, ADMISSION)}
+CHAT = Template("chat", "会诊消息提醒", "wechat_template_chat", {
+    "thing1": "thing",  # 会话: 云会诊 / 远程查房
+    "thing2": "thing",  # 最新发言人 (staff name and institution; never the message text)
+    "number3": "number",  # 未读条数
+    "time4": "time",  # 最新消息时间
+})
+TEMPLATES: dict[str, Template] = {t.key: t for t in (APPROVAL, PROGRESS, ADMISSION, CHAT)}
 
 
 def template_id(settings: Settings, key: str) -> str:

@@ -30,7 +30,7 @@ log = logging.getLogger("referral_cloud.outbox")
 # Modules whose import registers job handlers (outbox.registry.handler); a kind is only claimed by processes
 # that have its handler, so every process must import the same list.
 HANDLER_MODULES = ["his.jobs", "referrals.orders", "slips.jobs", "notifications.handlers", "bot.jobs",
-                   "outbox.probe"]
+                   "outbox.probe", "chat.jobs"]
 
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("outbox_dispatcher", Dispatcher)
 # How long a stopping dispatcher may take: its shutdown grace plus the slowest handler it lets finish.

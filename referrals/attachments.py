@@ -22,13 +22,8 @@ def sniff(data: bytes) -> str | None:
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
 
 
-async def add_attachment(principal: Principal, storage: Storage, public_id, *, filename: str,
-                         data: bytes) -> Attachment:
-    referral = await visible_referral(principal, public_id)
-    if not sides_of(principal, referral):
-        raise Forbidden("仅双方机构的工作人员可以上传附件", code="STAFF_ONLY")
-    if referral.status in TERMINAL:
-        raise InvalidInput("转诊已结束，不能再上传附件", code="REFERRAL_CLOSED")
+def checked_type(data: bytes) -> str:
+    """The content type of an upload we accept (by its bytes), or InvalidInput saying why not."""
     if not data:
         raise InvalidInput("文件为空", code="EMPTY_FILE")
     if len(data) > MAX_BYTES:
@@ -36,16 +31,27 @@ async def add_attachment(principal: Principal, storage: Storage, public_id, *, f
     content_type = sniff(data)
     if content_type is None:
         raise InvalidInput("仅支持 JPG、PNG 图片和 PDF 文件", code="UNSUPPORTED_FILE_TYPE", status=415)
+    return content_type
+
+
+async def add_attachment(principal: Principal, storage: Storage, public_id, *, filename: str,
+                         data: bytes) -> Attachment:
+    referral = await visible_referral(principal, public_id)
+    if not sides_of(principal, referral):
+        raise Forbidden("仅双方机构的工作人员可以上传附件", code="STAFF_ONLY")
+    if referral.status in TERMINAL:
+        raise InvalidInput("转诊已结束，不能再上传附件", code="REFERRAL_CLOSED")
+    content_type = checked_type(data)
     if await Attachment.filter(referral_id=referral.id).count() >= MAX_PER_REFERRAL:
         raise InvalidInput(f"每张转诊单最多 {MAX_PER_REFERRAL} 个附件", code="TOO_MANY_ATTACHMENTS")
     key = f"attachments/{referral.public_id}/{uuid.uuid4().hex}"
     await storage.put(key, data)
-    return await Attachment.create(referral=referral, filename=_clean_name(filename), content_type=content_type,
+    return await Attachment.create(referral=referral, filename=clean_name(filename), content_type=content_type,
                                    size=len(data), sha256=hashlib.sha256(data).hexdigest(), storage_key=key,
                                    uploaded_by_id=principal.staff_id)
 
 
-def _clean_name(filename: str) -> str:
+def clean_name(filename: str) -> str:
     name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip() or "附件"
     return "".join(ch for ch in name if ch.isprintable())[:200]
 

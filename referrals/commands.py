@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
 from tortoise.exceptions import IntegrityError
@@ -15,7 +15,7 @@ from tortoise.transactions import in_transaction
 from accounts.principal import Principal
 from directory import cache
 from errors import Conflict, Forbidden, InvalidInput, NotFound
-from models import Department, HisSync, Institution, Patient, Referral
+from models import Department, HisSync, Institution, Patient, Referral, Urgency
 from outbox.jobs import enqueue
 from referrals import capacity
 from referrals.access import effective_roles, sides_of, visible_referral
@@ -126,21 +126,31 @@ async def _target(institution_id: uuid.UUID, department_id: uuid.UUID) -> tuple[
 
 @dataclass
 class NewReferral:
-    patient_id: uuid.UUID
-    target_institution_id: uuid.UUID
-    target_department_id: uuid.UUID
-    urgency: str
+    patient_id: uuid.UUID | None  # None only with a consultation, which names the patient
+    target_institution_id: uuid.UUID | None  # None with a consultation: its suggested (or its own) department
+    target_department_id: uuid.UUID | None
+    urgency: str  # "" with a consultation: the consultation's (else routine)
     clinical: Clinical
     contact_phone: str = ""
     submit: bool = False
     confirm_duplicate: bool = False
     previous_id: int | None = None
+    consultation_id: uuid.UUID | None = None  # pre-fill from this concluded consultation and link to it
 
 
 async def create_referral(principal: Principal, cipher: PersonalDataCipher, new: NewReferral) -> Referral:
     """Create a draft (or create and submit at once). A second open referral of the same patient to the same
     target is refused with a link to the open one unless the doctor confirms."""
+    from consults import referral_link  # consults builds on this module
+
     principal.require_role("doctor")
+    consultation = None
+    if new.consultation_id is not None:
+        new, consultation = await referral_link.prefill(principal, new)
+    if new.patient_id is None or new.target_institution_id is None or new.target_department_id is None:
+        raise InvalidInput("请选择患者和接收机构、科室（或从会诊发起）", code="TARGET_INCOMPLETE")
+    if not new.urgency:
+        new = replace(new, urgency=Urgency.ROUTINE)
     patient = await Patient.get_or_none(public_id=new.patient_id, deleted_at=None)
     if patient is None:
         raise NotFound("未找到该患者，请先扫码识别患者", code="PATIENT_NOT_FOUND")
@@ -163,6 +173,7 @@ async def create_referral(principal: Principal, cipher: PersonalDataCipher, new:
     needs_source = needs_source_approval(await policy_of(source.id), direction)
     contact = cipher.encrypt(new.contact_phone, "phone") if new.contact_phone else ""
     previous_code = (await Referral.get(id=new.previous_id)).code if new.previous_id else ""
+    reviewed = bool(consultation) and await referral_link.counts_as_review(consultation, target.id, department.id)
     async with in_transaction():
         for _ in range(5):
             try:
@@ -173,18 +184,23 @@ async def create_referral(principal: Principal, cipher: PersonalDataCipher, new:
                         source_institution_id=source.id, source_department_id=principal.department_id,
                         target_institution_id=target.id, target_department_id=department.id,
                         clinical=new.clinical.model_dump(), contact_phone_enc=contact, patient_name=patient.name,
-                        previous_id=new.previous_id)
+                        previous_id=new.previous_id, consultation_id=consultation.id if consultation else None,
+                        reviewed_in_consultation=reviewed)
                 break
             except IntegrityError:
                 continue  # a short code collided; draw another
         else:
             raise Conflict("生成转诊编号失败，请重试", code="CODE_COLLISION")
+        actor = await _actor(principal, "doctor")
         created = await append_event(
-            referral, seq=1, action="create", from_status="", to_status=str(Status.DRAFT),
-            actor=await _actor(principal, "doctor"),
+            referral, seq=1, action="create", from_status="", to_status=str(Status.DRAFT), actor=actor,
             data={"target_institution": target.name, "target_department": department.name,
                   "direction": str(direction), "urgency": new.urgency,
-                  **({"previous": previous_code} if previous_code else {})})
+                  **({"previous": previous_code} if previous_code else {}),
+                  **({"consultation": consultation.code, "reviewed_in_consultation": reviewed}
+                     if consultation else {})})
+        if consultation is not None:
+            await referral_link.linked(consultation, referral, actor)
     if new.submit:
         # The row and its newest event are in hand (the doctor made them): submit chains onto them directly.
         referral.chain_head = chain_head(created)

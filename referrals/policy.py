@@ -41,7 +41,9 @@ def policy_view(policy: InstitutionPolicy) -> dict:
     return {"source_approval_up": policy.source_approval_up, "source_approval_down": policy.source_approval_down,
             "source_approval_lateral": policy.source_approval_lateral, "approver_roles": policy.approver_roles,
             "deadline_hours": policy.deadline_hours, "slip_grace_hours": policy.slip_grace_hours,
-            "early_arrival_days": policy.early_arrival_days, "what_to_bring": bring_of(policy)}
+            "early_arrival_days": policy.early_arrival_days, "what_to_bring": bring_of(policy),
+            "consult_accept_hours": policy.consult_accept_hours,
+            "consult_opinion_is_review": policy.consult_opinion_is_review}
 
 
 async def update_policy(institution_id: int, changes: dict) -> InstitutionPolicy:

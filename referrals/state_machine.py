@@ -112,7 +112,9 @@ TABLE: tuple[Transition, ...] = (
 
 
 class TransitionNotAllowed(Exception):
-    def __init__(self, state: Status, action: Action) -> None:
+    """No row of a state table (a referral's, a consultation's) permits `action` in `state`."""
+
+    def __init__(self, state: StrEnum, action: StrEnum) -> None:
         self.state, self.action = state, action
         super().__init__(f"{action} not allowed in {state}")
 

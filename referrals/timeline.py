@@ -1,4 +1,6 @@
-"""The referral timeline: append-only events, each carrying the SHA-256 of the one before."""
+"""Hash-chained timelines: append-only events, each carrying the SHA-256 of the one before. A referral's, and
+any other aggregate's registered with `register` (a consultation's): the owner has `version` (its number of
+events) and `chain_head`, its events the columns of models.base.TimelineEvent and a foreign key to it."""
 
 from __future__ import annotations
 
@@ -7,9 +9,42 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from models import Referral, ReferralEvent
+from tortoise.models import Model
+
+from models import Consultation, ConsultationEvent, Referral, ReferralEvent
+from models.base import TimelineEvent
 
 GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Chain:
+    """How one kind of owner keeps its timeline: its model, its event model and the name of the owner in both
+    the event's foreign key and the hashed body."""
+
+    owner: type[Model]
+    event: type[TimelineEvent]
+    name: str
+
+    def owner_id(self, event: TimelineEvent) -> int:
+        return getattr(event, f"{self.name}_id")
+
+
+CHAINS: dict[type[Model], Chain] = {}
+
+
+def register(owner: type[Model], event: type[TimelineEvent], name: str) -> Chain:
+    chain = Chain(owner, event, name)
+    CHAINS[owner] = CHAINS[event] = chain
+    return chain
+
+
+register(Referral, ReferralEvent, "referral")
+register(Consultation, ConsultationEvent, "consultation")
+
+
+def chain_of(model: Model | type[Model]) -> Chain:
+    return CHAINS[model if isinstance(model, type) else type(model)]
 
 
 def _canonical_time(at: datetime) -> str:
@@ -18,9 +53,11 @@ def _canonical_time(at: datetime) -> str:
 
 def event_hash(prev_hash: str, *, referral_id: int, seq: int, at: datetime, action: str, from_status: str,
                to_status: str, actor_staff_id: int | None, actor_name: str, actor_role: str,
-               actor_institution_id: int | None, actor_institution_name: str, comment: str, data: dict) -> str:
+               actor_institution_id: int | None, actor_institution_name: str, comment: str, data: dict,
+               owner: str = "referral") -> str:
+    """`referral_id` is the owner's id, hashed under the owner's name (`owner`)."""
     # The names are covered too: they are what both sides read on the timeline.
-    body = json.dumps({"referral": referral_id, "seq": seq, "at": _canonical_time(at), "action": action,
+    body = json.dumps({owner: referral_id, "seq": seq, "at": _canonical_time(at), "action": action,
                        "from": from_status, "to": to_status, "actor": actor_staff_id, "actor_name": actor_name,
                        "role": actor_role, "institution": actor_institution_id,
                        "institution_name": actor_institution_name, "comment": comment, "data": data},
@@ -40,46 +77,51 @@ class Actor:
 SYSTEM_ACTOR = Actor(None, "系统", "system", None, "双向转诊云平台")
 
 
-async def head_hash(referral: Referral) -> str:
-    """The hash the referral's next event chains to: its newest event's. Taken from `chain_head` when that was
+async def head_hash(referral: Model) -> str:
+    """The hash the owner's next event chains to: its newest event's. Taken from `chain_head` when that was
     written with the current version, else read from the timeline."""
-    seq, _, digest = (referral.chain_head or "").partition(":")
-    if digest and seq == str(referral.version):
+    seq, _, digest = (referral.chain_head or "").partition(":")  # type: ignore[attr-defined]
+    if digest and seq == str(referral.version):  # type: ignore[attr-defined]
         return digest
-    newest = await ReferralEvent.filter(referral_id=referral.id).order_by("-seq").first()
+    chain = chain_of(referral)
+    newest = await chain.event.filter(**{f"{chain.name}_id": referral.pk}).order_by("-seq").first()
     return newest.hash if newest else GENESIS
 
 
-def chain_head(event: ReferralEvent) -> str:
+def chain_head(event: TimelineEvent) -> str:
     """What `Referral.chain_head` holds once `event` is the newest."""
     return f"{event.seq}:{event.hash}"
 
 
-async def new_event(referral: Referral, *, seq: int, action: str, from_status: str, to_status: str,
-                    actor: Actor, comment: str = "", data: dict | None = None) -> ReferralEvent:
-    """Event `seq` (the referral's new version), hashed onto the chain and not saved yet: the caller writes
-    `chain_head(event)` with the version and saves the event, in the transaction that changed the referral."""
+async def new_event(referral: Model, *, seq: int, action: str, from_status: str, to_status: str,
+                    actor: Actor, comment: str = "", data: dict | None = None) -> TimelineEvent:
+    """Event `seq` (the owner's new version), hashed onto the chain and not saved yet: the caller writes
+    `chain_head(event)` with the version and saves the event, in the transaction that changed the owner."""
     data = data or {}
+    chain = chain_of(referral)
     prev_hash = GENESIS if seq == 1 else await head_hash(referral)
     # Microsecond precision survives every backend, so the stored time re-hashes identically.
     at = datetime.now(UTC)
-    digest = event_hash(prev_hash, referral_id=referral.id, seq=seq, at=at, action=action,
+    digest = event_hash(prev_hash, referral_id=referral.pk, seq=seq, at=at, action=action,
                         from_status=from_status, to_status=to_status, actor_staff_id=actor.staff_id,
                         actor_name=actor.name, actor_role=actor.role, actor_institution_id=actor.institution_id,
-                        actor_institution_name=actor.institution_name, comment=comment, data=data)
-    return ReferralEvent(
-        referral_id=referral.id, seq=seq, at=at, action=action, from_status=from_status, to_status=to_status,
+                        actor_institution_name=actor.institution_name, comment=comment, data=data,
+                        owner=chain.name)
+    return chain.event(
+        **{f"{chain.name}_id": referral.pk}, seq=seq, at=at, action=action, from_status=from_status,
+        to_status=to_status,
         actor_staff_id=actor.staff_id, actor_name=actor.name, actor_role=actor.role,
         actor_institution_id=actor.institution_id, actor_institution_name=actor.institution_name,
         comment=comment, data=data, prev_hash=prev_hash, hash=digest)
 
 
-async def record_step(referral: Referral, event: ReferralEvent, changes: dict) -> bool:
-    """Move the referral to `event`: its version becomes `event.seq` together with `changes` and the chain head,
-    only if nobody moved it since it was read (a conditional UPDATE, so of two concurrent writers exactly one
-    wins). On success the event is saved and `referral` holds the row as written; False when another won."""
+async def record_step(referral: Model, event: TimelineEvent, changes: dict) -> bool:
+    """Move the owner (a referral, a consultation) to `event`: its version becomes `event.seq` together with
+    `changes` and the chain head, only if nobody moved it since it was read (a conditional UPDATE, so of two
+    concurrent writers exactly one wins). On success the event is saved and the owner holds the row as written;
+    False when another won."""
     written = {"version": event.seq, "chain_head": chain_head(event), **changes}
-    if not await Referral.filter(id=referral.id, version=event.seq - 1).update(**written):
+    if not await type(referral).filter(id=referral.pk, version=event.seq - 1).update(**written):
         return False
     await event.save()
     for field, value in written.items():  # the row as just written, without reading it back
@@ -87,8 +129,8 @@ async def record_step(referral: Referral, event: ReferralEvent, changes: dict) -
     return True
 
 
-async def append_event(referral: Referral, *, seq: int, action: str, from_status: str, to_status: str,
-                       actor: Actor, comment: str = "", data: dict | None = None) -> ReferralEvent:
+async def append_event(referral: Model, *, seq: int, action: str, from_status: str, to_status: str,
+                       actor: Actor, comment: str = "", data: dict | None = None) -> TimelineEvent:
     """Append event `seq` without moving `chain_head` (the next event then reads the head from the timeline):
     for a caller that has already written the version. Call inside the transaction that changed it."""
     event = await new_event(referral, seq=seq, action=action, from_status=from_status, to_status=to_status,
@@ -105,20 +147,22 @@ class ChainCheck:
     reason: str = ""
 
 
-def check_chain(events: list[ReferralEvent]) -> ChainCheck:
+def check_chain(events: list[TimelineEvent]) -> ChainCheck:
     """Recompute every hash in order: an edited, deleted or reordered event breaks the chain."""
     prev = GENESIS
+    chain = chain_of(type(events[0])) if events else None
     for expected_seq, event in enumerate(events, start=1):
         if event.seq != expected_seq:
             return ChainCheck(False, len(events), expected_seq, f"第 {expected_seq} 条记录缺失")
         if event.prev_hash != prev:
             return ChainCheck(False, len(events), event.seq, f"第 {event.seq} 条记录的前序哈希不符")
-        digest = event_hash(prev, referral_id=event.referral_id, seq=event.seq, at=event.at,  # type: ignore[attr-defined]
+        assert chain is not None
+        digest = event_hash(prev, referral_id=chain.owner_id(event), seq=event.seq, at=event.at,
                             action=event.action, from_status=event.from_status, to_status=event.to_status,
                             actor_staff_id=event.actor_staff_id, actor_name=event.actor_name,
                             actor_role=event.actor_role, actor_institution_id=event.actor_institution_id,
                             actor_institution_name=event.actor_institution_name, comment=event.comment,
-                            data=event.data)
+                            data=event.data, owner=chain.name)
         if digest != event.hash:
             return ChainCheck(False, len(events), event.seq, f"第 {event.seq} 条记录已被篡改")
         prev = event.hash
@@ -126,9 +170,15 @@ def check_chain(events: list[ReferralEvent]) -> ChainCheck:
 
 
 async def verify_referral(referral_id: int, version: int | None = None) -> ChainCheck:
-    events = await ReferralEvent.filter(referral_id=referral_id).order_by("seq")
+    return await verify(Referral, referral_id, version)
+
+
+async def verify(owner: type[Model], owner_id: int, version: int | None = None) -> ChainCheck:
+    """Check one owner's timeline; with its `version`, also that no event is missing at the end."""
+    chain = chain_of(owner)
+    events = await chain.event.filter(**{f"{chain.name}_id": owner_id}).order_by("seq")
     result = check_chain(events)
     if result.valid and version is not None and len(events) != version:
-        # The referral's version counts its events: a deleted tail shows here.
+        # The owner's version counts its events: a deleted tail shows here.
         return ChainCheck(False, len(events), len(events) + 1, f"第 {len(events) + 1} 条之后的记录缺失")
     return result

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from accounts.principal import Principal
 from directory import cache
-from models import Department, Institution, Patient, Referral, ReferralEvent, joined
+from models import Consultation, Department, Institution, Patient, Referral, ReferralEvent, joined
+from models.base import TimelineEvent
 from models.referrals import Urgency
 from referrals.access import effective_roles, sides_of
 from referrals.clinical import REJECTION_REASONS
@@ -70,14 +71,28 @@ OTHER_EVENT_NAMES = {"create": "创建转诊单", "his_admission": "HIS 已开�
 
 def event_view(event: ReferralEvent) -> dict:
     action = event.action
-    return {"seq": event.seq, "at": event.at, "action": action,
-            "action_name": (ACTION_NAMES[Action(action)] if action in Action.__members__.values()
-                            else OTHER_EVENT_NAMES.get(action, action)),
+    return timeline_event_view(event, ACTION_NAMES[Action(action)] if action in Action.__members__.values()
+                               else OTHER_EVENT_NAMES.get(action, action), STATUS_NAMES[Status(event.to_status)])
+
+
+def timeline_event_view(event: TimelineEvent, action_name: str, to_status_name: str) -> dict:
+    """One event of any hash-chained timeline (referral, consultation), with its names in Chinese."""
+    return {"seq": event.seq, "at": event.at, "action": event.action, "action_name": action_name,
             "from_status": event.from_status or None, "to_status": event.to_status,
-            "to_status_name": STATUS_NAMES[Status(event.to_status)],
+            "to_status_name": to_status_name,
             "actor": {"name": event.actor_name, "role": event.actor_role,
                       "institution": event.actor_institution_name},
             "comment": event.comment, "data": event.data, "hash": event.hash}
+
+
+async def linked_consultation(referral: Referral) -> dict | None:
+    """The consultation a referral was made from, as its detail shows it: the expert's opinion, and whether the
+    target's policy let that opinion stand for the clinical review (the approver then only books the bed)."""
+    if referral.consultation_id is None:  # type: ignore[attr-defined]
+        return None
+    consultation = await Consultation.get(id=referral.consultation_id)  # type: ignore[attr-defined]
+    return {"id": str(consultation.public_id), "code": consultation.code, "status": consultation.status,
+            "opinion": consultation.opinion or None, "counts_as_review": referral.reviewed_in_consultation}
 
 
 async def referral_view(referral: Referral, principal: Principal, cipher) -> dict:
@@ -111,6 +126,7 @@ async def referral_view(referral: Referral, principal: Principal, cipher) -> dic
         "his_sync": referral.his_sync,
         "admission_certificate_no": referral.admission_certificate_no or None,
         "previous_id": str((await Referral.get(id=referral.previous_id)).public_id) if referral.previous_id else None,  # type: ignore[attr-defined]
+        "consultation": await linked_consultation(referral),
         "allowed_actions": [str(a) for a in allowed_actions(referral.status, sides=sides, roles=roles,
                                                              needs_source_approval=referral.needs_source_approval)],
         "timeline": [event_view(e) for e in events],

@@ -20,7 +20,8 @@ DEMO_TIMEOUT = 120
 
 pytestmark = pytest.mark.slow
 
-STEPS = ["东关社区医生登录小程序", "医生扫描患者就诊卡", "上转至苏北人民医院", "东关社区审批人员收到提醒，审批通过",
+STEPS = ["东关社区医生登录小程序", "医生扫描患者就诊卡", "发起云会诊", "专家接诊，在会诊群中讨论，出具会诊意见",
+         "据会诊意见一键发起转诊，上转至苏北人民医院", "东关社区审批人员收到提醒，审批通过",
          "苏北医院审批人员查看预留床位，接收并预约入院", "扫码办理入院"]
 
 
@@ -50,6 +51,8 @@ async def test_demo_walks_the_paper_flow_against_the_running_platform(tmp_path):
         for n, title in enumerate(STEPS, start=1):
             assert re.search(rf"【第 {n} 步】.*{title}", out), (title, out)
         assert "病历号" in out and "预填诊断：I" in out
+        # The consultation before the referral: accepted, discussed, concluded, and the referral made from it.
+        assert "会诊意见：建议上转（心血管内科）" in out and "病情和附件取自会诊 HZ" in out
         assert "当前状态“待转出机构审批”" in out and "当前状态“待接收机构审批”" in out
         assert "当前状态“已预约入院”" in out
         assert "尚有预留床位 5 张" in out  # the seed published reserved beds: the first approval finds one

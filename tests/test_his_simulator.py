@@ -66,7 +66,8 @@ async def test_metadata_is_a_valid_capability_statement(sim):
     assert resp.status == 200 and resp.content_type == FHIR
     statement = CapabilityStatement.model_validate(await resp.json())
     types = {r.type for r in statement.rest[0].resource}
-    assert types == {"Patient", "Encounter", "Condition", "ServiceRequest", "MedicationRequest", "DiagnosticReport"}
+    assert types == {"Patient", "Encounter", "Condition", "ServiceRequest", "MedicationRequest", "DiagnosticReport",
+                     "Observation"}
     assert statement.fhirVersion == "4.0.1"
 
 
@@ -93,7 +94,7 @@ async def test_search_by_identifier_and_read_by_id(sim, state):
 async def test_unsupported_searches_and_types_are_refused_with_an_operation_outcome(sim):
     resp = await sim.get("/his-sim/SUBEI/fhir/Patient", params={"name": "张"})
     assert resp.status == 400 and (await resp.json())["issue"][0]["code"] == "not-supported"
-    resp = await sim.get("/his-sim/SUBEI/fhir/Observation")
+    resp = await sim.get("/his-sim/SUBEI/fhir/Medication")
     assert resp.status == 404 and (await resp.json())["resourceType"] == "OperationOutcome"
 
 

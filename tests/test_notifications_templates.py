@@ -98,7 +98,7 @@ def test_template_ids_come_from_settings_and_map_back(tmp_path):
     assert template_by_id(settings, "TMPL_prog_123") is PROGRESS
     assert template_by_id(settings, "rc-referral-approval") is APPROVAL
     assert template_by_id(settings, "rc-referral-progress") is None
-    assert {t.key for t in TEMPLATES.values()} == {"approval", "progress", "admission"}
+    assert {t.key for t in TEMPLATES.values()} == {"approval", "progress", "admission", "chat"}
     assert ADMISSION.keywords["date4"] == "date"
 
 

@@ -42,7 +42,7 @@ async def test_templates_suggested_by_who_asks(client):
     staff = await login_demo(client, "SUBEI", "approver")
     body = await (await client.get("/api/v1/subscriptions", headers=bearer(staff))).json()
     assert {t["template_id"]: t["suggested"] for t in body["templates"]} == {
-        APPROVAL: True, PROGRESS: True, ADMISSION: False}
+        APPROVAL: True, PROGRESS: True, ADMISSION: False, "rc-chat-unread": False}
     assert all(t["title"] and t["purpose"] and t["long_term"] is False for t in body["templates"])
     assert body["items"] == []
     patient = await bind_patient(client, "o_sub_patient", "冯小刚", valid_id(51))

@@ -23,6 +23,17 @@ from wechat.token import SharedToken, fingerprint
 log = logging.getLogger("referral_cloud.wechat")
 
 MiniprogramState = Literal["developer", "trial", "formal"]
+# msg_sec_check v2 scenes: 1 profile, 2 comment, 3 forum, 4 social log (what chat text is).
+SCENE_SOCIAL = 4
+
+
+@dataclass(frozen=True)
+class SecCheck:
+    """msg_sec_check's overall verdict: `suggest` is pass, review or risky; `label` 100 is normal."""
+
+    suggest: str
+    label: int
+    trace_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,31 +161,47 @@ class WeChatClient:
             body["line_color"] = dict(line_color)
         return await self._call("POST", "/wxa/getwxacodeunlimit", body, image=True)
 
+    async def msg_sec_check(self, openid: str, content: str, *, scene: int = SCENE_SOCIAL,
+                            timeout: float | None = None) -> SecCheck:
+        """security.msgSecCheck v2: WeChat's verdict on text a user shows to others. `openid` is the author's (who
+        must have opened the mini-program within two hours); `timeout` may be shorter than the client's."""
+        body = {"content": content, "version": 2, "scene": scene, "openid": openid}
+        reply = await self._call("POST", "/wxa/msg_sec_check", body, timeout=timeout)
+        result = reply.get("result") if isinstance(reply.get("result"), dict) else {}
+        suggest = result.get("suggest")
+        if suggest not in ("pass", "review", "risky"):
+            raise WeChatUnavailable("msg_sec_check 响应缺少 result.suggest", endpoint="/wxa/msg_sec_check")
+        return SecCheck(suggest=suggest, label=int(result.get("label") or 0), trace_id=str(reply.get("trace_id", "")))
+
     # -- plumbing --------------------------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, body: dict[str, Any], *, image: bool = False) -> Any:
+    async def _call(self, method: str, path: str, body: dict[str, Any], *, image: bool = False,
+                    timeout: float | None = None) -> Any:
         """An access-token call; when WeChat rejects the token, fetch a new one and retry exactly once."""
         token = await self.access_token()
         try:
-            return await self._request(method, path, params={"access_token": token}, json_body=body, image=image)
+            return await self._request(method, path, params={"access_token": token}, json_body=body, image=image,
+                                       timeout=timeout)
         except WeChatError as exc:
             if exc.errcode not in TOKEN_ERRCODES:
                 raise
             log.info("WeChat rejected access token %s on %s (errcode %s); refreshing once",
                      fingerprint(token), path, exc.errcode)
         token = (await self._token.refresh(rejected=token)).token
-        return await self._request(method, path, params={"access_token": token}, json_body=body, image=image)
+        return await self._request(method, path, params={"access_token": token}, json_body=body, image=image,
+                                   timeout=timeout)
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                       json_body: Any = None, image: bool = False) -> Any:
+                       json_body: Any = None, image: bool = False, timeout: float | None = None) -> Any:
         started = time.perf_counter()
+        limit = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._session.request(method, self.base_url + path, params=params, json=json_body,
-                                             timeout=self._timeout) as resp:
+                                             timeout=limit) as resp:
                 status, content_type, raw = resp.status, resp.content_type, await resp.read()
         except TimeoutError:
             log.warning("WeChat %s timed out after %.1fs", path, time.perf_counter() - started)
-            raise WeChatTimeout(f"调用超时（{self._timeout.total} 秒）", endpoint=path) from None
+            raise WeChatTimeout(f"调用超时（{limit.total} 秒）", endpoint=path) from None
         except aiohttp.ClientError as exc:
             log.warning("WeChat %s unreachable: %s", path, type(exc).__name__)
             raise WeChatUnavailable(f"无法连接微信服务器（{type(exc).__name__}）", endpoint=path) from None

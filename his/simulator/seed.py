@@ -179,3 +179,21 @@ def encounter_start(now: datetime, index: int) -> datetime:
     """Open encounters started a few hours to a few days before the store was created."""
     hours = 3 + (index * 7) % 60
     return (now - timedelta(hours=hours)).astimezone(UTC).replace(microsecond=0)
+
+
+# (LOINC code, 中文名称, UCUM unit, low, high, decimals) of the vital signs every inpatient has.
+VITAL_SIGNS = [
+    ("8310-5", "体温", "Cel", 36.2, 38.6, 1), ("8867-4", "心率", "/min", 62, 108, 0),
+    ("9279-1", "呼吸频率", "/min", 14, 24, 0), ("8480-6", "收缩压", "mm[Hg]", 105, 168, 0),
+    ("8462-4", "舒张压", "mm[Hg]", 62, 98, 0), ("59408-5", "血氧饱和度", "%", 90, 99, 0),
+]
+
+
+def vital_signs(code: str, index: int, measurement: int) -> list[tuple[str, str, str, float]]:
+    """Patient `index`'s vital signs at measurement 1, 2, ...: (code, name, unit, value), the same every run."""
+    rng = random.Random(f"vitals:{code}:{index}:{measurement}")
+    rows = []
+    for loinc, name, unit, low, high, decimals in VITAL_SIGNS:
+        value = round(rng.uniform(low, high), decimals)
+        rows.append((loinc, name, unit, value if decimals else int(value)))
+    return rows

@@ -17,7 +17,8 @@ from his import profile
 from his.simulator import seed
 from standin_state import DurableState
 
-RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "ServiceRequest", "MedicationRequest", "DiagnosticReport")
+RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "ServiceRequest", "MedicationRequest", "DiagnosticReport",
+                  "Observation")
 CHINA = timezone(timedelta(hours=8))
 
 
@@ -91,8 +92,13 @@ SEARCH_PARAMETERS: dict[str, dict[str, tuple[str, Callable[[dict], Any]]]] = {
                          "status": (TOKEN, _code(lambda r: r.get("status"))),
                          "category": (TOKEN, _categories),
                          "issued": (DATE, lambda r: r.get("issued"))},
+    "Observation": {"identifier": (TOKEN, _identifiers), "patient": (REFERENCE, _reference("subject")),
+                    "subject": (REFERENCE, _reference("subject")), "category": (TOKEN, _categories),
+                    "code": (TOKEN, _code(lambda r: r.get("code"))),
+                    "date": (DATE, lambda r: r.get("effectiveDateTime"))},
 }
-SORTABLE = {"DiagnosticReport": {"issued": "issued"}, "Encounter": {"date": "period.start"}}
+SORTABLE = {"DiagnosticReport": {"issued": "issued"}, "Encounter": {"date": "period.start"},
+            "Observation": {"date": "effectiveDateTime"}}
 RESULT_PARAMETERS = {"_count", "_sort", "_format"}
 
 
@@ -462,6 +468,7 @@ class HisStore:
                     "recordedDate": iso(start),
                     "note": [{"text": "主要诊断" if rank == 1 else "其他诊断"}],
                 })
+            self._seed_vital_signs(subject, encounter, start, index)
             for offset, (category, code, name, conclusion) in enumerate(scenario.results, start=1):
                 issued = start + timedelta(hours=offset)
                 self._store("DiagnosticReport", {
@@ -475,6 +482,24 @@ class HisStore:
                     "effectiveDateTime": iso(issued - timedelta(minutes=40)),
                     "issued": iso(issued),
                     "conclusion": conclusion,
+                })
+
+    def _seed_vital_signs(self, subject: dict, encounter: dict, start: datetime, index: int) -> None:
+        """Vital signs on admission and at the latest ward round (the round shows the newest of each)."""
+        for rounds, taken in enumerate((start + timedelta(minutes=20), start + timedelta(hours=2)), start=1):
+            for code, name, unit, value in seed.vital_signs(self.code, index, rounds):
+                self._store("Observation", {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "category": [{"coding": [{"system": profile.OBSERVATION_CATEGORY_SYSTEM, "code": "vital-signs",
+                                              "display": "Vital Signs"}]}],
+                    "code": {"coding": [{"system": profile.LOINC_SYSTEM, "code": code, "display": name}],
+                             "text": name},
+                    "subject": subject,
+                    "encounter": {"reference": f"Encounter/{encounter['id']}"},
+                    "effectiveDateTime": iso(taken),
+                    "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org",
+                                      "code": unit},
                 })
 
     def demo_listing(self) -> list[dict[str, Any]]:

@@ -119,6 +119,11 @@ async def user_phone_number(request: web.Request, state: SandboxState) -> dict[s
     return {"errcode": 0, "errmsg": "ok", "phone_info": state.phone_number(body.get("code"))}
 
 
+@_wechat_endpoint("/wxa/msg_sec_check")
+async def msg_sec_check(request: web.Request, state: SandboxState) -> dict[str, Any]:
+    return state.msg_sec_check(await _json_body(request))
+
+
 def render_wxacode(scene: str, page: str, width: int) -> bytes:
     """A real, scannable PNG of `page?scene=scene` (a QR code stands in for WeChat's round code)."""
     image = qrcode.make(f"{page}?scene={scene}", border=2).get_image().convert("L")
@@ -182,6 +187,17 @@ def phone_code(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @_sandbox_endpoint
+def join_voip(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    """Stands in for wx.joinVoIPChat: checks the room's signature for this user and lets them in."""
+    time_stamp = body.get("timeStamp")
+    if not isinstance(time_stamp, int) or isinstance(time_stamp, bool):
+        raise ValueError("timeStamp 应为整数")
+    members = state.join_voip(_text(body, "openid"), _text(body, "groupId"), _text(body, "nonceStr"), time_stamp,
+                              _text(body, "signature"))
+    return {"errCode": 0, "errMsg": "joinVoIPChat:ok", "openIdList": members}
+
+
+@_sandbox_endpoint
 def add_template(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     fields = body.get("fields")
     if not isinstance(fields, (dict, list)):
@@ -242,6 +258,13 @@ def add_fault(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @_sandbox_endpoint
+def add_risky_word(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    """Make msg_sec_check call every text containing `word` risky (until /sandbox/reset)."""
+    state.add_risky_word(_text(body, "word"))
+    return {"risky_words": sorted(state.risky_words)}
+
+
+@_sandbox_endpoint
 def rotate_token(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     state.rotate_token()
     return {"rotated": True}
@@ -281,12 +304,16 @@ def create_sandbox_app(state: SandboxState) -> web.Application:
         web.post("/wxa/business/getuserphonenumber", user_phone_number),
         web.post("/sandbox/login-code", login_code),
         web.post("/sandbox/phone-code", phone_code),
+        web.post("/wxa/msg_sec_check", msg_sec_check),
+        web.post("/sandbox/login-code", login_code),
+        web.post("/sandbox/voip/join", join_voip),
         web.get("/sandbox/templates", list_templates),
         web.post("/sandbox/templates", add_template),
         web.get("/sandbox/subscriptions", list_subscriptions),
         web.post("/sandbox/subscriptions", grant_subscription),
         web.get("/sandbox/messages", list_messages),
         web.post("/sandbox/faults", add_fault),
+        web.post("/sandbox/risky-words", add_risky_word),
         web.post("/sandbox/rotate-token", rotate_token),
         web.post("/sandbox/clock", advance_clock),
         web.get("/sandbox/stats", stats),

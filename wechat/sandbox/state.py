@@ -6,6 +6,8 @@ real openid exists only once the user has opened the mini-program; anything else
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -36,7 +38,12 @@ WECHAT_PATHS = (
     "/cgi-bin/message/custom/send",
     "/wxa/getwxacodeunlimit",
     "/wxa/business/getuserphonenumber",
+    "/wxa/msg_sec_check",
 )
+# Text containing one of these is "risky" for msg_sec_check; tests and demos add more (POST /sandbox/risky-words).
+DEFAULT_RISKY_WORDS = ("违规测试",)
+SEC_CHECK_MAX_CHARS = 2500
+RISKY_LABEL = 21000  # WeChat's "other" category; 100 is normal
 
 # WeChat's own errmsg texts for the codes a fault is usually injected with.
 ERRMSG = {
@@ -71,6 +78,9 @@ BUILTIN_TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "sandbox-admission-notice": ("入院通知", {
         "name1": "name", "thing2": "thing", "thing3": "thing", "date4": "date", "thing5": "thing"}),
 }
+
+
+VOIP_MAX_AGE = 300  # seconds a VoIP signature's timeStamp may differ from the sandbox's clock
 
 
 class ApiError(Exception):
@@ -237,6 +247,7 @@ class SandboxState:
         self._credits: dict[tuple[str, str], Credit] = {}
         self._messages: list[dict[str, Any]] = []
         self._faults: dict[str, deque[Fault]] = {}
+        self.risky_words: set[str] = set(DEFAULT_RISKY_WORDS)
         self.calls: dict[str, int] = {}
         self.token_requests = 0
         self.tokens_issued = 0
@@ -244,6 +255,10 @@ class SandboxState:
         self.sessions = 0
         self.wxacodes_issued = 0
         self.phone_numbers_read = 0
+        self.session_keys: dict[str, str] = {}  # openid -> session_key of its newest login
+        self._voip_nonces: set[tuple[str, str]] = set()
+        self.voip_rooms: dict[str, list[str]] = {}  # groupId -> openids who joined
+        self.sec_checks = 0
         self._save_all()
 
     # -- clock ---------------------------------------------------------------------------------------------
@@ -341,6 +356,7 @@ class SandboxState:
             raise ApiError(40029, "invalid code, code expired")
         login.used = True
         self.sessions += 1
+        self.session_keys[login.openid] = login.session_key
         if self._durable is not None:
             with self._durable.batch():
                 self._durable.put(SCOPE, "code", code, asdict(login))
@@ -371,6 +387,30 @@ class SandboxState:
         full = issued.phone if issued.country_code == "86" else f"+{issued.country_code}{issued.phone}"
         return {"phoneNumber": full, "purePhoneNumber": issued.phone, "countryCode": issued.country_code,
                 "watermark": {"timestamp": int(self.now()), "appid": self.appid}}
+
+    # -- multi-person VoIP -----------------------------------------------------------------------------------
+
+    def join_voip(self, openid: str, group_id: str, nonce_str: str, time_stamp: int, signature: str) -> list[str]:
+        """What wx.joinVoIPChat checks: the signature, made with the user's current session_key (a newer login
+        makes older signatures invalid), fresh (within VOIP_MAX_AGE seconds) and not replayed (nonceStr once per
+        user). Returns who is in the room."""
+        session_key = self.session_keys.get(openid)
+        if session_key is None:
+            raise ValueError("该用户尚未登录（无 session_key）")
+        # Computed here, not with wechat.voip: the sandbox stands in for WeChat and must not share our signer.
+        message = "".join(sorted([self.appid, group_id, nonce_str, str(time_stamp)]))
+        expected = hmac.new(session_key.encode(), message.encode(), hashlib.sha256).hexdigest()
+        if not secrets.compare_digest(expected, signature):
+            raise ValueError("签名校验失败")
+        if abs(self.now() - time_stamp) > VOIP_MAX_AGE:
+            raise ValueError("签名已过期")
+        if (openid, nonce_str) in self._voip_nonces:
+            raise ValueError("签名已被使用")
+        self._voip_nonces.add((openid, nonce_str))
+        members = self.voip_rooms.setdefault(group_id, [])
+        if openid not in members:
+            members.append(openid)
+        return list(members)
 
     # -- templates and credits ---------------------------------------------------------------------------------
 
@@ -482,6 +522,29 @@ class SandboxState:
                 raise ApiError(47001, f"data format error: {msgtype}.{name} missing")
         self._record("customer_service", touser, msgtype=msgtype, payload=payload)
 
+    def msg_sec_check(self, body: dict[str, Any]) -> dict[str, Any]:
+        """security.msgSecCheck v2: only version 2 with an openid the sandbox knows; text containing a risky word
+        is "risky", anything else "pass"."""
+        if body.get("version") != 2:
+            raise ApiError(47003, "argument invalid! version")
+        if body.get("scene") not in (1, 2, 3, 4):
+            raise ApiError(47003, "argument invalid! scene")
+        self._check_openid(body.get("openid"))
+        content = body.get("content")
+        if not isinstance(content, str) or not content:
+            raise ApiError(47001, "data format error")
+        if len(content) > SEC_CHECK_MAX_CHARS:
+            raise ApiError(47003, "argument invalid! content too long")
+        self.sec_checks += 1
+        hit = next((word for word in sorted(self.risky_words) if word in content), None)
+        verdict = {"suggest": "risky", "label": RISKY_LABEL} if hit else {"suggest": "pass", "label": 100}
+        detail = {"strategy": "keyword", "errcode": 0, **verdict, **({"keyword": hit, "level": 90} if hit else {})}
+        return {"errcode": 0, "errmsg": "ok", "trace_id": secrets.token_hex(12), "result": verdict,
+                "detail": [detail]}
+
+    def add_risky_word(self, word: str) -> None:
+        self.risky_words.add(word)
+
     def check_wxacode(self, body: dict[str, Any]) -> tuple[str, str, int]:
         """wxacode.getUnlimited arguments -> (scene, page, width), or the error WeChat gives."""
         scene = body.get("scene")
@@ -547,6 +610,7 @@ class SandboxState:
             "messages": len(self._messages),
             "wxacodes_issued": self.wxacodes_issued,
             "phone_numbers_read": self.phone_numbers_read,
+            "sec_checks": self.sec_checks,
             "calls": dict(self.calls),
             "pending_faults": {path: sum(f.remaining for f in q) for path, q in self._faults.items() if q},
             "now": datetime.fromtimestamp(self.now(), UTC).isoformat(),

@@ -1,0 +1,277 @@
+"""Messages of a conversation: stored before they are delivered, numbered without gaps, deduplicated by the
+sender's client_msg_id; history pages, read marks and unread counts.
+
+The number: one conditional `UPDATE conversation SET last_seq = last_seq + 1 ... RETURNING` and the INSERT of
+the message in one transaction. The UPDATE holds the conversation's row lock until the commit, so two senders
+take consecutive numbers and commit in that order; a failed INSERT rolls the number back with it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tortoise import connections
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from chat.access import Membership
+from chat.content_check import check_before_delivery
+from directory import cache
+from errors import InvalidInput, NotFound
+from models import ChatAttachment, ChatMessage, CheckState, Conversation, ConversationParticipant, MessageType
+from outbox.jobs import NewJob, enqueue_all
+from wechat.client import WeChatClient
+
+RECHECK_KIND = "chat.recheck"
+NOTIFY_KIND = "chat.notify"
+MAX_PAGE = 200
+WITHDRAWN_BODY = {"withdrawn": True, "text": "该消息因内容审核未通过已被撤回"}
+
+
+def sql(text: str) -> str:
+    """`$n` placeholders as the default connection's dialect writes them (SQLite: `?`, in order)."""
+    if connections.get("default").capabilities.dialect == "postgres":
+        return text
+    return re.sub(r"\$\d+", "?", text)
+
+
+NEXT_SEQ = "UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 RETURNING last_seq"
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A validated message to send: `text` for text, `attachment_id` for image/file, `card` for a case card."""
+
+    type: str
+    client_msg_id: str
+    text: str = ""
+    attachment_id: Any = None
+    card: dict = field(default_factory=dict)
+
+    def checked_text(self) -> str:
+        """What the content check reads: every text the others will see."""
+        if self.type == MessageType.TEXT:
+            return self.text
+        if self.type == MessageType.CASE_CARD:
+            return "\n".join(str(v) for v in self.card.values() if isinstance(v, str) and v.strip())
+        return ""
+
+
+@dataclass(frozen=True)
+class Sent:
+    message: ChatMessage
+    view: dict
+    duplicate: bool  # a retried send: the first message, not a new one
+
+
+@dataclass
+class NotifyMemo:
+    """Conversations this process already queued the quiet-period notification of (conversation id -> period)."""
+
+    periods: dict[int, int] = field(default_factory=dict)
+
+
+async def _body_for(draft: Draft, membership: Membership, sender_id: int) -> dict:
+    if draft.type == MessageType.TEXT:
+        return {"text": draft.text}
+    if draft.type == MessageType.CASE_CARD:
+        return dict(draft.card)
+    attachment = await ChatAttachment.get_or_none(public_id=draft.attachment_id,
+                                                  conversation_id=membership.conversation.id)
+    if attachment is None:
+        raise NotFound("未找到该附件，请先上传到本会话", code="ATTACHMENT_NOT_FOUND")
+    if draft.type == MessageType.IMAGE and not attachment.content_type.startswith("image/"):
+        raise InvalidInput("图片消息只能发送 JPG 或 PNG 图片", code="NOT_AN_IMAGE")
+    return attachment_body(attachment, membership.conversation)
+
+
+def attachment_body(attachment: ChatAttachment, conversation: Conversation) -> dict:
+    return {"attachment_id": str(attachment.public_id), "filename": attachment.filename,
+            "content_type": attachment.content_type, "size": attachment.size,
+            "url": f"/api/v1/conversations/{conversation.public_id}/attachments/{attachment.public_id}"}
+
+
+async def send(membership: Membership, sender_id: int, draft: Draft, *, wechat: WeChatClient, openid: str,
+               check_timeout: float, quiet: float, memo: NotifyMemo) -> Sent:
+    """Store one message (or find the first one this client_msg_id stored) and return it with its view."""
+    conversation = membership.conversation
+    body = await _body_for(draft, membership, sender_id)
+    text = draft.checked_text()
+    state = await check_before_delivery(wechat, openid, text, check_timeout) if text else CheckState.PASSED
+    now = datetime.now(UTC)
+    period = int(time.time() // quiet)
+    jobs = []
+    if memo.periods.get(conversation.id) != period:
+        # Participants who are not connected hear of the period's messages once, after it ends.
+        jobs.append(NewJob(NOTIFY_KIND, {"conversation_id": conversation.id, "period": period},
+                           f"chat:notify:{conversation.id}:{period}",
+                           run_at=datetime.fromtimestamp((period + 1) * quiet, UTC)))
+    message = ChatMessage(conversation_id=conversation.id, sender_id=sender_id, client_msg_id=draft.client_msg_id,
+                          type=draft.type, body=body, check_state=state, created_at=now)
+    try:
+        if jobs or state == CheckState.PENDING or not _is_postgres():
+            await _store_with_jobs(message, jobs)
+        else:
+            await _store_alone(message)
+    except IntegrityError:
+        # This client_msg_id was stored before (a retry, or two sockets racing): the first message is the answer.
+        earlier = await ChatMessage.get_or_none(conversation_id=conversation.id, sender_id=sender_id,
+                                                client_msg_id=draft.client_msg_id)
+        if earlier is None:
+            raise
+        return Sent(earlier, await view(earlier, conversation), duplicate=True)
+    memo.periods[conversation.id] = period
+    conversation.last_seq = message.seq
+    return Sent(message, await view(message, conversation), duplicate=False)
+
+
+def _is_postgres() -> bool:
+    return connections.get("default").capabilities.dialect == "postgres"
+
+
+# The number and the row in one statement (one round trip, its own transaction): the UPDATE's row lock orders
+# concurrent senders, and a failed INSERT (a duplicate client_msg_id) undoes the UPDATE with it.
+STORE = """
+WITH next AS (UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 RETURNING last_seq)
+INSERT INTO chat_message (conversation_id, seq, sender_id, client_msg_id, type, body, check_state, created_at)
+SELECT $2, next.last_seq, $3, $4, $5, $6::jsonb, $7, $1 FROM next
+RETURNING id, seq
+"""
+
+
+async def _store_alone(message: ChatMessage) -> None:
+    rows = await connections.get("default").execute_query_dict(STORE, [
+        message.created_at, message.conversation_id, message.sender_id,  # type: ignore[attr-defined]
+        message.client_msg_id, message.type, json.dumps(message.body, ensure_ascii=False), message.check_state])
+    if not rows:
+        raise NotFound("未找到该会话", code="CONVERSATION_NOT_FOUND")
+    message.id, message.seq = int(rows[0]["id"]), int(rows[0]["seq"])
+
+
+async def _store_with_jobs(message: ChatMessage, jobs: list[NewJob]) -> None:
+    """The number, the row and the jobs the message calls for (re-check, quiet-period notice) in one
+    transaction."""
+    async with in_transaction() as conn:
+        rows = await conn.execute_query_dict(sql(NEXT_SEQ), [message.created_at,
+                                                              message.conversation_id])  # type: ignore[attr-defined]
+        if not rows:
+            raise NotFound("未找到该会话", code="CONVERSATION_NOT_FOUND")
+        message.seq = int(rows[0]["last_seq"])
+        await message.save()
+        if message.check_state == CheckState.PENDING:
+            jobs = [*jobs, NewJob(RECHECK_KIND, {"message_id": message.id}, f"chat:recheck:{message.id}")]
+        await enqueue_all(jobs)
+
+
+async def sender_view(staff_id: int) -> dict:
+    staff = await cache.staff(staff_id)
+    institution = await cache.institution(staff.institution_id)  # type: ignore[attr-defined]
+    return {"id": str(staff.public_id), "name": staff.name, "title": staff.title, "institution": institution.name}
+
+
+async def view(message: ChatMessage, conversation: Conversation, senders: dict[int, dict] | None = None) -> dict:
+    sender_id = message.sender_id  # type: ignore[attr-defined]
+    sender = senders[sender_id] if senders and sender_id in senders else await sender_view(sender_id)
+    withdrawn = message.check_state == CheckState.BLOCKED
+    return {"conversation_id": str(conversation.public_id), "seq": message.seq, "type": message.type,
+            "body": WITHDRAWN_BODY if withdrawn else message.body, "sender": sender,
+            "client_msg_id": message.client_msg_id, "check_state": message.check_state,
+            "created_at": message.created_at.astimezone(UTC).isoformat()}
+
+
+async def views(messages: list[ChatMessage], conversation: Conversation) -> list[dict]:
+    senders = {sid: await sender_view(sid) for sid in {m.sender_id for m in messages}}  # type: ignore[attr-defined]
+    return [await view(m, conversation, senders) for m in messages]
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[ChatMessage]
+    more: bool
+
+
+async def page(conversation: Conversation, *, after_seq: int | None = None, before_seq: int | None = None,
+               limit: int = 50) -> Page:
+    """Messages after `after_seq` (oldest first), or before `before_seq`, or the newest ones; always in seq
+    order. `more` says whether another page lies in the same direction."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = ChatMessage.filter(conversation_id=conversation.id)
+    if after_seq is not None:
+        rows = await query.filter(seq__gt=after_seq).order_by("seq").limit(limit + 1)
+        return Page(rows[:limit], len(rows) > limit)
+    if before_seq is not None:
+        query = query.filter(seq__lt=before_seq)
+    rows = await query.order_by("-seq").limit(limit + 1)
+    return Page(list(reversed(rows[:limit])), len(rows) > limit)
+
+
+async def unread_count(participant: ConversationParticipant) -> int:
+    """Messages of the others after the participant's read mark (withdrawn ones do not count)."""
+    return await ChatMessage.filter(conversation_id=participant.conversation_id,  # type: ignore[attr-defined]
+                                    seq__gt=participant.last_read_seq).exclude(
+        sender_id=participant.staff_id).exclude(check_state=CheckState.BLOCKED).count()  # type: ignore[attr-defined]
+
+
+async def mark_read(membership: Membership, seq: int) -> int:
+    """Move the caller's read mark forward to `seq` (never past the newest message, never back); returns it."""
+    conversation, participant = membership.conversation, membership.participant
+    latest = await Conversation.filter(id=conversation.id).values_list("last_seq", flat=True)
+    target = min(seq, int(latest[0]) if latest else 0)
+    if target > participant.last_read_seq:
+        await ConversationParticipant.filter(id=participant.id, last_read_seq__lt=target).update(
+            last_read_seq=target)
+    participant.last_read_seq = max(participant.last_read_seq, target)
+    return participant.last_read_seq
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    conversation: Conversation
+    participant: ConversationParticipant
+    unread: int
+
+
+UNREAD_BY_CONVERSATION = """
+SELECT p.conversation_id AS conversation_id, COUNT(m.id) AS unread
+FROM conversation_participant p
+JOIN chat_message m ON m.conversation_id = p.conversation_id AND m.seq > p.last_read_seq
+     AND m.sender_id <> p.staff_id AND m.check_state <> 'blocked'
+WHERE p.staff_id = $1 AND p.left_at IS NULL AND p.conversation_id >= $2 AND p.conversation_id <= $3
+GROUP BY p.conversation_id
+"""
+
+
+async def conversations_of(staff_id: int, *, kind: str | None, before_id: int | None,
+                           limit: int) -> tuple[list[ConversationSummary], bool]:
+    """The staff member's conversations, newest first, with unread counts (one query for the counts)."""
+    query = ConversationParticipant.filter(staff_id=staff_id, left_at__isnull=True).select_related("conversation")
+    if kind:
+        query = query.filter(conversation__kind=kind)
+    if before_id is not None:
+        query = query.filter(conversation_id__lt=before_id)
+    rows = await query.order_by("-conversation_id").limit(limit + 1)
+    more, rows = len(rows) > limit, rows[:limit]
+    if not rows:
+        return [], False
+    ids = [row.conversation_id for row in rows]  # type: ignore[attr-defined]
+    counts = await connections.get("default").execute_query_dict(sql(UNREAD_BY_CONVERSATION),
+                                                                 [staff_id, min(ids), max(ids)])
+    unread = {int(r["conversation_id"]): int(r["unread"]) for r in counts}
+    return [ConversationSummary(row.conversation, row, unread.get(row.conversation_id, 0))  # type: ignore[attr-defined]
+            for row in rows], more
+
+
+async def withdraw(message_id: int) -> ChatMessage | None:
+    """Hide a message the re-check found risky; returns it when this call withdrew it."""
+    changed = await ChatMessage.filter(id=message_id, check_state=CheckState.PENDING).update(
+        check_state=CheckState.BLOCKED)
+    return await ChatMessage.get(id=message_id) if changed else None
+
+
+def period_window(period: int, quiet: float) -> tuple[datetime, datetime]:
+    start = datetime.fromtimestamp(period * quiet, UTC)
+    return start, start + timedelta(seconds=quiet)
