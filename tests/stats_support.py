@@ -7,14 +7,20 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 
-from models import CapacityDay, Department, Referral, SurveyForm, SurveyInvitation, SurveyResponse
+from models import CapacityDay, Department, Institution, Referral, SurveyForm, SurveyInvitation, SurveyResponse
 from stats.query import Filters
+from stats.satisfaction import period_label, satisfaction
+from stats.summary import summary
+from stats.table1 import table1
+from stats.waiting import waiting_times
 from timeutil import china_time
 
 FIELDS = ("id", "status", "direction", "source_institution_id", "target_institution_id", "source_department_id",
           "target_department_id", "submitted_at", "source_approved_at", "decided_at", "admitted_at",
           "rejection_code", "redirects", "decisions", "late_decisions")
 DAY = 86400
+GROUPINGS = [[], ["direction"], ["month"], ["quarter"], ["source_institution"], ["target_department"],
+             ["direction", "quarter"]]
 
 
 def seconds(start, end) -> int:
@@ -161,3 +167,46 @@ async def brute_satisfaction(filters: Filters, period: str) -> dict[tuple, dict]
             if score is not None:
                 group["scores"][item["key"]].append(score)
     return groups
+
+
+def _flat_summary(tables: dict) -> dict:
+    return {"status": {r["status"]: r["n"] for r in tables["by_status"].rows if r["n"]},
+            "reasons": {r["reason"]: r["n"] for r in tables["rejections"].rows if r["n"]},
+            "flow": {r["key"]: r["n"] for r in tables["flow"].rows},
+            "beds": {r["institution"]: [r["published"], r["booked"]] for r in tables["bed_use"].rows
+                     if r["institution"] != "合计"}}
+
+
+async def compare_everything(filters: Filters) -> None:
+    """Every figure the stats module gives for `filters` against the brute force (asserts)."""
+    for group_by in GROUPINGS:
+        figures = [{k: item[k] for k in ("key", "submitted", "total", "source_approval", "target_approval", "bed")}
+                   for item in await waiting_times(filters, group_by)]
+        assert figures == await brute_waiting(filters, group_by), (filters, group_by)
+    brute = await brute_summary(filters)
+    names = {i.id: i.name for i in await Institution.all()}
+    flat = _flat_summary(await summary(filters))
+    assert flat["status"] == brute["status"] and flat["reasons"] == brute["reasons"], filters
+    assert {k: v for k, v in brute["flow"].items() if k in flat["flow"]} == flat["flow"], filters
+    assert flat["beds"] == {names[i]: v for i, v in brute["beds"].items()}, filters
+    for row in await table1(filters):
+        expected = (await brute_waiting(Filters(filters.start, filters.end, row["direction"], filters.institution_id,
+                                                filters.department_id, filters.scope), []))
+        total = expected[0]["total"] if expected else {"n": 0, "mean_days": None}
+        if filters.direction in (None, row["direction"]):
+            assert row["platform"] == {"n": total["n"], "mean_days": total["mean_days"]}, (filters, row)
+    for period in ("all", "month", "quarter"):
+        groups = await brute_satisfaction(filters, period)
+        rows = await satisfaction(filters, period)
+        assert len(rows) == len(groups)
+        for row in rows:
+            [group] = [g for (respondent, _), g in groups.items() if respondent == row["respondent"]
+                       and period_label(period, _) == row["period"]]
+            assert (row["invitations"], row["answers"]) == (group["invitations"], group["answers"])
+            if group["answers"] < 5:
+                assert row["suppressed"] and row["satisfied_share"] is None and row["items"] == []
+                continue
+            assert row["satisfied_share"] == round(group["satisfied"] / group["answers"], 4)
+            assert row["response_rate"] == round(group["answers"] / group["invitations"], 4)
+            assert {i["key"]: i["mean"] for i in row["items"]} == {
+                k: round(sum(v) / len(v), 2) for k, v in group["scores"].items()}

@@ -16,68 +16,12 @@ from models import Institution, Referral
 from referrals.state_machine import Status
 from stats.history import generate
 from stats.query import Filters
-from stats.satisfaction import satisfaction
-from stats.summary import summary
-from stats.table1 import table1
-from stats.waiting import waiting_times
 from tests.referral_support import Desk, department, make_patient, patient_account
-from tests.stats_support import brute_satisfaction, brute_summary, brute_waiting
+from tests.stats_support import compare_everything
 
 ENDPOINTS = ["/api/v1/stats/waiting-times", "/api/v1/stats/summary", "/api/v1/stats/table1",
              "/api/v1/stats/satisfaction"]
 OFFICE = ("SUBEI", "consortium_admin")
-GROUPINGS = [[], ["direction"], ["month"], ["quarter"], ["source_institution"], ["target_department"],
-             ["direction", "quarter"]]
-
-
-def _flat_summary(tables: dict) -> dict:
-    return {"status": {r["status"]: r["n"] for r in tables["by_status"].rows if r["n"]},
-            "reasons": {r["reason"]: r["n"] for r in tables["rejections"].rows if r["n"]},
-            "flow": {r["key"]: r["n"] for r in tables["flow"].rows},
-            "beds": {r["institution"]: [r["published"], r["booked"]] for r in tables["bed_use"].rows
-                     if r["institution"] != "合计"}}
-
-
-async def _compare_everything(filters: Filters) -> None:
-    for group_by in GROUPINGS:
-        figures = [{k: item[k] for k in ("key", "submitted", "total", "source_approval", "target_approval", "bed")}
-                   for item in await waiting_times(filters, group_by)]
-        assert figures == await brute_waiting(filters, group_by), (filters, group_by)
-    brute = await brute_summary(filters)
-    names = {i.id: i.name for i in await Institution.all()}
-    flat = _flat_summary(await summary(filters))
-    assert flat["status"] == brute["status"] and flat["reasons"] == brute["reasons"], filters
-    assert {k: v for k, v in brute["flow"].items() if k in flat["flow"]} == flat["flow"], filters
-    assert flat["beds"] == {names[i]: v for i, v in brute["beds"].items()}, filters
-    for row in await table1(filters):
-        expected = (await brute_waiting(Filters(filters.start, filters.end, row["direction"], filters.institution_id,
-                                                filters.department_id, filters.scope), []))
-        total = expected[0]["total"] if expected else {"n": 0, "mean_days": None}
-        if filters.direction in (None, row["direction"]):
-            assert row["platform"] == {"n": total["n"], "mean_days": total["mean_days"]}, (filters, row)
-    for period in ("all", "month", "quarter"):
-        groups = await brute_satisfaction(filters, period)
-        rows = await satisfaction(filters, period)
-        assert len(rows) == len(groups)
-        for row in rows:
-            [group] = [g for (respondent, _), g in groups.items() if respondent == row["respondent"]
-                       and _period_label(period, _) == row["period"]]
-            assert (row["invitations"], row["answers"]) == (group["invitations"], group["answers"])
-            if group["answers"] < 5:
-                assert row["suppressed"] and row["satisfied_share"] is None and row["items"] == []
-                continue
-            assert row["satisfied_share"] == round(group["satisfied"] / group["answers"], 4)
-            assert row["response_rate"] == round(group["answers"] / group["invitations"], 4)
-            assert {i["key"]: i["mean"] for i in row["items"]} == {
-                k: round(sum(v) / len(v), 2) for k, v in group["scores"].items()}
-
-
-def _period_label(period: str, value: int) -> str:
-    if period == "month":
-        return f"{value // 100}-{value % 100:02d}"
-    if period == "quarter":
-        return f"{value // 10}年第{value % 10}季度"
-    return "全部"
 
 
 async def test_every_figure_of_a_generated_history_equals_brute_force(client):
@@ -91,7 +35,7 @@ async def test_every_figure_of_a_generated_history_equals_brute_force(client):
     for filters in (Filters(), Filters(scope=subei.id), Filters(start=end - timedelta(days=200), end=end),
                     Filters(direction="up", institution_id=gaoyou.id),
                     Filters(department_id=card.id, scope=subei.id, start=end - timedelta(days=400))):
-        await _compare_everything(filters)
+        await compare_everything(filters)
 
 
 async def test_only_admins_see_figures_and_an_institution_only_its_own(client):
