@@ -47,6 +47,13 @@ async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
     assert run["bare_insert"]["count"] == 6 and run["bare_insert"]["failed"] == 0
     # The floor: two clients walk two bare drafts each through three steps.
     assert run["bare_transition_floor"]["count"] == 12 and run["bare_transition_floor"]["failed"] == 0
+    # Issue 12: the transition phase without the figures' work, then with it again, on the same database.
+    cost = run["stats_cost"]
+    for phase in ("without_stats_run", "with_stats_again_run"):
+        assert cost[phase]["count"] == 6 and cost[phase]["failed"] == 0, cost[phase]
+    assert set(cost["transitions_per_s"]) == {"with_stats", "without_stats", "with_stats_again"}
+    assert cost["slowdown"] is not None and cost["noise_between_runs_with_stats"] is not None
+    assert result["summary"][key]["stats_slowdown"] == cost["slowdown"]
 
     # Per lifecycle: three logins (two requests each), scan, create+submit, two approvals, the timeline.
     assert run["lifecycles"]["requests"] == 2 * 11 and run["transitions"]["requests"] == 6
