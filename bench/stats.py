@@ -108,10 +108,11 @@ def _query(params: dict) -> str:
 
 
 async def _drive(http: Http, variants: list[tuple[str, str, dict]], rounds: int, clients: int) -> float:
-    """`clients` concurrent clients, each walking the variants round-robin from its own offset."""
+    """Every variant `rounds` times, dealt round-robin to `clients` concurrent clients."""
+    calls = [variants[n % len(variants)] for n in range(rounds * len(variants))]
+
     async def client(c: int) -> None:
-        for n in range(rounds * len(variants) // clients):
-            label, token, params = variants[(c + n) % len(variants)]
+        for label, token, params in calls[c::clients]:
             path = label.split(" ")[1].split("?")[0]
             with contextlib.suppress(RequestFailed):
                 await http.call(label, "GET", f"/api/v1{path}?{_query(params)}", token=token)

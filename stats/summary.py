@@ -18,23 +18,23 @@ def share(part: int, whole: int) -> float | None:
 
 
 async def _status_rows(filters: Filters) -> list[dict]:
+    """One scan: per status and rejection reason, the counts every section adds up."""
     sql = Sql()
     where = " AND ".join(filters.where(sql))
-    return await sql.rows(f"SELECT status, rejection_code, COUNT(*) AS n FROM referral WHERE {where} "
-                          f"GROUP BY status, rejection_code")
-
-
-async def _flow(filters: Filters) -> dict:
-    sql = Sql()
-    where = " AND ".join(filters.where(sql))
-    [row] = await sql.rows(
-        "SELECT COUNT(*) AS submitted, COUNT(wait_target_s) AS accepted, "
-        "SUM(CASE WHEN status = 'expired' THEN 1 ELSE 0 END) AS no_shows, "
+    rows = await sql.rows(
+        "SELECT status, rejection_code, COUNT(*) AS n, COUNT(wait_target_s) AS accepted, "
         "SUM(CASE WHEN redirects > 0 THEN 1 ELSE 0 END) AS redirected, SUM(redirects) AS redirects, "
         "SUM(decisions) AS decisions, SUM(late_decisions) AS late_decisions, "
         "SUM(CASE WHEN late_decisions > 0 THEN 1 ELSE 0 END) AS late_referrals "
-        f"FROM referral WHERE {where}")
-    return {k: int(v or 0) for k, v in row.items()}
+        f"FROM referral WHERE {where} GROUP BY status, rejection_code")
+    return [{k: (v if k in ("status", "rejection_code") else int(v or 0)) for k, v in row.items()} for row in rows]
+
+
+def _flow(rows: list[dict]) -> dict:
+    flow = {key: sum(r[key] for r in rows) for key in ("accepted", "redirected", "redirects", "decisions",
+                                                         "late_decisions", "late_referrals")}
+    return flow | {"submitted": sum(r["n"] for r in rows),
+                   "no_shows": sum(r["n"] for r in rows if r["status"] == Status.EXPIRED)}
 
 
 async def by_status(filters: Filters, rows: list[dict], flow: dict) -> Table:
@@ -108,5 +108,6 @@ SECTIONS: dict[str, Section] = {"by_status": by_status, "rejections": rejections
 
 
 async def summary(filters: Filters) -> dict[str, Table]:
-    rows, flow = await _status_rows(filters), await _flow(filters)
+    rows = await _status_rows(filters)
+    flow = _flow(rows)
     return {name: await section(filters, rows, flow) for name, section in SECTIONS.items()}

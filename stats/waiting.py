@@ -1,12 +1,15 @@
 """Waiting time (submitted → admitted, the paper's Table 1) and its stages, by direction, period, institution
 or department: n, mean, median and 90th percentile in fractional days.
 
-Means come from exact integer sums; quantiles interpolate linearly between the two ranked values around
-(n - 1)·p (PostgreSQL's percentile_cont), which the database picks with a window function, so only a few rows
-per group leave it."""
+Means come from exact integer sums. Quantiles are PostgreSQL's percentile_cont (linear interpolation between
+the ranked values around p·(n - 1), in double precision): on PostgreSQL the database computes them in the
+same single scan as the sums; SQLite has no such aggregate, so a window function ranks the values and only the
+rows around each quantile's position leave the database, to be interpolated here by the same formula."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from directory import cache
@@ -34,18 +37,20 @@ STAGES = {"total": "wait_total_s", "source_approval": "wait_source_s", "target_a
           "bed": "wait_bed_s"}
 STAGE_TITLES = {"total": "等待入院", "source_approval": "转出审批", "target_approval": "接收审批",
                 "bed": "等待床位"}
-# quantile name → p as a fraction num/den
-QUANTILES = {"median": (1, 2), "p90": (9, 10)}
+# quantile name → p
+QUANTILES = {"median": 0.5, "p90": 0.9}
 
 
 def days(seconds: float) -> float:
     return round(seconds / DAY, 2)
 
 
-def quantile_position(n: int, num: int, den: int) -> tuple[int, float]:
-    """The 1-based rank below (n - 1)·p and the fraction of the way to the next one."""
-    k, rest = divmod((n - 1) * num, den)
-    return k + 1, rest / den
+def percentile_cont(value_at: Callable[[int], float], n: int, p: float) -> float:
+    """PostgreSQL's percentile_cont over n ranked values, `value_at(i)` giving the i-th (0-based)."""
+    position = p * (n - 1)
+    low, high = math.floor(position), math.ceil(position)
+    first = value_at(low)
+    return first + (value_at(high) - first) * (position - low)
 
 
 @dataclass
@@ -56,34 +61,32 @@ class Figure:
     p90_days: float | None
 
 
-def _figure(n: int, total: int | None, picks: dict[int, int]) -> Figure:
+def _figure(n: int, total: int | None, quantiles: dict[str, float]) -> Figure:
     if not n:
         return Figure(0, None, None, None)
-    values = {}
-    for name, (num, den) in QUANTILES.items():
-        rank, fraction = quantile_position(n, num, den)
-        low = picks[rank]
-        high = picks.get(rank + 1, low)
-        values[name] = days(low + (high - low) * fraction)
-    return Figure(n, days(total / n), values["median"], values["p90"])  # type: ignore[operator]
+    return Figure(n, days(total / n), days(quantiles["median"]), days(quantiles["p90"]))  # type: ignore[operator]
 
 
-async def _quantile_picks(filters: Filters, keys: list[str], column: str) -> dict[tuple, dict[int, int]]:
+async def _ranked_quantiles(filters: Filters, keys: list[str], column: str) -> dict[tuple, dict[str, float]]:
+    """SQLite: each group's quantiles of `column` from the few ranked rows around their positions."""
     sql = Sql()
     where = " AND ".join([*filters.where(sql), f"{column} IS NOT NULL"])
     select = "".join(f"{GROUPS[k]} AS g{i}, " for i, k in enumerate(keys))
     outer = "".join(f"g{i}, " for i in range(len(keys)))
     partition = f"PARTITION BY {', '.join(GROUPS[k] for k in keys)} " if keys else ""
-    positions = " OR ".join(f"rn = (n - 1) * {num} / {den} + {step}"
-                            for num, den in QUANTILES.values() for step in (1, 2))
+    # The exact floor of p·(n - 1) in integers, and two ranks on: the double-precision position is within one.
+    positions = " OR ".join(f"(rn >= (n - 1) * {round(p * 10)} / 10 AND rn <= (n - 1) * {round(p * 10)} / 10 + 2)"
+                            for p in QUANTILES.values())
     rows = await sql.rows(
-        f"SELECT {outer}v, rn FROM (SELECT {select}{column} AS v, "
+        f"SELECT {outer}v, rn, n FROM (SELECT {select}{column} AS v, "
         f"ROW_NUMBER() OVER ({partition}ORDER BY {column}) AS rn, COUNT(*) OVER ({partition.strip()}) AS n "
         f"FROM referral WHERE {where}) t WHERE {positions}")
-    picks: dict[tuple, dict[int, int]] = {}
+    ranked: dict[tuple, tuple[int, dict[int, int]]] = {}
     for row in rows:
-        picks.setdefault(tuple(row[f"g{i}"] for i in range(len(keys))), {})[row["rn"]] = row["v"]
-    return picks
+        key = tuple(row[f"g{i}"] for i in range(len(keys)))
+        ranked.setdefault(key, (row["n"], {}))[1][row["rn"] - 1] = row["v"]
+    return {key: {name: percentile_cont(values.__getitem__, n, p) for name, p in QUANTILES.items()}
+            for key, (n, values) in ranked.items()}
 
 
 async def _label(group: str, value) -> str:
@@ -109,9 +112,18 @@ async def waiting_times(filters: Filters, group_by: list[str]) -> list[dict]:
     where = " AND ".join(filters.where(sql))
     select = "".join(f"{GROUPS[k]} AS g{i}, " for i, k in enumerate(group_by))
     measures = ", ".join(f"COUNT({c}) AS n_{s}, SUM({c}) AS sum_{s}" for s, c in STAGES.items())
+    if sql.postgres:  # the quantiles in the same scan
+        ps = ", ".join(str(p) for p in QUANTILES.values())
+        measures += "".join(f", percentile_cont(ARRAY[{ps}]::float8[]) WITHIN GROUP (ORDER BY {c}) AS q_{s}"
+                            for s, c in STAGES.items())
     group = f" GROUP BY {', '.join(GROUPS[k] for k in group_by)}" if group_by else ""
     totals = await sql.rows(f"SELECT {select}COUNT(*) AS submitted, {measures} FROM referral WHERE {where}{group}")
-    picks = {stage: await _quantile_picks(filters, group_by, column) for stage, column in STAGES.items()}
+    if sql.postgres:
+        quantiles = {stage: {tuple(row[f"g{i}"] for i in range(len(group_by))): dict(zip(QUANTILES, row[f"q_{stage}"],
+                                                                                         strict=True))
+                             for row in totals if row[f"q_{stage}"] is not None} for stage in STAGES}
+    else:
+        quantiles = {stage: await _ranked_quantiles(filters, group_by, column) for stage, column in STAGES.items()}
     items = []
     for row in totals:
         key = tuple(row[f"g{i}"] for i in range(len(group_by)))
@@ -122,7 +134,7 @@ async def waiting_times(filters: Filters, group_by: list[str]) -> list[dict]:
             "key": {g: _plain(v) for g, v in zip(group_by, key, strict=True)},
             "label": " · ".join(labels) or "全部",
             "submitted": row["submitted"],
-            **{stage: _figure(row[f"n_{stage}"], row[f"sum_{stage}"], picks[stage].get(key, {})).__dict__
+            **{stage: _figure(row[f"n_{stage}"], row[f"sum_{stage}"], quantiles[stage].get(key, {})).__dict__
                for stage in STAGES}})
     items.sort(key=lambda item: tuple(str(item["key"][g]) for g in group_by))
     return items

@@ -4,6 +4,7 @@ write except where the row has no other source. The stats module must agree with
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import date
 
@@ -27,20 +28,19 @@ def seconds(start, end) -> int:
     return int((end - start).total_seconds())
 
 
-def quantile(values: list[int], num: int, den: int) -> float:
-    """Linear interpolation between the ranked values around (n - 1)·p (PostgreSQL's percentile_cont)."""
+def quantile(values: list[int], p: float) -> float:
+    """PostgreSQL's percentile_cont: linear interpolation between the ranked values around p·(n - 1)."""
     ordered = sorted(values)
-    k, rest = divmod((len(ordered) - 1) * num, den)
-    low = ordered[k]
-    high = ordered[min(k + 1, len(ordered) - 1)]
-    return low + (high - low) * (rest / den)
+    position = p * (len(ordered) - 1)
+    low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+    return low + (high - low) * (position - math.floor(position))
 
 
 def figure(values: list[int]) -> dict:
     if not values:
         return {"n": 0, "mean_days": None, "median_days": None, "p90_days": None}
     return {"n": len(values), "mean_days": round(sum(values) / len(values) / DAY, 2),
-            "median_days": round(quantile(values, 1, 2) / DAY, 2), "p90_days": round(quantile(values, 9, 10) / DAY, 2)}
+            "median_days": round(quantile(values, 0.5) / DAY, 2), "p90_days": round(quantile(values, 0.9) / DAY, 2)}
 
 
 def china_day(at) -> date:
