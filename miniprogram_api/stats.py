@@ -8,7 +8,7 @@ from datetime import date
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from accounts.principal import Principal, authenticate
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
@@ -68,7 +68,7 @@ class WaitingRow(BaseModel):
 
 
 class FiltersOut(BaseModel):
-    model_config = {"populate_by_name": True}
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
     date_from: str | None = Field(alias="from")
     date_to: str | None = Field(alias="to")
     direction: str | None
@@ -190,11 +190,9 @@ def _basename(title: str, filters: Filters) -> str:
 
 def _download(tables: list[report.Table], fmt: str, title: str, filters: Filters) -> web.Response:
     body, content_type, disposition = report.export(tables, fmt, _basename(title, filters))
-    response = web.Response(body=body, headers={"Content-Disposition": disposition})
-    response.content_type, _, charset = content_type.partition("; charset=")
-    if charset:
-        response.charset = charset
-    return response
+    media, _, charset = content_type.partition("; charset=")
+    return web.Response(body=body, content_type=media, charset=charset or None,
+                        headers={"Content-Disposition": disposition})
 
 
 def _table_out(table: report.Table) -> dict:

@@ -60,7 +60,7 @@ async def test_only_admins_see_figures_and_an_institution_only_its_own(client):
     assert await submitted(("BAOYING", "admin")) == {"rejected": 1}
     assert await submitted(("WENHE", "admin")) == {}
     body = await desk.ok(await desk.get(("BAOYING", "admin"), "/api/v1/stats/summary"))
-    assert body["filters"]["scope"] == "宝应县人民医院"
+    assert body["filters"] == {"from": None, "to": None, "direction": None, "scope": "宝应县人民医院"}
     assert {r["reason"]: r["n"] for r in body["tables"]["rejections"]["rows"]}["not_indicated"] == 1  # at GAOYOU
     body = await desk.ok(await desk.get(OFFICE, "/api/v1/stats/waiting-times"))
     [lateral, up] = body["items"]
