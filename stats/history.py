@@ -115,13 +115,12 @@ class Writer:
             return
         marks = ", ".join("?" for _ in columns)
         await self.connection.execute_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
-                                           [list(r) if not isinstance(r, list) else r for r in rows])
+                                           rows)
 
-    def value(self, v):
-        """A value as the backend's driver wants it (SQLite: UUIDs as text)."""
-        if isinstance(v, uuid.UUID) and not self.postgres:
-            return str(v)
-        return v
+    def public_id(self, rng: random.Random) -> uuid.UUID | str:
+        """A random UUID (from the seeded generator: no system call) as the backend's driver wants it."""
+        value = uuid.UUID(int=rng.getrandbits(128), version=4)
+        return value if self.postgres else str(value)
 
     async def next_id(self, table: str) -> int:
         rows = await self.connection.execute_query_dict(f"SELECT COALESCE(MAX(id), 0) AS m FROM {table}")  # noqa: S608
@@ -178,7 +177,6 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
         batch_invitations.clear()
         batch_responses.clear()
 
-    v = writer.value
     for index in range(referrals):
         wanted = rng.choices(("up", "down", "lateral"), weights=(55, 35, 10))[0]
         source_level, target_level = rng.choice(direction_pairs[wanted])
@@ -244,15 +242,15 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
                                closed_at=admitted + timedelta(days=rng.uniform(3, 12)))
         rid = referral_id
         referral_id += 1
-        batch_referrals.append(tuple(v(x) for x in (
-            rid, uuid.uuid4(), submitted, row["closed_at"] or submitted, f"{CODE_PREFIX}{rid:010d}", 0,
+        batch_referrals.append((
+            rid, writer.public_id(rng), submitted, row["closed_at"] or submitted, f"{CODE_PREFIX}{rid:010d}", 0,
             row["status"], direction, urgency, needs_source, patient_id, rng.choice(source.doctors),
             source.institution.id, rng.choice(source.departments).id, target.institution.id, target_department.id,
             "{}", "", patient_name, submitted, row["stage_started_at"], row["decided_at"], row["admitted_at"],
             row["closed_at"], row["admission_date"], row["admission_department_id"], "", "",
             row["rejection_code"], "", "{}", "none", "", "", submitted_day, month_of(submitted_day),
             row["source_approved_at"], row["wait_source_s"], row["wait_target_s"], row["wait_bed_s"],
-            row["wait_total_s"], row["redirects"], row["decisions"], row["late_decisions"])))
+            row["wait_total_s"], row["redirects"], row["decisions"], row["late_decisions"]))
         counts[row["status"]] += 1
         occasions = []
         if row["admitted_at"] is not None:
@@ -266,11 +264,11 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
             answered_at = invited_at + timedelta(hours=rng.uniform(1, 72)) if answered else None
             iid = invitation_id
             invitation_id += 1
-            batch_invitations.append(tuple(v(x) for x in (
-                iid, uuid.uuid4(), invited_at, answered_at or invited_at, forms[respondent].id, rid, occasion,
+            batch_invitations.append((
+                iid, writer.public_id(rng), invited_at, answered_at or invited_at, forms[respondent].id, rid, occasion,
                 respondent, patient_id if respondent == "patient" else None, staff_id, direction,
                 source.institution.id, target.institution.id, None, target_department.id, day, month_of(day),
-                answered_at)))
+                answered_at))
             counts["invitations"] += 1
             if answered:
                 weights = SCORE_WEIGHTS[respondent]
