@@ -3,12 +3,13 @@ or department: n, mean, median and 90th percentile in fractional days.
 
 Means come from exact integer sums. Quantiles are PostgreSQL's percentile_cont (linear interpolation between
 the ranked values around p·(n - 1), in double precision): on PostgreSQL the database computes them in the
-same single scan as the sums; SQLite has no such aggregate, so a window function ranks the values and only the
-rows around each quantile's position leave the database, to be interpolated here by the same formula."""
+same single scan as the sums; SQLite has no such aggregate, so one scan brings the stage lengths and they are
+ranked and interpolated here by the same formula."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,26 +68,33 @@ def _figure(n: int, total: int | None, quantiles: dict[str, float]) -> Figure:
     return Figure(n, days(total / n), days(quantiles["median"]), days(quantiles["p90"]))  # type: ignore[operator]
 
 
-async def _ranked_quantiles(filters: Filters, keys: list[str], column: str) -> dict[tuple, dict[str, float]]:
-    """SQLite: each group's quantiles of `column` from the few ranked rows around their positions."""
-    sql = Sql()
-    where = " AND ".join([*filters.where(sql), f"{column} IS NOT NULL"])
-    select = "".join(f"{GROUPS[k]} AS g{i}, " for i, k in enumerate(keys))
-    outer = "".join(f"g{i}, " for i in range(len(keys)))
-    partition = f"PARTITION BY {', '.join(GROUPS[k] for k in keys)} " if keys else ""
-    # The exact floor of p·(n - 1) in integers, and two ranks on: the double-precision position is within one.
-    positions = " OR ".join(f"(rn >= (n - 1) * {round(p * 10)} / 10 AND rn <= (n - 1) * {round(p * 10)} / 10 + 2)"
-                            for p in QUANTILES.values())
-    rows = await sql.rows(
-        f"SELECT {outer}v, rn, n FROM (SELECT {select}{column} AS v, "
-        f"ROW_NUMBER() OVER ({partition}ORDER BY {column}) AS rn, COUNT(*) OVER ({partition.strip()}) AS n "
-        f"FROM referral WHERE {where}) t WHERE {positions}")
-    ranked: dict[tuple, tuple[int, dict[int, int]]] = {}
+async def _sqlite_groups(sql: Sql, where: str, group_by: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """SQLite has no percentile aggregate: one scan brings each referral's group and stage lengths (four small
+    integers a row), and the groups' counts, sums and quantiles are taken here."""
+    select = "".join(f"{GROUPS[k]} AS g{i}, " for i, k in enumerate(group_by))
+    rows = await sql.rows(f"SELECT {select}{', '.join(f'{c} AS {s}' for s, c in STAGES.items())} "
+                          f"FROM referral WHERE {where}")
+    submitted: Counter[tuple] = Counter()
+    values: dict[tuple, dict[str, list[int]]] = {}
     for row in rows:
-        key = tuple(row[f"g{i}"] for i in range(len(keys)))
-        ranked.setdefault(key, (row["n"], {}))[1][row["rn"] - 1] = row["v"]
-    return {key: {name: percentile_cont(values.__getitem__, n, p) for name, p in QUANTILES.items()}
-            for key, (n, values) in ranked.items()}
+        key = tuple(row[f"g{i}"] for i in range(len(group_by)))
+        submitted[key] += 1
+        stages = values.setdefault(key, {s: [] for s in STAGES})
+        for stage in STAGES:
+            if row[stage] is not None:
+                stages[stage].append(row[stage])
+    totals: list[dict] = []
+    quantiles: dict[str, dict] = {stage: {} for stage in STAGES}
+    for key, stages in values.items():
+        total = {f"g{i}": v for i, v in enumerate(key)} | {"submitted": submitted[key]}
+        for stage in STAGES:
+            ranked = sorted(stages[stage])
+            total |= {f"n_{stage}": len(ranked), f"sum_{stage}": sum(ranked)}
+            if ranked:
+                quantiles[stage][key] = {name: percentile_cont(ranked.__getitem__, len(ranked), p)
+                                         for name, p in QUANTILES.items()}
+        totals.append(total)
+    return totals, quantiles
 
 
 async def _label(group: str, value) -> str:
@@ -112,18 +120,18 @@ async def waiting_times(filters: Filters, group_by: list[str]) -> list[dict]:
     where = " AND ".join(filters.where(sql))
     select = "".join(f"{GROUPS[k]} AS g{i}, " for i, k in enumerate(group_by))
     measures = ", ".join(f"COUNT({c}) AS n_{s}, SUM({c}) AS sum_{s}" for s, c in STAGES.items())
-    if sql.postgres:  # the quantiles in the same scan
+    if sql.postgres:  # counts, sums and quantiles in one scan
         ps = ", ".join(str(p) for p in QUANTILES.values())
         measures += "".join(f", percentile_cont(ARRAY[{ps}]::float8[]) WITHIN GROUP (ORDER BY {c}) AS q_{s}"
                             for s, c in STAGES.items())
-    group = f" GROUP BY {', '.join(GROUPS[k] for k in group_by)}" if group_by else ""
-    totals = await sql.rows(f"SELECT {select}COUNT(*) AS submitted, {measures} FROM referral WHERE {where}{group}")
-    if sql.postgres:
+        group = f" GROUP BY {', '.join(GROUPS[k] for k in group_by)}" if group_by else ""
+        totals = await sql.rows(f"SELECT {select}COUNT(*) AS submitted, {measures} FROM referral "
+                                f"WHERE {where}{group}")
         quantiles = {stage: {tuple(row[f"g{i}"] for i in range(len(group_by))): dict(zip(QUANTILES, row[f"q_{stage}"],
                                                                                          strict=True))
                              for row in totals if row[f"q_{stage}"] is not None} for stage in STAGES}
     else:
-        quantiles = {stage: await _ranked_quantiles(filters, group_by, column) for stage, column in STAGES.items()}
+        totals, quantiles = await _sqlite_groups(sql, where, group_by)
     items = []
     for row in totals:
         key = tuple(row[f"g{i}"] for i in range(len(group_by)))
