@@ -118,7 +118,8 @@ class Writer:
                                            rows)
 
     def public_id(self, rng: random.Random) -> uuid.UUID | str:
-        """A random UUID (from the seeded generator: no system call) as the backend's driver wants it."""
+        """A random UUID (from a generator seeded once by the system: no system call per id) as the backend's
+        driver wants it."""
         value = uuid.UUID(int=rng.getrandbits(128), version=4)
         return value if self.postgres else str(value)
 
@@ -146,7 +147,8 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
         raise RealReferrals("数据库中已有真实转诊数据，生成历史数据会混入统计；确需生成请加 --force",
                             code="REAL_REFERRALS")
     await seed_demo()
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # the history: the same seed draws the same one
+    ids = random.Random()  # public ids: never the same twice, whatever the seed
     started = time.monotonic()
     places = await _places()
     patients = await _patients(cipher, min(max(referrals // 20, 50), 20_000), rng)
@@ -243,7 +245,7 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
         rid = referral_id
         referral_id += 1
         batch_referrals.append((
-            rid, writer.public_id(rng), submitted, row["closed_at"] or submitted, f"{CODE_PREFIX}{rid:010d}", 0,
+            rid, writer.public_id(ids), submitted, row["closed_at"] or submitted, f"{CODE_PREFIX}{rid:010d}", 0,
             row["status"], direction, urgency, needs_source, patient_id, rng.choice(source.doctors),
             source.institution.id, rng.choice(source.departments).id, target.institution.id, target_department.id,
             "{}", "", patient_name, submitted, row["stage_started_at"], row["decided_at"], row["admitted_at"],
@@ -265,7 +267,7 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
             iid = invitation_id
             invitation_id += 1
             batch_invitations.append((
-                iid, writer.public_id(rng), invited_at, answered_at or invited_at, forms[respondent].id, rid, occasion,
+                iid, writer.public_id(ids), invited_at, answered_at or invited_at, forms[respondent].id, rid, occasion,
                 respondent, patient_id if respondent == "patient" else None, staff_id, direction,
                 source.institution.id, target.institution.id, None, target_department.id, day, month_of(day),
                 answered_at))
