@@ -1,6 +1,7 @@
 """Referral Cloud: the one app factory and the command line.
 
-    python app.py serve | migrate | seed | demo [--port N | --url URL] | demo-accounts [--json] | worker | jobs
+    python app.py serve | migrate | seed | seed-history | demo [--port N | --url URL] | demo-accounts [--json] | worker
+                | jobs | his-connection show|set|test CODE | ...
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 import db
 from appkeys import CIPHER, DB, KV_STORE, SETTINGS, STORAGE
 from kv import connect as connect_kv
+from security.crypto import PersonalDataCipher
 from settings import Settings, SettingsError
 from storage import LocalStorage
 
@@ -50,7 +52,6 @@ def create_app(settings: Settings) -> web.Application:
     from metrics import Metrics
     from miniprogram_api.middleware import error_middleware, metrics_middleware
     from security.access_log import PrivateAccessLogger
-    from security.crypto import PersonalDataCipher
     from slips import keys as slip_keys
 
     app = web.Application(
@@ -92,18 +93,38 @@ def configure_logging(settings: Settings) -> None:
 
 async def _seed(settings: Settings, *, quiet: bool = False) -> None:
     from directory.seed import DEMO_BED_DAYS, DEMO_BEDS, seed_demo, seed_demo_beds
+    from stats.demo import seed_demo_history
 
     await db.open_db(settings)
     try:
         created = await seed_demo(settings)
+        if created:
+            # A few months of generated history, so that a newcomer sees figures rather than empty tables.
+            await seed_demo_history(PersonalDataCipher(settings.data_key, settings.lookup_key))
         beds = await seed_demo_beds()
     finally:
         await db.close_db()
     if not quiet:
-        print("已写入演示医联体" if created else "演示医联体已存在，未重复写入")
+        print("已写入演示医联体（含数月转诊历史）" if created else "演示医联体已存在，未重复写入")
         if beds:
             print(f"已为演示科室发布预留转诊床位：今天起 {DEMO_BED_DAYS} 天，每科每天 {DEMO_BEDS} 张"
                   f"（补齐 {beds} 个科室日）")
+
+
+async def _seed_history(settings: Settings, args: argparse.Namespace) -> int:
+    from errors import DomainError
+    from stats.history import generate
+
+    await db.open_db(settings)
+    try:
+        await generate(PersonalDataCipher(settings.data_key, settings.lookup_key), referrals=args.referrals,
+                       years=args.years, force=args.force, progress=print)
+    except DomainError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    finally:
+        await db.close_db()
+    return 0
 
 
 async def _demo_accounts(settings: Settings) -> list[dict]:
@@ -143,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--seed", action="store_true", help="seed the demo consortium first")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("seed", help="seed the demo consortium (idempotent)")
+    history = sub.add_parser("seed-history", help="generate a realistic referral history for the figures")
+    history.add_argument("--referrals", type=int, default=100_000, help="how many referrals (default 100000)")
+    history.add_argument("--years", type=float, default=2.0, help="over how many years before now (default 2)")
+    history.add_argument("--force", action="store_true", help="even when the database holds real referrals")
     accounts = sub.add_parser("demo-accounts", help="list the seeded demo staff")
     accounts.add_argument("--json", action="store_true")
     sub.add_parser("worker", help="run background jobs without serving HTTP")
@@ -174,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         print("数据库已是最新结构")
     elif args.command == "seed":
         asyncio.run(_seed(settings))
+    elif args.command == "seed-history":
+        return asyncio.run(_seed_history(settings, args))
     elif args.command == "demo-accounts":
         rows = asyncio.run(_demo_accounts(settings))
         if args.json:

@@ -21,7 +21,12 @@ How it runs, per backend (SQLite; PostgreSQL + Redis when DATABASE_URL and REDIS
   kind, `--inserts` requests per client at the same concurrency;
 - phase "bare transition floor": the same server walks `--floor-referrals` drafts per client through three steps,
   each the least a transition must write on this stack (token lookup, referral read, version-conditional
-  UPDATE, hash-chained event, outbox job, in one transaction): an upper bound for any implementation.
+  UPDATE, hash-chained event, outbox job, in one transaction): an upper bound for any implementation;
+- phase "stats cost" (issue 12): the transition phase again on the same database, first on the platform with
+  the figures' work taken out (`python -m bench.nostats`: no figure columns, no survey invitations), then on
+  the real platform once more. `stats_cost` compares the real platform (both of its transition phases) with
+  the one without: transitions/s and server CPU per request, and says how far the two real runs differ (the
+  machine's noise). Target: a transition stays within 10 % of its cost without the figures.
 
 Numbers: lifecycles/s, transitions/s (timeline events written per second), per-endpoint p50/p99 (ms, as
 the client sees them), bare inserts/s and the ratio transitions/s ÷ bare inserts/s. Targets (issue 4): the
@@ -80,6 +85,7 @@ DRAIN_TIMEOUT = 120.0
 BEDS_PER_DAY = 500  # the API's maximum; far more than a run books
 
 RATIO_TARGET = 0.5
+STATS_COST_TARGET = 0.10  # issue 12: the figures' work adds at most 10 % to a transition
 P99_TARGET_MS = 250.0
 TARGET_CLIENTS = 32
 
@@ -426,7 +432,14 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
         jobs = await drain_outbox(backend, {}, jobs)
         with server_load(server, transitions, trans):
             trans |= await run_transitions(Http(session, base, transitions), world, desks)
-            await drain_outbox(backend, trans, jobs)
+            jobs = await drain_outbox(backend, trans, jobs)
+        stats_runs: dict[str, dict] = {}
+        if opts.stats_cost:
+            server.stop()
+            for label, args in (("without_stats", ["-m", "bench.nostats"]), ("with_stats_again", ["app.py"])):
+                _say(f"[{backend.name}] stats cost, {label}: {clients} clients × {opts.referrals} referrals")
+                stats_runs[label] = await _transition_phase(backend, tmp, env, port, args, session, world, opts,
+                                                            label)
     port = free_port()
     _say(f"[{backend.name}] bare stack: {clients} clients × {opts.inserts} inserts")
     async with serving(["-m", "bench.bare", "--port", str(port), "--db-url", backend.bare_db_url],
@@ -455,6 +468,7 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
     return {
         "database": backend.description,
         "load_average_at_start": load_at_start,
+        "stats_cost": _stats_cost(trans, stats_runs) if stats_runs else None,
         "lifecycles": lifecycles,
         "transitions": trans,
         "bare_insert": bare_result,
@@ -470,7 +484,46 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
             "floor_ratio_meets_ratio_min": floor_ratio is not None and floor_ratio >= RATIO_TARGET,
             "floor_p99_ms": floor_result.get("p99_ms")},
         "failures": (setup.failures + lifecycle.failures + transitions.failures + bare_recorder.failures
-                     + floor_recorder.failures),
+                     + floor_recorder.failures + [f for run in stats_runs.values() for f in run["failures"]]),
+    }
+
+
+async def _transition_phase(backend: Backend, tmp: Path, env: dict[str, str], port: int, args: list[str],
+                            session, world: World, opts: argparse.Namespace, label: str) -> dict:
+    """The transition phase on a server started with `args` on the same database (its drafts not timed)."""
+    result: dict = {}
+    recorder = Recorder()
+    async with serving([*args, "serve"], env, tmp / f"{label}.log", port) as server:
+        base = f"http://127.0.0.1:{port}"
+        desks = await prepare_desks(Http(session, base, Recorder()), world, opts.clients, opts.referrals)
+        jobs = await drain_outbox(backend, {}, 0)
+        with server_load(server, recorder, result):
+            result |= await run_transitions(Http(session, base, recorder), world, desks)
+            await drain_outbox(backend, result, jobs)
+    result["endpoints"] = recorder.summary()
+    result["failures"] = recorder.failures
+    return result
+
+
+def _stats_cost(first: dict, runs: dict[str, dict]) -> dict:
+    """The real platform's two transition phases against the one without the figures' work."""
+    without, again = runs["without_stats"], runs["with_stats_again"]
+    with_per_s = (first["per_s"] + again["per_s"]) / 2
+    noise = abs(first["per_s"] - again["per_s"]) / with_per_s if with_per_s else None
+    slowdown = 1 - with_per_s / without["per_s"] if without["per_s"] else None
+    cpu = [r.get("server_cpu_ms_per_request") for r in (first, again, without)]
+    cpu_with = (cpu[0] + cpu[1]) / 2 if cpu[0] and cpu[1] else None
+    cpu_extra = cpu_with / cpu[2] - 1 if cpu_with and cpu[2] else None
+    return {
+        "transitions_per_s": {"with_stats": first["per_s"], "without_stats": without["per_s"],
+                              "with_stats_again": again["per_s"]},
+        "server_cpu_ms_per_request": {"with_stats": cpu[0], "without_stats": cpu[2], "with_stats_again": cpu[1]},
+        "slowdown": round(slowdown, 3) if slowdown is not None else None,
+        "cpu_extra": round(cpu_extra, 3) if cpu_extra is not None else None,
+        "noise_between_runs_with_stats": round(noise, 3) if noise is not None else None,
+        "target": STATS_COST_TARGET,
+        "met": slowdown is not None and slowdown <= STATS_COST_TARGET,
+        "without_stats_run": without, "with_stats_again_run": again,
     }
 
 
@@ -511,6 +564,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write the JSON (default bench/results/lifecycle-<date>.json)")
     parser.add_argument("--no-save", action="store_true", help="print only, write no file")
+    parser.add_argument("--no-stats-cost", dest="stats_cost", action="store_false",
+                        help="skip the stats-cost phases (the transition phase without the figures' work, then again)")
     parser.add_argument("--no-background", action="store_true",
                         help="diagnosis only: run the platform without its background tasks (outbox dispatcher, "
                              "token keeper) to see how much of its cost they are; not a valid measurement")
@@ -553,7 +608,10 @@ async def main(argv: list[str]) -> dict:
                                 "bare_transition_floor_per_s": b["bare_transition_floor"]["per_s"],
                                 "floor_ratio": b["floor_ratio"], "ratio_to_floor": b["ratio_to_floor"],
                                 "ratio_met": b["targets"]["ratio_met"], "p99_met": b["targets"]["p99_met"],
-                                "p99_worst_ms": (b["targets"]["p99_worst"] or {}).get("p99_ms")}
+                                "p99_worst_ms": (b["targets"]["p99_worst"] or {}).get("p99_ms"),
+                                "stats_slowdown": (b["stats_cost"] or {}).get("slowdown"),
+                                "stats_cpu_extra": (b["stats_cost"] or {}).get("cpu_extra"),
+                                "stats_noise": (b["stats_cost"] or {}).get("noise_between_runs_with_stats")}
                          for name, b in result["backends"].items()}
     if not opts.no_save:
         out = opts.out or RESULTS / f"lifecycle-{now_china().strftime('%Y%m%d-%H%M')}.json"

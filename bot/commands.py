@@ -1,4 +1,4 @@
-"""Chat commands, answered in Chinese: 帮助, 我的转诊, 待审批, 查询 <编号>, 会诊 (consults.bot). Each takes the
+"""Chat commands, answered in Chinese: 帮助, 我的转诊, 待审批, 查询 <编号>, 会诊 (consults.bot), 评价. Each takes the
 sender (a Principal, or None for someone we do not know) and returns the reply text; links open the
 mini-program's pages.
 
@@ -27,6 +27,8 @@ from referrals.policy import what_to_bring
 from referrals.queries import box_query
 from referrals.state_machine import DIRECTION_NAMES, STATUS_NAMES, Status
 from security.masking import mask_name
+from surveys.answers import invitation_view, pending
+from surveys.invitations import survey_page
 from timeutil import china_time, utcnow
 
 MAX_ITEMS = 8
@@ -37,6 +39,7 @@ HELP = ("您好，这里是医联体双向转诊平台。可发送以下指令�
         "· 待审批 —— 审批人员查看本机构待审批的转诊\n"
         "· 查询 转诊编号 —— 例如“查询 ZZ261126K7QM”\n"
         "· 会诊 —— 医生查看本人未结束的会诊及未读消息\n"
+        "· 评价 —— 查看待填写的满意度问卷\n"
         "· 帮助 —— 显示本说明")
 BIND = ("您还没有绑定身份，暂时无法查询。\n"
         "· 患者或家属：请打开“双向转诊”小程序，在“我的”页面完成实名绑定；\n"
@@ -77,6 +80,8 @@ async def reply(principal: Principal | None, text: str, links: Links) -> str:
         return await my_consultations(principal, links)
     if command.startswith("查询"):
         return await lookup(principal, command[2:].strip(), links)
+    if command in ("评价", "满意度", "问卷"):
+        return await surveys_pending(principal, links)
     return UNKNOWN
 
 
@@ -198,4 +203,19 @@ async def lookup(principal: Principal, argument: str, links: Links) -> str:
         due = await stage_deadline(referral)
         if due is not None:
             lines.append(f"审批时限：{china_time(due):%Y-%m-%d %H:%M}{_remaining(due)}")
+    return "\n".join(lines)
+
+
+async def surveys_pending(principal: Principal, links: Links) -> str:
+    """The sender's survey invitations still open, each a link to the questionnaire."""
+    rows = (await pending(principal))[:MAX_ITEMS]
+    if not rows:
+        return "您目前没有待填写的满意度问卷，感谢您的支持！"
+    lines = [f"您有 {len(rows)} 份待填写的满意度问卷（每份约一分钟）："]
+    for n, invitation in enumerate(rows, start=1):
+        view = await invitation_view(invitation, with_form=False)
+        referral = view["referral"]
+        lines.append(f"{n}. {links.page(survey_page(invitation.public_id), referral['code'])} "
+                     f"{referral['patient']} {view['occasion_name']}评价（{referral['target']}）")
+    lines.append("点击编号打开小程序填写。")
     return "\n".join(lines)

@@ -21,13 +21,16 @@ from miniprogram_api import (
     referral_records,
     referrals,
     slips,
+    stats,
     subscriptions,
+    surveys,
     ward_rounds,
 )
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, binding_requests, directory, admin, capacity, patients, his_launch, referrals,
-               referral_records, slips, inbox, subscriptions, jobs, his_connection, chat, consultations, ward_rounds]
+               referral_records, slips, inbox, subscriptions, jobs, his_connection, chat, consultations, ward_rounds,
+               stats, surveys]
 
 
 def all_routes() -> list:

@@ -48,6 +48,7 @@ from models.referrals import (
     Urgency,
 )
 from models.slips import SigningKey, Slip, SlipState
+from models.surveys import Baseline, SurveyForm, SurveyInvitation, SurveyResponse
 
 M = TypeVar("M", bound=Model)
 
@@ -60,7 +61,8 @@ def joined(row: Model, relation: str, model: type[M]) -> M | None:
 
 
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
-                 "models.outbox", "models.notifications", "models.slips", "models.consults", "models.chat"]
+                 "models.outbox", "models.notifications", "models.slips", "models.consults", "models.chat",
+                 "models.surveys"]
 
 __all__ = [
     "AuditEvent", "BindingRequest", "BindingState", "Department", "Gender", "Institution", "Invitation", "Level",
@@ -73,4 +75,5 @@ __all__ = [
     "WardRoundItem", "WardRoundMember",
     "ChatAttachment", "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant",
     "MessageType",
+    "Baseline", "SurveyForm", "SurveyInvitation", "SurveyResponse",
 ]

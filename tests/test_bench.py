@@ -47,6 +47,13 @@ async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
     assert run["bare_insert"]["count"] == 6 and run["bare_insert"]["failed"] == 0
     # The floor: two clients walk two bare drafts each through three steps.
     assert run["bare_transition_floor"]["count"] == 12 and run["bare_transition_floor"]["failed"] == 0
+    # Issue 12: the transition phase without the figures' work, then with it again, on the same database.
+    cost = run["stats_cost"]
+    for phase in ("without_stats_run", "with_stats_again_run"):
+        assert cost[phase]["count"] == 6 and cost[phase]["failed"] == 0, cost[phase]
+    assert set(cost["transitions_per_s"]) == {"with_stats", "without_stats", "with_stats_again"}
+    assert cost["slowdown"] is not None and cost["noise_between_runs_with_stats"] is not None
+    assert result["summary"][key]["stats_slowdown"] == cost["slowdown"]
 
     # Per lifecycle: three logins (two requests each), scan, create+submit, two approvals, the timeline.
     assert run["lifecycles"]["requests"] == 2 * 11 and run["transitions"]["requests"] == 6
@@ -74,3 +81,21 @@ async def test_lifecycle_bench_completes_every_lifecycle(backend, tmp_path):
     assert isinstance(targets["floor_ratio_meets_ratio_min"], bool)
     assert targets["floor_p99_ms"] == run["bare_transition_floor"]["p99_ms"] > 0
     assert result["summary"][key]["ratio"] == run["ratio"]
+
+
+async def test_stats_bench_measures_every_figure_in_both_scopes(backend, tmp_path):
+    from bench import stats
+
+    name = "sqlite" if backend == "embedded" else "services"
+    out = tmp_path / "stats.json"
+    result = await stats.main(["--referrals", "200", "--years", "1", "--rounds", "1", "--clients", "2",
+                               "--backends", name, "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    (run,) = result["backends"].values()
+    assert run["failures"] == [] and "完成：200 张转诊单" in run["generation"]["output"]
+    # Every figure × filters on/off × consortium/institution scope was called and answered.
+    assert len(run["endpoints"]) == len(stats.FIGURES) * 4
+    for label, row in run["endpoints"].items():
+        assert row["count"] >= 1 and row["failed"] == 0 and row["p99_ms"] > 0, label
+    assert {label.split(" format=")[1] for label in run["exports"]} == {"csv", "xlsx"}
+    assert run["targets"]["p99_max_ms"] == (500.0 if name == "sqlite" else 200.0)

@@ -8,7 +8,7 @@ from uuid import uuid4
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0008_his_connection')]
+    dependencies = [('models', '0009_stats_surveys')]
 
     initial = False
 
