@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, Field
 
 from accounts.principal import authenticate
@@ -118,26 +119,38 @@ async def list_reports(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@api.route("POST", "/api/v1/referrals/{id}/attachments", summary="上传附件（JPG/PNG/PDF，≤10 MB）", tags=TAGS,
-           upload=True, response=AttachmentOut, status=201,
-           responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
-async def upload(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+async def _file_part(request: web.Request) -> tuple[str, bytes]:
+    """The `file` part of a multipart upload: its name and bytes. A body aiohttp cannot take apart (no boundary,
+    a control character or an over-long line in a part header) is the sender's error, not ours."""
     if not request.content_type.startswith("multipart/"):
         raise InvalidInput("请以 multipart/form-data 上传文件（字段名 file）", code="MULTIPART_REQUIRED")
-    reader = await request.multipart()
-    part = await reader.next()
-    while part is not None and getattr(part, "name", None) != "file":
+    try:
+        reader = await request.multipart()
         part = await reader.next()
-    if part is None:
-        raise InvalidInput("缺少文件（字段名 file）", code="FILE_REQUIRED")
-    data = bytearray()
-    while chunk := await part.read_chunk(64 * 1024):  # type: ignore[union-attr]
-        data += chunk
-        if len(data) > MAX_BYTES:
-            raise InvalidInput("附件不能超过 10 MB", code="FILE_TOO_LARGE", status=413)
+        while part is not None and getattr(part, "name", None) != "file":
+            part = await reader.next()
+        if not isinstance(part, BodyPartReader):
+            raise InvalidInput("缺少文件（字段名 file）", code="FILE_REQUIRED")
+        data = bytearray()
+        while chunk := await part.read_chunk(64 * 1024):
+            data += chunk
+            if len(data) > MAX_BYTES:
+                raise InvalidInput("附件不能超过 10 MB", code="FILE_TOO_LARGE", status=413)
+        return unquote(part.filename or "附件"), bytes(data)
+    except (ValueError, HttpProcessingError):
+        # aiohttp raises ValueError for a missing boundary and HttpProcessingError for a bad part header.
+        raise InvalidInput("上传内容格式不正确（multipart/form-data）", code="MULTIPART_MALFORMED",
+                           status=400) from None
+
+
+@api.route("POST", "/api/v1/referrals/{id}/attachments", summary="上传附件（JPG/PNG/PDF，≤10 MB）", tags=TAGS,
+           upload=True, response=AttachmentOut, status=201,
+           responses={**ERRORS, 400: "上传内容格式不正确", 413: "文件过大", 415: "文件类型不支持"})
+async def upload(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    filename, data = await _file_part(request)
     attachment = await attachments.add_attachment(principal, request.app[STORAGE], request.match_info["id"],
-                                                  filename=unquote(part.filename or "附件"), data=bytes(data))  # type: ignore[union-attr]
+                                                  filename=filename, data=data)
     referral, _ = await attachments.attachments_of(principal, request.match_info["id"])
     return json_response(attachment_view(attachment, referral), status=201)
 

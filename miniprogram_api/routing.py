@@ -60,15 +60,43 @@ def validation_error(exc: ValidationError) -> InvalidInput:
     return InvalidInput(f"提交的内容有误（{summary}）", detail={"fields": fields})
 
 
+MAX_JSON_DEPTH = 32  # our deepest schema nests 4 levels; deeper input only costs stack and time
+
+
+def _depth(data: Any) -> int:
+    """How deeply arrays and objects nest in decoded JSON, counted without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                break
+            stack.extend((item, level + 1) for item in value)
+    return deepest
+
+
+def _load_json(raw: bytes) -> Any:
+    too_deep = InvalidInput(f"请求内容嵌套过深（最多 {MAX_JSON_DEPTH} 层）", code="MALFORMED_JSON")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("请求内容不是有效的 JSON", code="MALFORMED_JSON") from None
+    except RecursionError:  # the decoder gave up on the nesting before we could measure it
+        raise too_deep from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
+    return data
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw:
         data: Any = {}
     else:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInput("请求内容不是有效的 JSON", code="MALFORMED_JSON") from None
+        data = _load_json(raw)
     if not isinstance(data, dict):
         raise InvalidInput("请求内容应为 JSON 对象", code="MALFORMED_JSON")
     try:

@@ -126,3 +126,38 @@ async def test_a_bug_is_a_500_with_the_error_shape_and_no_internals(aiohttp_clie
     body = await resp.json()
     _assert_error_shape(body)
     assert "secret" not in await resp.text()
+
+
+async def test_json_nested_deeper_than_any_schema_is_a_4xx(client):
+    for depth in (33, 2_000, 100_000):
+        for body in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
+            resp = await client.post("/api/v1/auth/wx-login", data=io.BytesIO(body),
+                                     headers={"Content-Type": "application/json"})
+            assert resp.status == 422, (depth, resp.status)
+            error = (await resp.json())["error"]
+            assert error["code"] == "MALFORMED_JSON" and "嵌套过深" in error["message"]
+    # 32 levels are still read (and then judged by the schema).
+    resp = await client.post("/api/v1/auth/wx-login", json={"code": "x", "extra": [[[[[[[[[[[]]]]]]]]]]]})
+    assert resp.status != 422 or (await resp.json())["error"]["code"] != "MALFORMED_JSON"
+
+
+async def test_cursor_outside_the_id_range_is_422_on_every_list(client):
+    import base64
+
+    from models import Institution
+
+    await seeded(client)
+    admin = await login_demo(client, "SUBEI", "admin")
+    institution = await Institution.get(code="SUBEI")
+    lists = [spec.path.replace("{id}", str(institution.public_id)) for spec in all_routes()
+             if spec.method == "GET" and spec.query is not None and "cursor" in spec.query.model_fields]
+    assert len(lists) == 7, lists
+    for number in (2**63, 2**63 - 1, 2**31, 10**40, 0, -1):
+        cursor = base64.urlsafe_b64encode(str(number).encode()).decode().rstrip("=")
+        for path in lists:
+            resp = await client.get(path, params={"cursor": cursor}, headers=bearer(admin))
+            if path == "/api/v1/admin/jobs" and number in (2**31, 2**63 - 1):  # 64-bit ids: a valid cursor
+                assert resp.status == 200, (path, number, await resp.text())
+                continue
+            assert resp.status == 422, (path, number, resp.status, await resp.text())
+            assert (await resp.json())["error"]["code"] == "INVALID_CURSOR"
