@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 from aiohttp import web
@@ -161,3 +162,101 @@ async def test_cursor_outside_the_id_range_is_422_on_every_list(client):
                 continue
             assert resp.status == 422, (path, number, resp.status, await resp.text())
             assert (await resp.json())["error"]["code"] == "INVALID_CURSOR"
+
+
+async def _raw_exchange(client, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library to tidy them up); the status line, headers and body back."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)  # the server closes after an error
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = b"".join(body.split(b"\r\n")[1::2])
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_requests_refused_by_the_http_parser_get_the_json_error_shape(client):
+    cases = [
+        b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # request line over 8,190 bytes
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * 9_000 + b"\r\n\r\n",  # header too long
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n",  # control character in a header
+        b"G@T /healthz HTTP/1.1\r\nHost: x\r\n\r\n",  # not a method
+        b"POST /api/v1/auth/wx-login HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ]
+    for request in cases:
+        status, headers, body = await _raw_exchange(client, request)
+        assert status == 400, (request[:40], status, body[:200])
+        assert headers["content-type"].startswith("application/json"), (request[:40], headers)
+        error = json.loads(body)
+        _assert_error_shape(error)
+        assert error["error"]["code"] == "BAD_REQUEST"
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_an_error_in_a_middleware_gets_the_json_error_shape(aiohttp_client, settings):
+    from app import create_app
+    from tests.conftest import AppServer
+
+    app = create_app(settings)
+
+    @web.middleware
+    async def broken(request, handler):
+        raise RuntimeError("secret internals of a middleware")
+
+    app.middlewares.insert(0, broken)  # outside error_middleware: only the server itself can answer
+    client = await aiohttp_client(AppServer(app))
+    resp = await client.get("/healthz")
+    assert resp.status == 500
+    _assert_error_shape(await resp.json())
+    assert "secret" not in await resp.text()
+
+
+async def test_every_routes_error_paths_have_the_json_error_shape(client):
+    """Each route, driven into its errors: no token, a bad token, a wrong method, a malformed body, an id that is
+    not one, an unknown id. Whatever answers (router, middleware, handler), a 4xx in the error shape."""
+    import uuid
+
+    await seeded(client)
+    staff = await login_demo(client, "SUBEI", "admin")
+    methods = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+    routes = {(spec.method, spec.path): spec for spec in all_routes()}
+    checked = 0
+
+    async def expect_error(method: str, path: str, **kwargs) -> None:
+        nonlocal checked
+        resp = await client.request(method, path, **kwargs)
+        assert 400 <= resp.status < 500, (method, path, resp.status, await resp.text())
+        assert resp.content_type == "application/json", (method, path, resp.content_type)
+        _assert_error_shape(await resp.json())
+        checked += 1
+
+    for (method, path), spec in routes.items():
+        concrete = re.sub(r"{\w+}", str(uuid.uuid4()), path)
+        unused = sorted(m for m in methods if (m, path) not in routes)
+        if unused:
+            await expect_error(unused[0], concrete, headers=bearer(staff))
+        if spec.auth:
+            await expect_error(method, concrete)
+            await expect_error(method, concrete, headers={"Authorization": "Bearer not-a-token"})
+        if spec.body is not None and path != "/wechat/push":
+            await expect_error(method, concrete, data=b"{",
+                               headers=bearer(staff) | {"Content-Type": "application/json"})
+        if spec.query is not None and path != "/wechat/push":
+            await expect_error(method, concrete, params={"limit": "x", "cursor": "!", "from": "y", "box": "?"},
+                               headers=bearer(staff))
+        if "{" in path:
+            await expect_error(method, re.sub(r"{\w+}", "not-an-id", path), headers=bearer(staff))
+            if method in ("GET", "DELETE"):
+                await expect_error(method, concrete, headers=bearer(staff))
+    await expect_error("POST", "/wechat/push", params={"timestamp": "1", "nonce": "n", "signature": "0" * 40})
+    await expect_error("GET", "/wechat/push", params={"timestamp": "1"})
+    await expect_error("GET", "/api/v1/no-such-route")
+    assert checked > 150
