@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from accounts.invitations import create_invitation
 from accounts.principal import authenticate
@@ -20,6 +20,7 @@ from miniprogram_api.pagination import PageQuery, paginate
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
 from models import Department, Role, Staff, WeChatAccount
 from qr.render import png_data_url, render_png
+from security.person_name import validate_person_name
 
 api = Api()
 TAGS = ["admin"]
@@ -27,9 +28,14 @@ RoleName = Literal["doctor", "approver", "admission_clerk", "expert", "admin"]
 
 
 class InvitationIn(BaseModel):
-    name: str = Field(min_length=1, max_length=30, description="受邀人姓名")
+    name: str = Field(min_length=1, max_length=60, description="受邀人姓名（规则同就诊人姓名）")
     roles: list[RoleName] = Field(min_length=1, max_length=5)
     department_id: uuid.UUID | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_person_name(value)
 
 
 class InvitationOut(BaseModel):

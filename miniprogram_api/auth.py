@@ -6,7 +6,7 @@ import time
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from accounts import login, sessions
 from accounts.principal import authenticate, revoked_key
@@ -15,6 +15,7 @@ from appkeys import CIPHER, KV_STORE, SETTINGS, WECHAT
 from miniprogram_api.routing import Api, json_response, parse_body
 from miniprogram_api.schemas import AccountOut, SessionOut
 from models import Relation, WeChatAccount
+from security.person_name import validate_person_name
 
 api = Api()
 TAGS = ["auth"]
@@ -43,10 +44,15 @@ class BindStaffIn(BaseModel):
 
 class BindPatientIn(BaseModel):
     code: str = Field(min_length=1, max_length=128)
-    name: str = Field(min_length=1, max_length=30, description="就诊人姓名")
+    name: str = Field(min_length=1, max_length=60, description="就诊人姓名（1–30 字，不含数字和控制字符）")
     id_number: str = Field(min_length=1, max_length=32, description="居民身份证号码")
     phone: str = Field(min_length=1, max_length=20, description="手机号码")
     relation: Literal["self", "parent", "child", "spouse", "other"] = "self"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_person_name(value)
 
 
 @api.route("POST", "/api/v1/auth/wx-login", summary="微信登录 (code2session)", tags=TAGS, auth=False,
