@@ -130,7 +130,7 @@ async def list_own_departments(request: web.Request) -> web.Response:
 
 
 @api.route("POST", "/api/v1/admin/departments", summary="新增科室", tags=TAGS, status=201, body=DepartmentIn,
-           response=DepartmentOut)
+           response=DepartmentOut, responses={409: "本机构已有相同编码的科室"})
 async def add_department(request: web.Request) -> web.Response:
     admin = await _admin(request)
     body = await parse_body(request, DepartmentIn)
@@ -158,7 +158,7 @@ async def list_staff(request: web.Request) -> web.Response:
 
 
 @api.route("PATCH", "/api/v1/admin/staff/{id}", summary="修改工作人员角色、科室或停用", tags=TAGS,
-           body=StaffPatch, response=StaffAdminOut)
+           body=StaffPatch, response=StaffAdminOut, responses={409: "不能移除自己的管理员角色或停用自己"})
 async def change_staff(request: web.Request) -> web.Response:
     admin = await _admin(request)
     body = await parse_body(request, StaffPatch)
@@ -169,7 +169,7 @@ async def change_staff(request: web.Request) -> web.Response:
 
 
 @api.route("DELETE", "/api/v1/admin/staff/{id}", summary="移除工作人员（保留记录，解除微信绑定）", tags=TAGS,
-           response=Deleted)
+           response=Deleted, responses={409: "不能删除自己的账号"})
 async def delete_staff(request: web.Request) -> web.Response:
     admin = await _admin(request)
     await directory_admin.remove_staff(admin, path_uuid(request))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from appkeys import METRICS
 from errors import DomainError
+from timeutil import json_default
 
 log = logging.getLogger("referral_cloud.http")
 
@@ -38,9 +40,7 @@ def error_body(status: int, code: str, message: str, detail: dict | None = None)
 
 
 def _dumps(obj) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False, default=str)
+    return json.dumps(obj, ensure_ascii=False, default=json_default)
 
 
 @web.middleware

@@ -260,3 +260,71 @@ async def test_every_routes_error_paths_have_the_json_error_shape(client):
     await expect_error("GET", "/wechat/push", params={"timestamp": "1"})
     await expect_error("GET", "/api/v1/no-such-route")
     assert checked > 150
+
+
+async def test_request_bodies_take_only_json_booleans_and_integers(client):
+    from models import Referral
+    from tests.referral_support import Desk, make_patient
+
+    desk = await Desk.open(client)
+    patient = await make_patient(desk.cipher)
+    for field, value in (("submit", "yes"), ("submit", 1), ("submit", "true"), ("confirm_duplicate", "false")):
+        resp = await desk.create("DONGGUAN", patient.public_id, **{field: value})
+        assert resp.status == 422, (field, value, await resp.text())
+        assert (await resp.json())["error"]["detail"]["fields"] == [{"field": field, "reason": "应为布尔值"}]
+    assert await Referral.all().count() == 0
+    draft = await desk.ok(await desk.create("DONGGUAN", patient.public_id), 201)
+    for version in ("1", True, 1.0):
+        resp = await desk.post(("DONGGUAN", "doctor"), draft["id"], "submit", {"version": version})
+        assert resp.status == 422, (version, await resp.text())
+        assert (await resp.json())["error"]["detail"]["fields"] == [{"field": "version", "reason": "应为整数"}]
+    submitted = await desk.ok(await desk.post(("DONGGUAN", "doctor"), draft["id"], "submit",
+                                              {"version": draft["version"]}))
+    assert submitted["status"] != "draft"
+
+
+TIME_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
+API_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+08:00")
+
+
+def _times(value, path: str = "") -> list[tuple[str, str]]:
+    """Every (path, text) in a JSON value whose text looks like a date and a time."""
+    if isinstance(value, dict):
+        return [t for key, item in value.items() for t in _times(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [t for index, item in enumerate(value) for t in _times(item, f"{path}[{index}]")]
+    return [(path, value)] if isinstance(value, str) and TIME_LIKE.match(value) else []
+
+
+async def test_every_time_leaves_the_api_in_one_format_and_codes_use_the_china_date(client):
+    from datetime import date
+
+    from referrals.state_machine import Status
+    from tests.referral_support import Desk
+    from timeutil import china_today
+
+    desk = await Desk.open(client)
+    referral = await desk.drive(Status.SCHEDULED)
+    assert referral["code"][2:8] == china_today().strftime("%y%m%d")
+    rid = referral["id"]
+    referrer, target = ("DONGGUAN", "doctor"), ("SUBEI", "approver")
+    admin = await login_demo(client, "SUBEI", "admin")
+    await desk.ok(await client.post(f"/api/v1/referrals/{rid}/orders", headers=await desk.headers(referrer),
+                                    json={"kind": "lab", "code": "LAB-1", "name": "血常规"}), 202)
+    responses = [referral]
+    for who, path, params in [
+        (referrer, f"/api/v1/referrals/{rid}", {}), (referrer, "/api/v1/referrals", {"box": "outgoing"}),
+        (target, "/api/v1/referrals", {"box": "incoming"}), (referrer, f"/api/v1/referrals/{rid}/slip", {}),
+        (referrer, f"/api/v1/referrals/{rid}/orders", {}), (referrer, "/api/v1/inbox", {}),
+        (target, "/api/v1/inbox", {}), (("SUBEI", "admin"), "/api/v1/admin/jobs", {"state": "pending"}),
+    ]:
+        responses.append(await desk.ok(await desk.get(who, path, **params)))
+    responses.append(await (await client.get("/api/v1/admin/staff", headers=bearer(admin))).json())
+    found = [t for body in responses for t in _times(body)]
+    assert len(found) > 20, found
+    wrong = [(path, text) for path, text in found
+             if not API_TIME.fullmatch(text) and not re.match(r"\.items\[\d+\]\.data\.", path)]
+    assert wrong == [], wrong
+    detail = responses[1]
+    assert {"submitted_at", "updated_at"} <= {p.rsplit(".", 1)[-1] for p, _ in _times(detail)}
+    assert date.fromisoformat(detail["timeline"][0]["at"][:10]) <= china_today()
