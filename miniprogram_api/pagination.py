@@ -6,11 +6,12 @@ from pydantic import BaseModel, Field, field_validator
 from tortoise.queryset import QuerySet
 
 from cursors import decode_cursor, encode_cursor
+from miniprogram_api.routing import QueryInt
 
 
 class PageQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=64)
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: QueryInt = Field(default=50, ge=1, le=200)
 
     @field_validator("cursor")
     @classmethod

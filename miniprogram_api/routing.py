@@ -4,12 +4,13 @@ declaration drives request parsing and the OpenAPI document."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from errors import InvalidInput
 from timeutil import json_default
@@ -105,6 +106,26 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def _query_int(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"-?[0-9]{1,18}", value):
+        raise ValueError("应为整数")
+    return value
+
+
+def _query_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError("应为 true 或 false")
+        return value == "true"
+    return value
+
+
+# Query strings are text, so they cannot be validated strictly like JSON; these say which text is a number
+# (digits, not "5.0" or " 5") and which a boolean ("true"/"false", not "yes", "on" or "1").
+QueryInt = Annotated[int, BeforeValidator(_query_int)]
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:

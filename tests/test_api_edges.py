@@ -328,3 +328,16 @@ async def test_every_time_leaves_the_api_in_one_format_and_codes_use_the_china_d
     detail = responses[1]
     assert {"submitted_at", "updated_at"} <= {p.rsplit(".", 1)[-1] for p, _ in _times(detail)}
     assert date.fromisoformat(detail["timeline"][0]["at"][:10]) <= china_today()
+
+
+async def test_query_numbers_are_digits_and_query_booleans_true_or_false(client):
+    await seeded(client)
+    doctor = await login_demo(client, "SUBEI", "doctor")
+    for path, params in [("/api/v1/inbox", {"unread": "yes"}), ("/api/v1/inbox", {"unread": "1"}),
+                         ("/api/v1/inbox", {"limit": "5.0"}), ("/api/v1/institutions", {"limit": " 5"}),
+                         ("/api/v1/referrals", {"limit": "true"})]:
+        resp = await client.get(path, params=params, headers=bearer(doctor))
+        assert resp.status == 422, (path, params, await resp.text())
+        _assert_error_shape(await resp.json())
+    resp = await client.get("/api/v1/inbox", params={"unread": "true", "limit": "5"}, headers=bearer(doctor))
+    assert resp.status == 200, await resp.text()
