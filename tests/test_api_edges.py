@@ -137,6 +137,12 @@ async def test_json_nested_deeper_than_any_schema_is_a_4xx(client):
             assert resp.status == 422, (depth, resp.status)
             error = (await resp.json())["error"]
             assert error["code"] == "MALFORMED_JSON" and "嵌套过深" in error["message"]
+    # The stand-ins mounted beside the API (embedded mode) refuse it too.
+    deep = b"[" * 2_000 + b"]" * 2_000
+    for path in ("/wechat-sandbox/sandbox/login-code", "/his-sim/_faults", "/his-sim/SUBEI/fhir/Patient",
+                 "/his-sim/SUBEI/_launch-token"):
+        resp = await client.post(path, data=io.BytesIO(deep), headers={"Content-Type": "application/json"})
+        assert 400 <= resp.status < 500, (path, resp.status, await resp.text())
     # 32 levels are still read (and then judged by the schema).
     resp = await client.post("/api/v1/auth/wx-login", json={"code": "x", "extra": [[[[[[[[[[[]]]]]]]]]]]})
     assert resp.status != 422 or (await resp.json())["error"]["code"] != "MALFORMED_JSON"
