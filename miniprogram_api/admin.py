@@ -107,7 +107,7 @@ async def _staff_out(staff: Staff) -> dict:
 
 
 @api.route("POST", "/api/v1/admin/invitations", summary="邀请工作人员（一次性、有效期内）", tags=TAGS, status=201,
-           body=InvitationIn, response=InvitationOut, responses={403: "仅限机构管理员"})
+           body=InvitationIn, response=InvitationOut, responses={403: "仅限机构管理员", 404: "本机构没有该科室"})
 async def invite(request: web.Request) -> web.Response:
     admin = await _admin(request)
     body = await parse_body(request, InvitationIn)
