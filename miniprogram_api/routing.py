@@ -68,31 +68,40 @@ def validation_error(exc: ValidationError) -> InvalidInput:
 MAX_JSON_DEPTH = 32  # our deepest schema nests 4 levels; deeper input only costs stack and time
 
 
-def _depth(data: Any) -> int:
-    """How deeply arrays and objects nest in decoded JSON, counted without recursion."""
-    deepest, stack = 0, [(data, 1)]
+def _check_json(data: Any) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH, and text with U+0000 (PostgreSQL stores no NUL character;
+    nobody types one), walking without recursion."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
-        value, level = stack.pop()
+        value, level, where = stack.pop()
+        if isinstance(value, (dict, list)) and level > MAX_JSON_DEPTH:
+            raise _too_deep()
         if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, list):
-            deepest = max(deepest, level)
-            if level > MAX_JSON_DEPTH:
-                break
-            stack.extend((item, level + 1) for item in value)
-    return deepest
+            stack.extend((key, level, where or "body") for key in value)
+            stack.extend((item, level + 1, f"{where}.{key}".lstrip(".")) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, level + 1, f"{where}.{index}".lstrip(".")) for index, item in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            raise _nul(where or "body")
+
+
+def _too_deep() -> InvalidInput:
+    return InvalidInput(f"请求内容嵌套过深（最多 {MAX_JSON_DEPTH} 层）", code="MALFORMED_JSON")
+
+
+def _nul(field: str) -> InvalidInput:
+    return InvalidInput(f"提交的内容有误（{field}: 含有控制字符 \\u0000）", code="INVALID_CHARACTERS",
+                        detail={"fields": [{"field": field, "reason": "含有控制字符 \\u0000"}]})
 
 
 def _load_json(raw: bytes) -> Any:
-    too_deep = InvalidInput(f"请求内容嵌套过深（最多 {MAX_JSON_DEPTH} 层）", code="MALFORMED_JSON")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("请求内容不是有效的 JSON", code="MALFORMED_JSON") from None
     except RecursionError:  # the decoder gave up on the nesting before we could measure it
-        raise too_deep from None
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise too_deep
+        raise _too_deep() from None
+    _check_json(data)
     return data
 
 
@@ -129,8 +138,12 @@ QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
+    query = dict(request.query)
+    for key, value in query.items():
+        if "\x00" in key or "\x00" in value:
+            raise _nul(key)
     try:
-        return model.model_validate(dict(request.query))
+        return model.model_validate(query)
     except ValidationError as exc:
         raise validation_error(exc) from None
 

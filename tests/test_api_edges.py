@@ -347,3 +347,24 @@ async def test_query_numbers_are_digits_and_query_booleans_true_or_false(client)
         _assert_error_shape(await resp.json())
     resp = await client.get("/api/v1/inbox", params={"unread": "true", "limit": "5"}, headers=bearer(doctor))
     assert resp.status == 200, await resp.text()
+
+
+async def test_nul_characters_are_refused_before_they_reach_the_database(client):
+    """PostgreSQL stores no U+0000: found by the schema fuzzer as a 500 on PATCH /admin/departments/{id}."""
+    from tests.referral_support import department
+
+    await seeded(client)
+    admin = await login_demo(client, "SUBEI", "admin")
+    card = await department("SUBEI", "CARD")
+    resp = await client.patch(f"/api/v1/admin/departments/{card.public_id}", json={"ward": "A\u0000B"},
+                              headers=bearer(admin))
+    assert resp.status == 422, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "INVALID_CHARACTERS" and error["detail"]["fields"][0]["field"] == "ward"
+    resp = await client.post("/api/v1/admin/departments", json={"code": "X1", "name": "科室", "extra": {"k\u0000": 1}},
+                             headers=bearer(admin))
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "INVALID_CHARACTERS"
+    for path in ("/api/v1/referrals?q=%00", "/api/v1/institutions?cursor=%00", "/api/v1/slips/RY%00/qr.png"):
+        resp = await client.get(path, headers=bearer(admin))
+        assert 400 <= resp.status < 500, (path, resp.status, await resp.text())
+        _assert_error_shape(await resp.json())
