@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         if seed:
             asyncio.run(_seed(settings))
         _print_banner(settings, asyncio.run(_demo_accounts(settings)) if seed else [])
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+        import http_server
+
+        http_server.run(create_app(settings), settings.host, settings.port)
     elif args.command == "audit-verify":
         from audit_verify import run_audit_verify
 

@@ -27,6 +27,8 @@ from errors import DomainError, Unauthenticated
 from kv import KV
 
 MAX_BODY = 64 * 1024  # WeChat's pushes are a few hundred bytes
+MAX_XML_DEPTH = 8  # xml > SubscribeMsgPopupEvent > List > item > field is WeChat's deepest
+LATEST_CREATE_TIME = 4_102_444_800  # 2100-01-01: a CreateTime beyond is not a time but an attack on our ints
 MAX_AGE = 300  # seconds a push may be old (or ahead of our clock)
 NONCE_TTL = 2 * MAX_AGE + 60  # a nonce is remembered for as long as its timestamp is acceptable
 
@@ -74,7 +76,7 @@ class PushMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     ToUserName: str = Field(default="", max_length=64, description="小程序原始 ID")
     FromUserName: str = Field(min_length=1, max_length=64, description="发送者 openid")
-    CreateTime: int = Field(ge=0, description="消息创建时间（秒）")
+    CreateTime: int = Field(ge=0, le=LATEST_CREATE_TIME, description="消息创建时间（秒）")
     MsgType: str = Field(min_length=1, max_length=32, description="text / image / event / ...")
     Content: str | None = Field(default=None, max_length=2048, description="文本消息内容")
     MsgId: str | None = Field(default=None, max_length=64)
@@ -145,6 +147,17 @@ def _element_to_value(element: Element) -> Any:
     return out
 
 
+def _xml_depth(root: Element) -> int:
+    """How deeply elements nest, counted without recursion (the conversion below recurses)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        element, level = stack.pop()
+        deepest = max(deepest, level)
+        if level <= MAX_XML_DEPTH:
+            stack.extend((child, level + 1) for child in element)
+    return deepest
+
+
 def parse_xml(raw: bytes | str) -> dict[str, Any]:
     try:
         root = fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
@@ -154,6 +167,8 @@ def parse_xml(raw: bytes | str) -> dict[str, Any]:
         raise malformed("不是有效的 XML") from None
     if root.tag != "xml":
         raise malformed("XML 根元素应为 xml")
+    if _xml_depth(root) > MAX_XML_DEPTH:
+        raise malformed(f"XML 嵌套过深（最多 {MAX_XML_DEPTH} 层）")
     value = _element_to_value(root)
     if not isinstance(value, dict):
         raise malformed("XML 内容为空")

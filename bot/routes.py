@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from appkeys import KV_STORE, SETTINGS
 from bot import push
+from errors import Unauthenticated
 from miniprogram_api.routing import Api, parse_query
 from outbox.jobs import enqueue
 
@@ -27,7 +28,8 @@ class VerifyQuery(BaseModel):
 
 
 class PushQuery(BaseModel):
-    signature: str | None = Field(default=None, max_length=64, description="明文模式必带；安全模式可带")
+    signature: str | None = Field(default=None, max_length=64,
+                                  description="sha1(sort(Token, timestamp, nonce))；明文和安全模式都必带（缺少时 401）")
     timestamp: str = Field(max_length=16)
     nonce: str = Field(max_length=64)
     openid: str | None = Field(default=None, max_length=64)
@@ -70,11 +72,13 @@ async def verify_url(request: web.Request) -> web.Response:
 async def receive(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     query = parse_query(request, PushQuery)
-    raw = await _read_limited(request, push.MAX_BODY)
-    safe_mode = query.encrypt_type == "aes"
-    if not safe_mode or query.signature is not None:
-        push.check_signature(settings.wechat_push_token, query.signature, query.timestamp, query.nonce)
+    # Everything that needs no body is checked before the body is read, let alone parsed: an unsigned request
+    # never reaches a parser. WeChat signs the URL in safe mode too; msg_signature then also covers Encrypt.
+    push.check_signature(settings.wechat_push_token, query.signature, query.timestamp, query.nonce)
     push.check_timestamp(query.timestamp)
+    if query.encrypt_type == "aes" and not query.msg_signature:
+        raise Unauthenticated("安全模式推送缺少 msg_signature", code="PUSH_SIGNATURE")
+    raw = await _read_limited(request, push.MAX_BODY)
     message = push.open_push(raw, token=settings.wechat_push_token, aes_key=settings.wechat_aes_key,
                              appid=settings.wechat_appid, timestamp=query.timestamp, nonce=query.nonce,
                              encrypt_type=query.encrypt_type, msg_signature=query.msg_signature)

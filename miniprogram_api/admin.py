@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from accounts.invitations import create_invitation
 from accounts.principal import authenticate
@@ -20,6 +20,7 @@ from miniprogram_api.pagination import PageQuery, paginate
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
 from models import Department, Role, Staff, WeChatAccount
 from qr.render import png_data_url, render_png
+from security.person_name import validate_person_name
 
 api = Api()
 TAGS = ["admin"]
@@ -27,9 +28,14 @@ RoleName = Literal["doctor", "approver", "admission_clerk", "expert", "admin"]
 
 
 class InvitationIn(BaseModel):
-    name: str = Field(min_length=1, max_length=30, description="受邀人姓名")
+    name: str = Field(min_length=1, max_length=60, description="受邀人姓名（规则同就诊人姓名）")
     roles: list[RoleName] = Field(min_length=1, max_length=5)
     department_id: uuid.UUID | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_person_name(value)
 
 
 class InvitationOut(BaseModel):
@@ -101,7 +107,7 @@ async def _staff_out(staff: Staff) -> dict:
 
 
 @api.route("POST", "/api/v1/admin/invitations", summary="邀请工作人员（一次性、有效期内）", tags=TAGS, status=201,
-           body=InvitationIn, response=InvitationOut, responses={403: "仅限机构管理员"})
+           body=InvitationIn, response=InvitationOut, responses={403: "仅限机构管理员", 404: "本机构没有该科室"})
 async def invite(request: web.Request) -> web.Response:
     admin = await _admin(request)
     body = await parse_body(request, InvitationIn)
@@ -124,7 +130,7 @@ async def list_own_departments(request: web.Request) -> web.Response:
 
 
 @api.route("POST", "/api/v1/admin/departments", summary="新增科室", tags=TAGS, status=201, body=DepartmentIn,
-           response=DepartmentOut)
+           response=DepartmentOut, responses={409: "本机构已有相同编码的科室"})
 async def add_department(request: web.Request) -> web.Response:
     admin = await _admin(request)
     body = await parse_body(request, DepartmentIn)
@@ -152,7 +158,7 @@ async def list_staff(request: web.Request) -> web.Response:
 
 
 @api.route("PATCH", "/api/v1/admin/staff/{id}", summary="修改工作人员角色、科室或停用", tags=TAGS,
-           body=StaffPatch, response=StaffAdminOut)
+           body=StaffPatch, response=StaffAdminOut, responses={409: "不能移除自己的管理员角色或停用自己"})
 async def change_staff(request: web.Request) -> web.Response:
     admin = await _admin(request)
     body = await parse_body(request, StaffPatch)
@@ -163,7 +169,7 @@ async def change_staff(request: web.Request) -> web.Response:
 
 
 @api.route("DELETE", "/api/v1/admin/staff/{id}", summary="移除工作人员（保留记录，解除微信绑定）", tags=TAGS,
-           response=Deleted)
+           response=Deleted, responses={409: "不能删除自己的账号"})
 async def delete_staff(request: web.Request) -> web.Response:
     admin = await _admin(request)
     await directory_admin.remove_staff(admin, path_uuid(request))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from accounts import binding, login, sessions
 from accounts.principal import authenticate
@@ -15,6 +15,7 @@ from miniprogram_api.binding_requests import request_detail
 from miniprogram_api.routing import Api, json_response, parse_body
 from miniprogram_api.schemas import AccountOut, SessionOut
 from models import Relation, WeChatAccount
+from security.person_name import validate_person_name
 
 api = Api()
 TAGS = ["auth"]
@@ -43,12 +44,17 @@ class BindStaffIn(BaseModel):
 
 class BindPatientIn(BaseModel):
     code: str = Field(min_length=1, max_length=128)
-    name: str = Field(min_length=1, max_length=30, description="就诊人姓名")
+    name: str = Field(min_length=1, max_length=60, description="就诊人姓名（1–30 字，不含数字和控制字符）")
     id_number: str = Field(min_length=1, max_length=32, description="居民身份证号码")
     relation: Literal["self", "parent", "child", "spouse", "other"] = "self"
     phone_code: str | None = Field(default=None, min_length=1, max_length=128,
                                    description="本人绑定：手机号快捷验证按钮（getPhoneNumber）返回的 code；"
                                                "微信验证的手机号须与医院登记的一致")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_person_name(value)
 
 
 @api.route("POST", "/api/v1/auth/wx-login", summary="微信登录 (code2session)", tags=TAGS, auth=False,

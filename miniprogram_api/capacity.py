@@ -23,8 +23,8 @@ TAGS = ["capacity"]
 
 
 class RangeQuery(BaseModel):
-    date_from: date | None = Field(default=None, alias="from")
-    date_to: date | None = Field(default=None, alias="to")
+    date_from: date | None = Field(default=None, alias="from", ge=date(2000, 1, 1), le=date(2100, 12, 31))
+    date_to: date | None = Field(default=None, alias="to", ge=date(2000, 1, 1), le=date(2100, 12, 31))
 
 
 class CapacityDayOut(BaseModel):
@@ -45,7 +45,14 @@ class CapacityDayIn(BaseModel):
 
 
 class CapacityIn(BaseModel):
-    days: list[CapacityDayIn] = Field(min_length=1, max_length=366)
+    days: list[CapacityDayIn] = Field(min_length=1, max_length=366, description="今天至一年内的日期，每天一项")
+
+    @field_validator("days")
+    @classmethod
+    def _one_entry_per_day(cls, value: list[CapacityDayIn]) -> list[CapacityDayIn]:
+        if len({d.date for d in value}) != len(value):
+            raise ValueError("同一日期只能填写一次")
+        return value
 
 
 class PolicyModel(BaseModel):

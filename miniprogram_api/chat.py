@@ -16,10 +16,11 @@ from accounts.principal import authenticate, load_principal
 from appkeys import SETTINGS, STORAGE
 from chat import access, attachments, messages, realtime, tickets
 from chat.schemas import SendIn
+from cursors import decode_cursor, encode_cursor
 from errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query, read_upload
-from models import ConversationParticipant, Staff, WeChatAccount
+from models import Conversation, ConversationParticipant, Staff, WeChatAccount
 from referrals.attachments import MAX_BYTES
 
 api = Api()
@@ -79,7 +80,7 @@ class ConversationDetail(ConversationOut):
 
 class ConversationQuery(BaseModel):
     kind: Literal["consultation", "ward_round"] | None = None
-    cursor: str | None = Field(default=None, max_length=20, pattern=r"^\d+$")
+    cursor: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=50, ge=1, le=200)
 
 
@@ -159,10 +160,11 @@ async def list_conversations(request: web.Request) -> web.Response:
     if principal.staff_id is None:
         return json_response(ConversationList(items=[], next_cursor=None))
     rows, more = await messages.conversations_of(principal.staff_id, kind=query.kind,
-                                                 before_id=int(query.cursor) if query.cursor else None,
+                                                 before_id=decode_cursor(query.cursor, Conversation)
+                                                 if query.cursor else None,
                                                  limit=query.limit)
     items = [_conversation_view(r.conversation, r.participant, r.unread) for r in rows]
-    cursor = str(rows[-1].conversation.id) if more and rows else None
+    cursor = encode_cursor(rows[-1].conversation.id) if more and rows else None
     return json_response(ConversationList(items=items, next_cursor=cursor))
 
 
@@ -234,7 +236,7 @@ async def read(request: web.Request) -> web.Response:
 
 @api.route("POST", "/api/v1/conversations/{id}/attachments", summary="上传图片或文件（JPG/PNG/PDF，≤10 MB），再以"
            "image/file 消息发送", tags=TAGS, upload=True, response=AttachmentOut, status=201,
-           responses={**NOT_FOUND, 413: "文件过大", 415: "文件类型不支持"})
+           responses={**NOT_FOUND, 400: "上传内容格式不正确", 413: "文件过大", 415: "文件类型不支持"})
 async def upload(request: web.Request) -> web.Response:
     principal = await _staff_principal(request)
     membership = await access.member(principal, request.match_info["id"])

@@ -176,7 +176,7 @@ _transition_route("cancel", "取消会诊（申请医生）", TransitionIn,
 
 @api.route("POST", "/api/v1/consultations/{id}/attachments", summary="上传会诊附件（JPG/PNG/PDF，≤10 MB）",
            tags=TAGS, upload=True, response=AttachmentOut, status=201,
-           responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
+           responses={**ERRORS, 400: "上传内容格式不正确", 413: "文件过大", 415: "文件类型不支持"})
 async def upload(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     filename, data = await read_upload(request, MAX_BYTES)

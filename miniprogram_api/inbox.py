@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from accounts.principal import authenticate
-from miniprogram_api.routing import Api, json_response, parse_query
+from miniprogram_api.routing import Api, QueryBool, QueryInt, json_response, parse_query
 from models import InboxMessage
 from notifications import inbox
 
@@ -18,8 +18,8 @@ TAGS = ["inbox"]
 
 class InboxQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=64)
-    limit: int = Field(default=20, ge=1, le=100)
-    unread: bool = Field(default=False, description="true：只看未读")
+    limit: QueryInt = Field(default=20, ge=1, le=100)
+    unread: QueryBool = Field(default=False, description="true：只看未读")
 
 
 class InboxMessageOut(BaseModel):

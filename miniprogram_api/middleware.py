@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from appkeys import METRICS
 from errors import DomainError
+from timeutil import json_default
 
 log = logging.getLogger("referral_cloud.http")
 
@@ -21,7 +23,15 @@ _HTTP_CODES = {
     413: ("PAYLOAD_TOO_LARGE", "请求内容过大（上限 1 MiB）"),
     415: ("UNSUPPORTED_MEDIA_TYPE", "不支持的内容类型"),
     429: ("TOO_MANY_REQUESTS", "操作过于频繁，请稍后再试"),
+    431: ("HEADERS_TOO_LARGE", "请求头过大"),
+    500: ("INTERNAL_ERROR", "服务器内部错误，请稍后再试"),
+    504: ("TIMEOUT", "处理超时，请稍后再试"),
 }
+
+
+def error_parts(status: int) -> tuple[str, str]:
+    """The code and Chinese message of an HTTP error we have no more specific words for."""
+    return _HTTP_CODES.get(status, ("HTTP_ERROR", "请求未能完成"))
 
 
 def error_body(status: int, code: str, message: str, detail: dict | None = None) -> web.Response:
@@ -30,9 +40,7 @@ def error_body(status: int, code: str, message: str, detail: dict | None = None)
 
 
 def _dumps(obj) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False, default=str)
+    return json.dumps(obj, ensure_ascii=False, default=json_default)
 
 
 @web.middleware
@@ -44,15 +52,14 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code, message = _HTTP_CODES.get(exc.status, ("HTTP_ERROR", "请求未能完成"))
-        response = error_body(exc.status, code, message)
+        response = error_body(exc.status, *error_parts(exc.status))
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
         # A 5xx is always a bug: log it with the route, never echo internals to the caller.
         log.exception("unhandled error on %s %s", request.method, _route_name(request))
-        return error_body(500, "INTERNAL_ERROR", "服务器内部错误，请稍后再试")
+        return error_body(500, *error_parts(500))
 
 
 def _route_name(request: web.Request) -> str:

@@ -27,6 +27,16 @@ def _query_params(model: type[BaseModel]) -> list[dict]:
             for name, prop in schema.get("properties", {}).items()]
 
 
+def _success_schema(spec: RouteSpec, ref) -> dict:
+    if spec.response is not None:
+        return ref(spec.response)
+    if spec.content_type == "application/json":
+        return {"type": "object"}
+    if spec.content_type.startswith("text/"):
+        return {"type": "string"}
+    return {"type": "string", "format": "binary"}
+
+
 def build_openapi(routes: list[RouteSpec]) -> dict:
     models = {ErrorOut}
     for spec in routes:
@@ -53,14 +63,17 @@ def build_openapi(routes: list[RouteSpec]) -> dict:
                 "type": "object", "required": ["file"],
                 "properties": {"file": {"type": "string", "format": "binary"}}}}}}
         ok = str(spec.status)
-        if spec.response is not None:
-            success = {"description": "成功", "content": {spec.content_type: {"schema": ref(spec.response)}}}
-        else:
-            success = {"description": "成功", "content": {spec.content_type: {"schema": {"type": "string"}}}}
+        # A route may answer one of several media types (an attachment is served as what it is).
+        success = {"description": "成功", "content": {media: {"schema": _success_schema(spec, ref)}
+                                                      for media in spec.content_type.split(", ")}}
         responses = {ok: success}
-        errors = {422: _STATUS_TEXT[422]} if spec.body or spec.query else {}
+        errors = {422: _STATUS_TEXT[422]} if spec.body or spec.query or spec.upload else {}
         if spec.auth:
+            # Every signed-in route can refuse the caller's kind (a patient on a staff route, and back).
             errors[401] = _STATUS_TEXT[401]
+            errors[403] = _STATUS_TEXT[403]
+        if "{" in spec.path:
+            errors[404] = _STATUS_TEXT[404]
         errors.update(spec.responses)
         for status, text in sorted(errors.items()):
             responses[str(status)] = {"description": text,

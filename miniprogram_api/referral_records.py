@@ -13,7 +13,7 @@ from accounts.principal import authenticate
 from appkeys import CIPHER, HIS, STORAGE
 from miniprogram_api.routing import Api, json_response, parse_body, read_upload
 from referrals import attachments, orders
-from referrals.attachments import MAX_BYTES, attachment_view
+from referrals.attachments import MAX_BYTES, SIGNATURES, attachment_view
 
 api = Api()
 TAGS = ["referral records"]
@@ -121,7 +121,7 @@ async def list_reports(request: web.Request) -> web.Response:
 
 @api.route("POST", "/api/v1/referrals/{id}/attachments", summary="上传附件（JPG/PNG/PDF，≤10 MB）", tags=TAGS,
            upload=True, response=AttachmentOut, status=201,
-           responses={**ERRORS, 413: "文件过大", 415: "文件类型不支持"})
+           responses={**ERRORS, 400: "上传内容格式不正确", 413: "文件过大", 415: "文件类型不支持"})
 async def upload(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     filename, data = await read_upload(request, MAX_BYTES)
@@ -140,7 +140,7 @@ async def list_attachments(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/referrals/{id}/attachments/{attachment_id}", summary="下载附件", tags=TAGS,
-           content_type="application/octet-stream", responses=ERRORS)
+           content_type=", ".join(sorted(set(SIGNATURES.values()))), responses=ERRORS)
 async def download(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     attachment, data = await attachments.read_attachment(principal, request.app[STORAGE], request.match_info["id"],

@@ -12,7 +12,7 @@ from tortoise.transactions import in_transaction
 from accounts.principal import authenticate
 from appkeys import CIPHER
 from miniprogram_api.idempotency import idempotent
-from miniprogram_api.routing import Api, json_response, parse_body, parse_query
+from miniprogram_api.routing import Api, QueryInt, json_response, parse_body, parse_query
 from miniprogram_api.slips import SlipSummaryOut, image_links
 from models import Patient
 from referrals import commands
@@ -117,7 +117,7 @@ class ListQuery(BaseModel):
     date_to: date | None = Field(default=None, alias="to")
     q: str | None = Field(default=None, max_length=50, description="转诊编号前缀或患者姓名")
     cursor: str | None = Field(default=None, max_length=64)
-    limit: int = Field(default=20, ge=1, le=100)
+    limit: QueryInt = Field(default=20, ge=1, le=100)
 
 
 class InstitutionRefOut(BaseModel):

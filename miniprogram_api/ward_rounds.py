@@ -14,6 +14,7 @@ from appkeys import CIPHER, HIS, SETTINGS
 from consults import rounds
 from consults.round_machine import OPEN
 from consults.round_views import round_view, summary_view, voip_room
+from cursors import decode_cursor
 from errors import InvalidInput
 from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
@@ -141,6 +142,8 @@ async def worklist(request: web.Request) -> web.Response:
         rows = rows.filter(referral__public_id=query.referral_id)
     states = [str(s) for s in OPEN]
     if query.box == "upcoming":
+        if query.cursor:
+            decode_cursor(query.cursor, WardRound)  # refused like any list's bad cursor; upcoming is one page
         page, cursor = await rows.filter(status__in=states).order_by("scheduled_at").limit(query.limit), None
     else:
         page, cursor = await newest_first(rows.exclude(status__in=states), query.cursor, query.limit)

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 
-from errors import InvalidInput, NotFound
+from cursors import decode_cursor, encode_cursor
+from errors import NotFound
 from models import InboxMessage, Referral
 from timeutil import utcnow
-
-
-def _decode(cursor: str) -> int:
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("分页游标无效", code="INVALID_CURSOR") from None
-
-
-def _encode(message_id: int) -> str:
-    return base64.urlsafe_b64encode(str(message_id).encode()).decode().rstrip("=")
 
 
 async def page(account_id: int, *, cursor: str | None, limit: int,
@@ -28,11 +17,11 @@ async def page(account_id: int, *, cursor: str | None, limit: int,
     if unread_only:
         query = query.filter(read_at=None)
     if cursor:
-        query = query.filter(id__lt=_decode(cursor))
+        query = query.filter(id__lt=decode_cursor(cursor, InboxMessage))
     rows = await query.order_by("-id").limit(limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, (_encode(rows[-1].id) if more and rows else None)
+    return rows, (encode_cursor(rows[-1].id) if more and rows else None)
 
 
 async def unread_count(account_id: int) -> int:

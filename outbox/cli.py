@@ -15,7 +15,7 @@ from models import OutboxJob
 from outbox import admin
 from outbox.wakeup import CHANNEL
 from settings import Settings
-from timeutil import china_time
+from timeutil import china_time, json_default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     referrals = await admin.referrals_of(dead)
     views = [admin.job_view(job, referrals.get(job.payload.get("referral_id"))) for job in dead]
     if args.json:
-        print(json.dumps({"counts": counts, "dead": views}, ensure_ascii=False, default=str))
+        print(json.dumps({"counts": counts, "dead": views}, ensure_ascii=False, default=json_default))
         return 0
     print("任务统计: " + " · ".join(f"{state} {counts[state]}" for state in admin.STATES))
     if views and not args.dead:

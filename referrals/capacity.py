@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from tortoise.expressions import F
+from tortoise.transactions import in_transaction
 
 from errors import Conflict, InvalidInput
 from models import CapacityDay
+from timeutil import china_today
 
 MAX_RANGE_DAYS = 366
 
@@ -28,19 +30,32 @@ async def capacity_between(department_id: int, start: date, end: date) -> list[d
             for day in days_between(start, end)]
 
 
+PUBLISH_AHEAD_DAYS = 365  # beds are published for admissions from today (China) up to a year ahead
+
+
 async def set_capacity(department_id: int, days: dict[date, int]) -> None:
-    """Publish reserved beds per day; a day cannot drop below what is already booked."""
-    for day, capacity in days.items():
-        if capacity < 0:
-            raise InvalidInput("床位数不能为负数", code="INVALID_CAPACITY")
-        row, created = await CapacityDay.get_or_create(department_id=department_id, day=day,
-                                                       defaults={"capacity": capacity})
-        if created:
-            continue
-        changed = await CapacityDay.filter(id=row.id, booked__lte=capacity).update(capacity=capacity)
-        if not changed:
-            raise Conflict(f"{day.isoformat()} 已预约 {row.booked} 床，不能少于已预约数", code="CAPACITY_BELOW_BOOKED",
-                           detail={"date": day.isoformat(), "booked": row.booked})
+    """Publish reserved beds per day, all days or none: a day outside the window or below what is already
+    booked refuses the whole request, and nothing of it is written."""
+    today = china_today()
+    last = today + timedelta(days=PUBLISH_AHEAD_DAYS)
+    outside = sorted(day for day in days if not today <= day <= last)
+    if outside:
+        raise InvalidInput(f"只能发布 {today.isoformat()} 至 {last.isoformat()} 的床位"
+                           f"（{outside[0].isoformat()} 不在其中）", code="INVALID_DATE_RANGE",
+                           detail={"date": outside[0].isoformat()})
+    if any(capacity < 0 for capacity in days.values()):
+        raise InvalidInput("床位数不能为负数", code="INVALID_CAPACITY")
+    async with in_transaction():
+        for day, capacity in sorted(days.items()):
+            row, created = await CapacityDay.get_or_create(department_id=department_id, day=day,
+                                                           defaults={"capacity": capacity})
+            if created:
+                continue
+            changed = await CapacityDay.filter(id=row.id, booked__lte=capacity).update(capacity=capacity)
+            if not changed:
+                booked = (await CapacityDay.get(id=row.id)).booked
+                raise Conflict(f"{day.isoformat()} 已预约 {booked} 床，不能少于已预约数",
+                               code="CAPACITY_BELOW_BOOKED", detail={"date": day.isoformat(), "booked": booked})
 
 
 async def book(department_id: int, day: date) -> CapacityDay:

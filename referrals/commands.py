@@ -47,7 +47,7 @@ def _now() -> datetime:
 
 def new_code(today: date | None = None) -> str:
     """A short human code: ZZ + yymmdd + 4 characters, e.g. ZZ261126K7QM."""
-    day = (today or _now().date()).strftime("%y%m%d")
+    day = (today or china_today()).strftime("%y%m%d")  # the China date: the day the doctors live in
     return "ZZ" + day + "".join(secrets.choice(CODE_ALPHABET) for _ in range(4))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -10,6 +9,7 @@ from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
 from accounts.principal import Principal
+from cursors import decode_cursor, encode_cursor
 from errors import Forbidden, InvalidInput
 from models import Referral
 from referrals.access import NEVER_SUBMITTED, approver_here
@@ -71,20 +71,13 @@ def apply_filters(query: QuerySet, filters: Filters) -> QuerySet:
     return query
 
 
-def _decode(cursor: str) -> int:
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("分页游标无效", code="INVALID_CURSOR") from None
-
-
 async def newest_first(query: QuerySet, cursor: str | None, limit: int) -> tuple[list[Referral], str | None]:
     if cursor:
-        query = query.filter(id__lt=_decode(cursor))
+        query = query.filter(id__lt=decode_cursor(cursor, Referral))
     rows = await query.order_by("-id").limit(limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = base64.urlsafe_b64encode(str(rows[-1].id).encode()).decode().rstrip("=") if more and rows else None
+    next_cursor = encode_cursor(rows[-1].id) if more and rows else None
     return rows, next_cursor
 
 

@@ -18,6 +18,21 @@ CHECK_CHARACTERS = "10X98765432"
 # Nobody alive was born before 1900; an earlier year is a typo, not a patient.
 EARLIEST_BIRTH = date(1900, 1, 1)
 
+# The first two digits are the province of GB/T 2260 (the address code's first level). 71 Taiwan, 81 Hong Kong and
+# 82 Macao are GB/T 2260 codes; 83 is added because the residence permits of Taiwan residents (港澳台居民居住证)
+# carry GB 11643 numbers with the address code 830000 and are accepted for real-name checks like resident IDs.
+# 91 ("abroad") was dropped from GB/T 2260 long ago, and the 9-prefixed numbers of foreigners' permanent
+# residence cards are another document with other rules: both are refused rather than half-validated.
+PROVINCES = frozenset({
+    "11", "12", "13", "14", "15",
+    "21", "22", "23",
+    "31", "32", "33", "34", "35", "36", "37",
+    "41", "42", "43", "44", "45", "46",
+    "50", "51", "52", "53", "54",
+    "61", "62", "63", "64", "65",
+    "71", "81", "82", "83",
+})
+
 # China has kept UTC+8 without daylight saving since 1991, so a fixed offset is exact and needs no tzdata.
 
 _DIGITS17 = re.compile(r"[0-9]{17}")
@@ -82,6 +97,8 @@ def parse_id_number(value: str, *, today: date | None = None) -> IdNumber:
         raise InvalidIdNumber(f"身份证号码长度不是18位（实际{len(number)}位）", "length")
     if not _ID_SHAPE.fullmatch(number):
         raise InvalidIdNumber("身份证号码含有非法字符：前17位应为数字，最后一位为数字或X", "characters")
+    if number[:2] not in PROVINCES:
+        raise InvalidIdNumber(f"身份证号码的地区码无效：{number[:2]}不是省级行政区代码", "region")
     try:
         birth = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:

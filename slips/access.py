@@ -27,8 +27,8 @@ async def slip_of_referral(principal: Principal, referral_public_id: str) -> tup
 
 async def slip_by_code(code: str) -> tuple[Slip, Referral]:
     """The slip with ``code`` and its referral, whoever asks (callers check access); 404 when there is none."""
-    if not code or len(code) > MAX_CODE_LENGTH:
-        raise _not_found()
+    if not code or len(code) > MAX_CODE_LENGTH or not (code.isascii() and code.isalnum()):
+        raise _not_found()  # never a query with text no code has (a NUL would even fail in PostgreSQL)
     slip = await Slip.get_or_none(code=code.upper())
     if slip is None:
         raise _not_found()

@@ -24,7 +24,7 @@ from referrals.policy import policy_of
 from referrals.state_machine import Status
 from slips import keys
 from slips.lifecycle import REVOKE_REASONS
-from timeutil import china_time, china_today, utcnow
+from timeutil import api_time, china_time, china_today, utcnow
 
 ATTEMPTS = 3  # a scan that loses to an unrelated change of the referral (not another scan) tries again
 
@@ -52,7 +52,7 @@ async def _token_refusal(exc: SlipTokenError) -> DomainError:
     if exc.code == slip_token.EXPIRED and exc.claims is not None:
         expired = datetime.fromtimestamp(exc.claims.expires_at, UTC)
         return Gone(f"该入院凭条已于{_when(expired)}过期，请患者联系转诊医生重新预约", code=exc.code,
-                    detail={"expired_at": china_time(expired).isoformat()})
+                    detail={"expired_at": api_time(expired)})
     return InvalidInput(exc.message, code=exc.code)
 
 
@@ -71,7 +71,7 @@ async def already_checked_in(slip: Slip, referral: Referral) -> Conflict:
         name = name or (event.actor_name if event else None)
     name = name or "住院处"
     return Conflict(f"该患者已于{_when(at)}由{name}办理入院登记，无需重复办理", code="SLIP_ALREADY_CHECKED_IN",
-                    detail={"checked_in_at": china_time(at).isoformat(), "checked_in_by": name,
+                    detail={"checked_in_at": api_time(at), "checked_in_by": name,
                             "referral_id": str(referral.public_id), "referral_code": referral.code,
                             "slip_code": slip.code})
 
@@ -82,7 +82,7 @@ async def _refuse_by_state(slip: Slip, referral: Referral) -> None:
         raise await already_checked_in(slip, referral)
     if slip.state == SlipState.EXPIRED or referral.status == Status.EXPIRED:
         raise Gone(f"该入院凭条已于{_when(slip.expires_at)}过期，患者逾期未到院，请联系转诊医生重新预约",
-                   code=slip_token.EXPIRED, detail={"expired_at": china_time(slip.expires_at).isoformat()})
+                   code=slip_token.EXPIRED, detail={"expired_at": api_time(slip.expires_at)})
     if slip.state == SlipState.REVOKED or referral.status != Status.SCHEDULED:
         reason = REVOKE_REASONS.get(slip.revoked_reason, "转诊已终止")
         raise Gone(f"该入院凭条已作废（{reason}），不能办理入院", code="SLIP_REVOKED",

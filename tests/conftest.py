@@ -14,8 +14,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestServer
 
 import db
+from http_server import AppRunner
 from settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -151,6 +153,13 @@ def app(settings):
     return create_app(settings)
 
 
+class AppServer(TestServer):
+    """The test server, with the app's own runner (aiohttp's parser errors in the JSON error shape)."""
+
+    async def _make_runner(self, **kwargs) -> AppRunner:
+        return AppRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def client(aiohttp_client, app):
-    return await aiohttp_client(app)
+    return await aiohttp_client(AppServer(app))

@@ -320,3 +320,32 @@ async def test_patient_binding_refuses_double_binding(client):
     assert (await _bind(client, "o_patient_twice")).status == 201
     again = await _bind(client, "o_patient_twice")
     assert again.status == 409 and (await again.json())["error"]["code"] == "ALREADY_BOUND"
+
+
+async def test_patient_binding_refuses_blank_and_control_character_names(client):
+    for name, reason in [("   ", "请填写姓名"), ("张\u0000三", "控制字符"), ("张\u200b三", "不可见字符"),
+                         ("张三\n", "控制字符"), ("周明华1", "只能包含文字"), ("··", "应包含文字"),
+                         ("张" * 31, "不能超过")]:
+        resp = await _bind(client, "o_patient_names", name=name)
+        assert resp.status == 422, (name, await resp.text())
+        body = await resp.json()
+        assert [f["field"] for f in body["error"]["detail"]["fields"]] == ["name"]
+        assert reason in body["error"]["message"], (name, body)
+    # Surrounding and doubled spaces are tidied, not refused; minority names keep their separator.
+    await put_on_file(client.server.app[CIPHER], "阿卜杜·热合曼", valid_id(5))
+    resp = await _bind(client, "o_patient_names", name="  阿卜杜·热合曼  ", id_number=valid_id(5))
+    assert resp.status == 201, await resp.text()
+    assert await Patient.get_or_none(name="阿卜杜·热合曼") is not None
+
+
+async def test_patient_binding_refuses_impossible_regions(client):
+    for region in ("000000", "999999", "911234", "100101", "720000"):
+        resp = await _bind(client, "o_patient_region", id_number=valid_id(1, region=region))
+        assert resp.status == 422, region
+        body = await resp.json()
+        assert body["error"]["code"] == "INVALID_ID_NUMBER" and "地区码" in body["error"]["message"]
+    for region in ("110105", "650102", "810000", "830000"):
+        name = f"周明{'甲乙丙丁'[int(region[1]) % 4]}"
+        await put_on_file(client.server.app[CIPHER], name, valid_id(7, region=region))
+        resp = await _bind(client, f"o_patient_region_{region}", id_number=valid_id(7, region=region), name=name)
+        assert resp.status == 201, (region, await resp.text())

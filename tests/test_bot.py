@@ -201,3 +201,39 @@ async def test_unknown_users_are_told_how_to_bind(client, pusher):
     assert resp.status == 200
     await run_jobs(client.server.app)
     assert await replies(client, "o_bot_stranger") == [BIND]
+
+
+def _nested_xml(depth: int) -> str:
+    return ("<xml><FromUserName>o_x</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType>"
+            + "<a>" * depth + "x" + "</a>" * depth + "</xml>")
+
+
+async def test_unsigned_pushes_are_refused_before_the_body_is_parsed(client, pusher):
+    deep = _nested_xml(1_100)
+    unsigned = {k: v for k, v in pusher.query().items() if k != "signature"}
+    # Safe mode without the URL signature, or without msg_signature: 401 whatever the body holds.
+    resp = await post(client, deep, unsigned | {"encrypt_type": "aes", "msg_signature": "0" * 40})
+    assert resp.status == 401, await resp.text()
+    resp = await post(client, deep, pusher.query(encrypt_type="aes"))
+    assert resp.status == 401 and (await resp.json())["error"]["code"] == "PUSH_SIGNATURE"
+    # A stale or unsigned request is refused before its (oversized) body is even read.
+    resp = await post(client, "<xml>" + "x" * (128 * 1024) + "</xml>", pusher.query(signature="0" * 40))
+    assert resp.status == 401
+    assert await bot_jobs() == []
+
+
+async def test_deep_xml_and_absurd_create_times_are_malformed(client, pusher):
+    # Signed correctly, in plaintext and inside a safe-mode envelope: still a 400, never a 500.
+    for depth in (8, 1_100, 5_000):
+        resp = await post(client, _nested_xml(depth), pusher.query())
+        assert resp.status == 400, (depth, await resp.text())
+        assert "嵌套过深" in (await resp.json())["error"]["message"]
+        body, query = pusher.encrypt(_nested_xml(depth), pusher.query())
+        resp = await post(client, body, query)
+        assert resp.status == 400, (depth, await resp.text())
+    for create_time in ("1" * 401, "1" * 11, "-1"):
+        body = (f"<xml><FromUserName>o_x</FromUserName><CreateTime>{create_time}</CreateTime>"
+                "<MsgType>text</MsgType><Content>帮助</Content></xml>")
+        resp = await post(client, body, pusher.query())
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "PUSH_MALFORMED", create_time
+    assert await bot_jobs() == []

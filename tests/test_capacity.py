@@ -10,7 +10,16 @@ from models import CapacityDay, Referral, ReferralEvent
 from referrals import commands
 from referrals.clinical import Clinical
 from referrals.state_machine import Status
-from tests.referral_support import CLINICAL, Desk, demo_principal, department, institution, make_patient, tomorrow
+from tests.referral_support import (
+    CLINICAL,
+    Desk,
+    demo_principal,
+    department,
+    institution,
+    make_patient,
+    open_beds,
+    tomorrow,
+)
 from timeutil import china_today
 
 
@@ -95,7 +104,7 @@ async def test_booking_needs_a_published_future_day_in_the_targets_department(cl
     assert resp.status == 422 and (await resp.json())["error"]["code"] == "ADMISSION_REQUIRED"
     resp = await desk.approve_target("SUBEI", rid, day=day)
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "NO_RESERVED_BEDS"
-    await desk.publish_beds("SUBEI", "CARD", day - timedelta(days=2), 3)
+    await open_beds("SUBEI", "CARD", day - timedelta(days=2), 3)  # the API publishes no past days; beds left over
     resp = await desk.approve_target("SUBEI", rid, day=china_today() - timedelta(days=1))
     assert resp.status == 422 and (await resp.json())["error"]["code"] == "ADMISSION_DATE_PAST"
     resp = await desk.post(("SUBEI", "approver"), rid, "approve", {"admission": {

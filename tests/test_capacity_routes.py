@@ -77,3 +77,49 @@ async def test_the_policy_decides_who_approves(client):
     assert resp.status == 200
     assert (await client.get("/api/v1/referrals?box=to_approve", headers=bearer(approver))).status == 403
     assert (await client.get("/api/v1/referrals?box=to_approve", headers=bearer(admin))).status == 200
+
+
+async def test_publishing_is_all_or_nothing_in_a_sane_window_with_strict_numbers(client):
+    from referrals.capacity import PUBLISH_AHEAD_DAYS
+    from tests.referral_support import beds, department, open_beds
+
+    await seeded(client)
+    approver = await login_demo(client, "SUBEI", "approver")
+    url = f"/api/v1/departments/{(await department('SUBEI', 'CARD')).public_id}/capacity"
+    today = china_today()
+    first, second = today + timedelta(days=1), today + timedelta(days=2)
+
+    async def put(days: list[dict]):
+        return await client.put(url, json={"days": days}, headers=bearer(approver))
+
+    # The second day is below what is booked there: the first day is not written either.
+    row = await open_beds("SUBEI", "CARD", second, 2)
+    row.booked = 2
+    await row.save(update_fields=["booked"])
+    resp = await put([{"date": first.isoformat(), "capacity": 5}, {"date": second.isoformat(), "capacity": 1}])
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "CAPACITY_BELOW_BOOKED"
+    assert await beds("SUBEI", "CARD", first) is None
+    assert (await beds("SUBEI", "CARD", second)).capacity == 2
+    # Days outside today .. a year ahead, and duplicates, refuse the whole request before anything is written.
+    for bad in ("0001-01-01", "9999-12-31", (today - timedelta(days=1)).isoformat(),
+                (today + timedelta(days=PUBLISH_AHEAD_DAYS + 1)).isoformat()):
+        resp = await put([{"date": first.isoformat(), "capacity": 5}, {"date": bad, "capacity": 1}])
+        assert resp.status == 422, (bad, await resp.text())
+        assert (await resp.json())["error"]["code"] in ("INVALID_DATE_RANGE", "INVALID_INPUT")
+    resp = await put([{"date": first.isoformat(), "capacity": 5}, {"date": first.isoformat(), "capacity": 6}])
+    assert resp.status == 422
+    # Only JSON integers are numbers.
+    for capacity in (True, "5", 5.0, None):
+        resp = await put([{"date": first.isoformat(), "capacity": capacity}])
+        assert resp.status == 422, (capacity, await resp.text())
+        assert (await resp.json())["error"]["detail"]["fields"][0]["field"] == "days.0.capacity"
+    resp = await put([{"date": 20261201, "capacity": 5}])
+    assert resp.status == 422
+    assert await beds("SUBEI", "CARD", first) is None
+    # Reading far outside any plausible window is a 422, not an overflow.
+    for query in ("from=9999-12-31", "from=0001-01-01&to=0001-01-02", "to=9999-12-31"):
+        resp = await client.get(f"{url}?{query}", headers=bearer(approver))
+        assert resp.status == 422, (query, await resp.text())
+    resp = await put([{"date": first.isoformat(), "capacity": 5}, {"date": second.isoformat(), "capacity": 3}])
+    assert resp.status == 200, await resp.text()
+    assert [d["capacity"] for d in (await resp.json())["days"]] == [5, 3]

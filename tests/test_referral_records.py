@@ -106,3 +106,26 @@ async def test_attachments_are_checked_stored_and_scoped(client):
     outsider = await login_demo(client, "WENHE", "doctor")
     assert (await client.get(attachment["url"], headers=bearer(outsider))).status == 404
     assert (await _upload(client, outsider, referral["id"], PNG)).status == 404
+
+
+async def test_malformed_multipart_bodies_are_400_not_500(client):
+    referral, doctor = await _pending_at_target(client)
+    url = f"/api/v1/referrals/{referral['id']}/attachments"
+
+    def part(header: bytes) -> bytes:
+        return b'--B\r\nContent-Disposition: form-data; name="file"; ' + header + b"\r\n\r\n" + PNG + b"\r\n--B--\r\n"
+
+    cases = [
+        ("multipart/form-data", b"no boundary"),
+        ("multipart/form-data; boundary=B", part(b'filename="a\x01.png"')),
+        ("multipart/form-data; boundary=B", part(b'filename="' + b"a" * 9000 + b'.png"')),
+    ]
+    for content_type, body in cases:
+        resp = await client.post(url, data=body, headers=bearer(doctor) | {"Content-Type": content_type})
+        assert resp.status == 400, (content_type, await resp.text())
+        assert (await resp.json())["error"]["code"] == "MULTIPART_MALFORMED"
+    # A long but parseable name is kept, cut to what the column holds.
+    resp = await client.post(url, data=part(b'filename="' + b"b" * 5000 + b'.png"'),
+                             headers=bearer(doctor) | {"Content-Type": "multipart/form-data; boundary=B"})
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["filename"] == "b" * 200

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from security.idcard import (
+    PROVINCES,
     IdNumber,
     InvalidIdNumber,
     InvalidPhone,
@@ -20,7 +21,8 @@ from security.idcard import (
 )
 
 TODAY = date(2025, 6, 1)
-regions = st.from_regex(r"[0-9]{6}", fullmatch=True)
+regions = st.builds(lambda province, rest: province + rest, st.sampled_from(sorted(PROVINCES)),
+                    st.from_regex(r"[0-9]{4}", fullmatch=True))
 births = st.dates(min_value=date(1900, 1, 1), max_value=TODAY)
 sequences = st.integers(min_value=0, max_value=999)
 first17s = st.from_regex(r"[0-9]{17}", fullmatch=True)
@@ -230,3 +232,10 @@ def test_invalid_phones_say_what_is_wrong(value, code, message):
 def test_non_text_phone_is_refused():
     with pytest.raises(InvalidPhone, match="应为文本"):
         validate_phone(13812345678)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("region", ["000000", "999999", "911234", "100101", "290000", "720000", "840000"])
+def test_a_region_outside_the_gb_t_2260_provinces_is_refused(region):
+    with pytest.raises(InvalidIdNumber, match="地区码") as caught:
+        parse_id_number(make_id_number(region, date(1990, 1, 1), 1), today=TODAY)
+    assert caught.value.code == "region"

@@ -185,7 +185,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _body(request: web.Request) -> dict:
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting beyond the decoder
         raise FhirProblem(400, "structure", "请求体不是有效的 JSON") from None
     if not isinstance(body, dict):
         raise FhirProblem(400, "structure", "请求体应为 FHIR 资源")
@@ -288,7 +288,7 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
     async def add_fault(request: web.Request) -> web.Response:
         try:
             data = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         fault, problem = _parse_fault(data)
         if fault is None:
@@ -307,7 +307,7 @@ def create_simulator_app(state: SimulatorState, *, prefix: str = "/his-sim") -> 
         code = request.match_info["code"]
         try:
             data = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         user_id = data.get("user_id") if isinstance(data, dict) else None
         patient = data.get("patient") if isinstance(data, dict) else None

@@ -31,7 +31,7 @@ def _wechat_json(data: dict[str, Any]) -> web.Response:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.read() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder goes
         raise ApiError(47001, "data format error") from None
     if not isinstance(body, dict):
         raise ApiError(47001, "data format error")
@@ -144,7 +144,7 @@ def _bad_request(message: str) -> web.Response:
 async def _sandbox_body(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         body = json.loads(await request.read() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return _bad_request("请求体不是有效的 JSON")
     return body if isinstance(body, dict) else _bad_request("请求体应为 JSON 对象")
 
