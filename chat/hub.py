@@ -57,6 +57,7 @@ class Client:
     # The newest seq of each conversation when the socket opened: what came before is the client's to ask for.
     base: dict[int, int] = field(default_factory=dict)
     synced: set[int] = field(default_factory=set)
+    conversations: dict = field(default_factory=dict)  # public id -> Conversation this socket sent to as a member
     tasks: set[asyncio.Task] = field(default_factory=set)
     closed: bool = False
 

@@ -214,7 +214,8 @@ async def send(request: web.Request) -> web.Response:
     async def run() -> web.Response:
         body = await parse_body(request, SendIn)
         membership = await access.member(principal, request.match_info["id"])
-        sent = await realtime.post_message(request.app, await _author(principal), membership, body.draft())
+        sent = await realtime.post_message(request.app, await _author(principal), membership.conversation,
+                                           body.draft())
         return json_response(SentOut(message=sent.view, duplicate=sent.duplicate),
                              status=200 if sent.duplicate else 201)
 
