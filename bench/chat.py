@@ -9,7 +9,7 @@ spread over them in turn, each conversation with clients/conversations participa
   each client logs in, takes a one-time ticket and opens `/api/v1/realtime`.
 - bare: `python -m bench.chat_bare` x2: aiohttp WebSocket, one INSERT per message, Redis pub/sub, nothing else.
 
-Phases per system:
+Phases per system (after a warm-up of one acked message per conversation):
 1. connect every client; memory per socket = growth of the web processes' RSS / sockets;
 2. fixed rate: `--rate` messages per second in total for `--duration` seconds (senders in turn); delivery
    latency of a message = from just before it is sent until the last other participant has it;
@@ -168,9 +168,24 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
         say(f"{system.name}: {opts.clients} sockets in {result['connect_s']}s, "
             f"{result['memory']['kb_per_socket']} KB per socket")
 
+        # Warm-up (not measured): one acked message per conversation, so connection pools, the WeChat token and
+        # each conversation's first-of-period bookkeeping are behind us.
+        counter = itertools.count()
+
+        async def one(sender: int) -> None:
+            waiter = asyncio.get_running_loop().create_future()
+            cmid = f"c{sender}-{next(counter)}"
+            load.ack_waiters[cmid] = waiter
+            load.sent_at[cmid] = (sender, time.perf_counter())
+            await load.sockets[sender].send_str(system.frame_for(load.conversation_of[sender], cmid, "预热"))
+            await asyncio.wait_for(waiter, 60)
+
+        await asyncio.gather(*(one(members[0]) for members in load.members.values()))
+        result["warmup_messages"] = len(load.members)
+
         # Fixed rate.
         total = int(opts.rate * opts.duration)
-        cpu_before, cmids, counter = system.cpu_seconds(), [], itertools.count()
+        cpu_before, cmids = system.cpu_seconds(), []
         started = time.perf_counter()
         for k in range(total):
             delay = started + k / opts.rate - time.perf_counter()
