@@ -127,7 +127,7 @@ class Load:
 class System:
     name: str
     rss_kb: Callable[[], int]
-    cpu_seconds: Callable[[], float]
+    cpu_seconds: Callable[[], dict[str, float]]  # by process role
     connect: Callable[[aiohttp.ClientSession, int], Awaitable[aiohttp.ClientWebSocketResponse]]
     frame_for: Callable[[str, str, str], str]
 
@@ -139,6 +139,14 @@ def ours_frame(conversation_id: str, cmid: str, text: str) -> str:
 
 def bare_frame(conversation_id: str, cmid: str, text: str) -> str:
     return json.dumps({"conversation_id": conversation_id, "client_msg_id": cmid, "text": text}, ensure_ascii=False)
+
+
+def cpu_used(system: System, before: dict[str, float], messages: int) -> dict:
+    """Server CPU a phase cost, by process role, and per stored message (clock ticks: 10 ms resolution)."""
+    after = system.cpu_seconds()
+    used = {role: round(after[role] - before[role], 2) for role in after}
+    total = sum(used.values())
+    return {"server_cpu_s": used, "server_cpu_ms_per_message": round(total * 1000 / messages, 2) if messages else None}
 
 
 async def gather_limited(calls: list[Callable[[], Awaitable]], limit: int) -> list:
@@ -193,7 +201,7 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
                 await asyncio.sleep(delay)
             cmids.append(await load.send(k % opts.clients, system.frame_for, next(counter)))
         sending = time.perf_counter() - started
-        for _ in range(150):  # up to 15 s for the last acks and deliveries
+        for _ in range(1200):  # up to 120 s for a backlog to drain, so the next phase starts clean
             if load.settled(cmids):
                 break
             await asyncio.sleep(0.1)
@@ -203,7 +211,7 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
             "target_per_s": opts.rate, "seconds": opts.duration, "sent": total,
             "sent_per_s": round(total / sending, 1), "acked": len(acked),
             "stored_per_s": round(len(acked) / elapsed, 1) if elapsed else None,
-            "delivery": load.latencies(cmids), "server_cpu_s": round(system.cpu_seconds() - cpu_before, 1)}
+            "delivery": load.latencies(cmids), **cpu_used(system, cpu_before, len(acked))}
         say(f"{system.name}: fixed rate {result['fixed_rate']}")
 
         # Saturation: one closed-loop sender per conversation.
@@ -231,7 +239,7 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
         result["saturation"] = {"senders": len(senders), "seconds": round(elapsed, 1), "acked": acked_count,
                                 "stored_per_s": round(acked_count / elapsed, 1),
                                 "delivery": load.latencies(sat_cmids),
-                                "server_cpu_s": round(system.cpu_seconds() - cpu_before, 1)}
+                                **cpu_used(system, cpu_before, acked_count)}
         say(f"{system.name}: saturation {result['saturation']}")
         result["errors"] = load.errors[:10]
         for ws in load.sockets:
@@ -307,7 +315,8 @@ async def bench_ours(database_url: str, redis_url: str, work: Path, opts: argpar
             return ws
 
         system = System("ours", lambda: sum(cluster.rss_kb(i) for i in range(opts.webs)),
-                        lambda: sum(p.cpu_seconds() or 0 for p in [*cluster.processes, cluster.sandbox]),  # type: ignore[list-item]
+                        lambda: {"web": sum(p.cpu_seconds() or 0 for p in cluster.processes),
+                                 "wechat_sandbox": (cluster.sandbox.cpu_seconds() or 0) if cluster.sandbox else 0},
                         connect, ours_frame)
         result = await run_system(system, load, opts)
         result["stored_in_database"] = await stored_count(database_url, "chat_message")
@@ -351,7 +360,7 @@ async def bench_bare(database_url: str, redis_url: str, work: Path, opts: argpar
                                             f"{conversations[i]}", max_msg_size=0)
 
         system = System("bare", lambda: sum(rss_kb(s) for s in servers),
-                        lambda: sum(s.cpu_seconds() or 0 for s in servers), connect, bare_frame)
+                        lambda: {"web": sum(s.cpu_seconds() or 0 for s in servers)}, connect, bare_frame)
         result = await run_system(system, load, opts)
         result["stored_in_database"] = await stored_count(database_url, "bare_chat_message")
         return result
