@@ -296,7 +296,7 @@ async def bench_ours(database_url: str, redis_url: str, work: Path, opts: argpar
     say("ours: preparing the database")
     openids, conversations = await prepare_ours(database_url, work, opts)
     prefix = f"rc-bench-chat-{run_id()}:"
-    cluster = Cluster(database_url, redis_url, prefix, work / "ours", webs=opts.webs)
+    cluster = Cluster(f"{database_url}?maxsize={opts.pool}", redis_url, prefix, work / "ours", webs=opts.webs)
     await cluster.start()
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -342,7 +342,8 @@ async def bench_bare(database_url: str, redis_url: str, work: Path, opts: argpar
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     await chat_bare.create_table(database_url)
     servers = [ServerProcess(["-m", "bench.chat_bare", "--port", str(p), "--db-url", database_url, "--redis-url",
-                              redis_url, "--channel", channel], dict(os.environ), work / f"bare-{n}.log")
+                              redis_url, "--channel", channel, "--pool", str(opts.pool)], dict(os.environ),
+                             work / f"bare-{n}.log")
                for n, p in enumerate(ports)]
     for server in servers:
         server.start()
@@ -377,6 +378,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of the fixed-rate phase")
     parser.add_argument("--saturate", type=float, default=15.0, help="seconds of the saturation phase")
     parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--pool", type=int, default=20, help="PostgreSQL connections per web process, both systems "
+                        "(ours through DATABASE_URL's ?maxsize=, Tortoise's default being 5)")
     parser.add_argument("--out", type=Path, default=None)
     opts = parser.parse_args(argv)
     if opts.clients < 2 * opts.conversations:
@@ -397,6 +400,7 @@ async def main(argv: list[str]) -> dict:
         "setup": {"clients": opts.clients, "conversations": opts.conversations, "webs": opts.webs,
                   "participants_per_conversation": max(opts.clients // opts.conversations, 2),
                   "rate_per_s": opts.rate, "duration_s": opts.duration, "saturate_s": opts.saturate,
+                  "postgres_connections_per_web": opts.pool,
                   "clients_in": "one process (this one), aiohttp WebSocket clients"},
         "targets": {"p99_delivery_ms_below": 100, "at_rate_per_s": 500, "ours_over_bare_rate_at_least": 0.5},
     }
