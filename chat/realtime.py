@@ -220,10 +220,11 @@ async def serve_socket(request: web.Request, staff: Staff, account_id: int, open
     client = Client(ws=ws, staff_id=staff.id, account_id=account_id, openid=openid)
     # Where each of the staff member's conversations stands: later messages reach the socket in order, gaps
     # filled from the database; earlier ones the client asks for with a "sync" frame.
-    rows = await ConversationParticipant.filter(staff_id=staff.id, left_at__isnull=True) \
-        .values_list("conversation_id", "conversation__last_seq")
-    client.seen = {conversation_id: last for conversation_id, last in rows}
+    rows = await ConversationParticipant.filter(staff_id=staff.id, left_at__isnull=True).select_related("conversation")
+    client.seen = {row.conversation.id: row.conversation.last_seq for row in rows}
     client.base = dict(client.seen)
+    # The conversations it may send to, known without a query per first send (the store checks again anyway).
+    client.conversations = {row.conversation.public_id: row.conversation for row in rows}
     hub.attach(client)
     write = asyncio.create_task(writer(client), name="chat-socket-writer")
     try:
