@@ -9,7 +9,7 @@ spread over them in turn, each conversation with clients/conversations participa
   each client logs in, takes a one-time ticket and opens `/api/v1/realtime`.
 - bare: `python -m bench.chat_bare` x2: aiohttp WebSocket, one INSERT per message, Redis pub/sub, nothing else.
 
-Phases per system:
+Phases per system (after a warm-up of one acked message per conversation):
 1. connect every client; memory per socket = growth of the web processes' RSS / sockets;
 2. fixed rate: `--rate` messages per second in total for `--duration` seconds (senders in turn); delivery
    latency of a message = from just before it is sent until the last other participant has it;
@@ -127,7 +127,7 @@ class Load:
 class System:
     name: str
     rss_kb: Callable[[], int]
-    cpu_seconds: Callable[[], float]
+    cpu_seconds: Callable[[], dict[str, float]]  # by process role
     connect: Callable[[aiohttp.ClientSession, int], Awaitable[aiohttp.ClientWebSocketResponse]]
     frame_for: Callable[[str, str, str], str]
 
@@ -139,6 +139,14 @@ def ours_frame(conversation_id: str, cmid: str, text: str) -> str:
 
 def bare_frame(conversation_id: str, cmid: str, text: str) -> str:
     return json.dumps({"conversation_id": conversation_id, "client_msg_id": cmid, "text": text}, ensure_ascii=False)
+
+
+def cpu_used(system: System, before: dict[str, float], messages: int) -> dict:
+    """Server CPU a phase cost, by process role, and per stored message (clock ticks: 10 ms resolution)."""
+    after = system.cpu_seconds()
+    used = {role: round(after[role] - before[role], 2) for role in after}
+    total = sum(used.values())
+    return {"server_cpu_s": used, "server_cpu_ms_per_message": round(total * 1000 / messages, 2) if messages else None}
 
 
 async def gather_limited(calls: list[Callable[[], Awaitable]], limit: int) -> list:
@@ -168,9 +176,24 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
         say(f"{system.name}: {opts.clients} sockets in {result['connect_s']}s, "
             f"{result['memory']['kb_per_socket']} KB per socket")
 
+        # Warm-up (not measured): one acked message per conversation, so connection pools, the WeChat token and
+        # each conversation's first-of-period bookkeeping are behind us.
+        counter = itertools.count()
+
+        async def one(sender: int) -> None:
+            waiter = asyncio.get_running_loop().create_future()
+            cmid = f"c{sender}-{next(counter)}"
+            load.ack_waiters[cmid] = waiter
+            load.sent_at[cmid] = (sender, time.perf_counter())
+            await load.sockets[sender].send_str(system.frame_for(load.conversation_of[sender], cmid, "预热"))
+            await asyncio.wait_for(waiter, 60)
+
+        await asyncio.gather(*(one(members[0]) for members in load.members.values()))
+        result["warmup_messages"] = len(load.members)
+
         # Fixed rate.
         total = int(opts.rate * opts.duration)
-        cpu_before, cmids, counter = system.cpu_seconds(), [], itertools.count()
+        cpu_before, cmids = system.cpu_seconds(), []
         started = time.perf_counter()
         for k in range(total):
             delay = started + k / opts.rate - time.perf_counter()
@@ -178,7 +201,7 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
                 await asyncio.sleep(delay)
             cmids.append(await load.send(k % opts.clients, system.frame_for, next(counter)))
         sending = time.perf_counter() - started
-        for _ in range(150):  # up to 15 s for the last acks and deliveries
+        for _ in range(1200):  # up to 120 s for a backlog to drain, so the next phase starts clean
             if load.settled(cmids):
                 break
             await asyncio.sleep(0.1)
@@ -188,7 +211,7 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
             "target_per_s": opts.rate, "seconds": opts.duration, "sent": total,
             "sent_per_s": round(total / sending, 1), "acked": len(acked),
             "stored_per_s": round(len(acked) / elapsed, 1) if elapsed else None,
-            "delivery": load.latencies(cmids), "server_cpu_s": round(system.cpu_seconds() - cpu_before, 1)}
+            "delivery": load.latencies(cmids), **cpu_used(system, cpu_before, len(acked))}
         say(f"{system.name}: fixed rate {result['fixed_rate']}")
 
         # Saturation: one closed-loop sender per conversation.
@@ -216,7 +239,7 @@ async def run_system(system: System, load: Load, opts: argparse.Namespace) -> di
         result["saturation"] = {"senders": len(senders), "seconds": round(elapsed, 1), "acked": acked_count,
                                 "stored_per_s": round(acked_count / elapsed, 1),
                                 "delivery": load.latencies(sat_cmids),
-                                "server_cpu_s": round(system.cpu_seconds() - cpu_before, 1)}
+                                **cpu_used(system, cpu_before, acked_count)}
         say(f"{system.name}: saturation {result['saturation']}")
         result["errors"] = load.errors[:10]
         for ws in load.sockets:
@@ -273,7 +296,7 @@ async def bench_ours(database_url: str, redis_url: str, work: Path, opts: argpar
     say("ours: preparing the database")
     openids, conversations = await prepare_ours(database_url, work, opts)
     prefix = f"rc-bench-chat-{run_id()}:"
-    cluster = Cluster(database_url, redis_url, prefix, work / "ours", webs=opts.webs)
+    cluster = Cluster(f"{database_url}?maxsize={opts.pool}", redis_url, prefix, work / "ours", webs=opts.webs)
     await cluster.start()
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -292,7 +315,8 @@ async def bench_ours(database_url: str, redis_url: str, work: Path, opts: argpar
             return ws
 
         system = System("ours", lambda: sum(cluster.rss_kb(i) for i in range(opts.webs)),
-                        lambda: sum(p.cpu_seconds() or 0 for p in [*cluster.processes, cluster.sandbox]),  # type: ignore[list-item]
+                        lambda: {"web": sum(p.cpu_seconds() or 0 for p in cluster.processes),
+                                 "wechat_sandbox": (cluster.sandbox.cpu_seconds() or 0) if cluster.sandbox else 0},
                         connect, ours_frame)
         result = await run_system(system, load, opts)
         result["stored_in_database"] = await stored_count(database_url, "chat_message")
@@ -318,7 +342,8 @@ async def bench_bare(database_url: str, redis_url: str, work: Path, opts: argpar
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     await chat_bare.create_table(database_url)
     servers = [ServerProcess(["-m", "bench.chat_bare", "--port", str(p), "--db-url", database_url, "--redis-url",
-                              redis_url, "--channel", channel], dict(os.environ), work / f"bare-{n}.log")
+                              redis_url, "--channel", channel, "--pool", str(opts.pool)], dict(os.environ),
+                             work / f"bare-{n}.log")
                for n, p in enumerate(ports)]
     for server in servers:
         server.start()
@@ -336,7 +361,7 @@ async def bench_bare(database_url: str, redis_url: str, work: Path, opts: argpar
                                             f"{conversations[i]}", max_msg_size=0)
 
         system = System("bare", lambda: sum(rss_kb(s) for s in servers),
-                        lambda: sum(s.cpu_seconds() or 0 for s in servers), connect, bare_frame)
+                        lambda: {"web": sum(s.cpu_seconds() or 0 for s in servers)}, connect, bare_frame)
         result = await run_system(system, load, opts)
         result["stored_in_database"] = await stored_count(database_url, "bare_chat_message")
         return result
@@ -353,6 +378,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of the fixed-rate phase")
     parser.add_argument("--saturate", type=float, default=15.0, help="seconds of the saturation phase")
     parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--pool", type=int, default=20, help="PostgreSQL connections per web process, both systems "
+                        "(ours through DATABASE_URL's ?maxsize=, Tortoise's default being 5)")
     parser.add_argument("--out", type=Path, default=None)
     opts = parser.parse_args(argv)
     if opts.clients < 2 * opts.conversations:
@@ -373,6 +400,7 @@ async def main(argv: list[str]) -> dict:
         "setup": {"clients": opts.clients, "conversations": opts.conversations, "webs": opts.webs,
                   "participants_per_conversation": max(opts.clients // opts.conversations, 2),
                   "rate_per_s": opts.rate, "duration_s": opts.duration, "saturate_s": opts.saturate,
+                  "postgres_connections_per_web": opts.pool,
                   "clients_in": "one process (this one), aiohttp WebSocket clients"},
         "targets": {"p99_delivery_ms_below": 100, "at_rate_per_s": 500, "ours_over_bare_rate_at_least": 0.5},
     }

@@ -81,7 +81,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
     url = app[SETTINGS]["db_url"].replace("postgres://", "postgresql://", 1)
-    app[POOL] = await asyncpg.create_pool(url, min_size=2, max_size=20)
+    app[POOL] = await asyncpg.create_pool(url, min_size=2, max_size=app[SETTINGS]["pool"])
     app[REDIS] = redis.Redis.from_url(app[SETTINGS]["redis_url"])
     app[ROOMS] = {}
 
@@ -102,9 +102,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
-def create_app(db_url: str, redis_url: str, channel: str) -> web.Application:
+def create_app(db_url: str, redis_url: str, channel: str, pool: int) -> web.Application:
     app = web.Application()
-    app[SETTINGS] = {"db_url": db_url, "redis_url": redis_url, "channel": channel}
+    app[SETTINGS] = {"db_url": db_url, "redis_url": redis_url, "channel": channel, "pool": pool}
     app.cleanup_ctx.append(resources)
     app.router.add_get("/ws", socket)
     app.router.add_get("/healthz", healthz)
@@ -118,9 +118,11 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--channel", required=True)
+    parser.add_argument("--pool", type=int, default=20, help="PostgreSQL connections")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    web.run_app(create_app(args.db_url, args.redis_url, args.channel), host=args.host, port=args.port, print=None)
+    web.run_app(create_app(args.db_url, args.redis_url, args.channel, args.pool), host=args.host, port=args.port,
+                print=None)
 
 
 if __name__ == "__main__":

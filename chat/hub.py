@@ -57,6 +57,7 @@ class Client:
     # The newest seq of each conversation when the socket opened: what came before is the client's to ask for.
     base: dict[int, int] = field(default_factory=dict)
     synced: set[int] = field(default_factory=set)
+    conversations: dict = field(default_factory=dict)  # public id -> Conversation this socket sent to as a member
     tasks: set[asyncio.Task] = field(default_factory=set)
     closed: bool = False
 
@@ -236,11 +237,23 @@ class Hub:
         finally:
             client.catching.discard(conversation_id)
 
-    def catch_up_all(self) -> None:
+    async def catch_up_all(self) -> None:
+        """After a lost subscription: every socket reads, from the database, what it missed meanwhile (one query
+        for where the conversations stand, then only the sockets that are behind)."""
+        clients = [client for group in self.clients.values() for client in group]
+        ids = sorted({conversation_id for client in clients for conversation_id in client.seen})
+        newest: dict[int, int] = {}
+        try:
+            for start in range(0, len(ids), 1000):
+                newest.update(await Conversation.filter(id__in=ids[start:start + 1000]).values_list("id", "last_seq"))
+        except Exception:
+            log.exception("catching up after a lost subscription failed; clients get the rest when they reconnect")
+            return
         for group in self.clients.values():
             for client in group:
-                for conversation_id in list(client.seen):
-                    self.catch_up(client, conversation_id, wanted=0)
+                for conversation_id, seen in list(client.seen.items()):
+                    if newest.get(conversation_id, 0) > seen:
+                        self.catch_up(client, conversation_id, wanted=newest[conversation_id])
 
     # -- the KV store ---------------------------------------------------------------------------------------------
 
@@ -258,7 +271,7 @@ class Hub:
     def _subscribed(self, again: bool) -> None:
         if again:
             # Published while the subscription was down never arrives: every socket reads its gaps.
-            self.catch_up_all()
+            self.spawn(self.catch_up_all(), "chat-catch-up-all")
 
     async def _publisher(self) -> None:
         """Publish queued events in batches: one round trip per burst, never on a request's path."""

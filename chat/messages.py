@@ -18,7 +18,7 @@ from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from chat.access import Membership
+from chat.access import Membership, not_found, participant_ids
 from chat.content_check import check_before_delivery
 from directory import cache
 from errors import InvalidInput, NotFound
@@ -66,6 +66,7 @@ class Sent:
     message: ChatMessage
     view: dict
     duplicate: bool  # a retried send: the first message, not a new one
+    staff_ids: list[int] = field(default_factory=list)  # whom to deliver it to (none for a duplicate)
 
 
 @dataclass
@@ -75,18 +76,17 @@ class NotifyMemo:
     periods: dict[int, int] = field(default_factory=dict)
 
 
-async def _body_for(draft: Draft, membership: Membership, sender_id: int) -> dict:
+async def _body_for(draft: Draft, conversation: Conversation) -> dict:
     if draft.type == MessageType.TEXT:
         return {"text": draft.text}
     if draft.type == MessageType.CASE_CARD:
         return dict(draft.card)
-    attachment = await ChatAttachment.get_or_none(public_id=draft.attachment_id,
-                                                  conversation_id=membership.conversation.id)
+    attachment = await ChatAttachment.get_or_none(public_id=draft.attachment_id, conversation_id=conversation.id)
     if attachment is None:
         raise NotFound("未找到该附件，请先上传到本会话", code="ATTACHMENT_NOT_FOUND")
     if draft.type == MessageType.IMAGE and not attachment.content_type.startswith("image/"):
         raise InvalidInput("图片消息只能发送 JPG 或 PNG 图片", code="NOT_AN_IMAGE")
-    return attachment_body(attachment, membership.conversation)
+    return attachment_body(attachment, conversation)
 
 
 def attachment_body(attachment: ChatAttachment, conversation: Conversation) -> dict:
@@ -95,11 +95,12 @@ def attachment_body(attachment: ChatAttachment, conversation: Conversation) -> d
             "url": f"/api/v1/conversations/{conversation.public_id}/attachments/{attachment.public_id}"}
 
 
-async def send(membership: Membership, sender_id: int, draft: Draft, *, wechat: WeChatClient, openid: str,
+async def send(conversation: Conversation, sender_id: int, draft: Draft, *, wechat: WeChatClient, openid: str,
                check_timeout: float, quiet: float, memo: NotifyMemo) -> Sent:
-    """Store one message (or find the first one this client_msg_id stored) and return it with its view."""
-    conversation = membership.conversation
-    body = await _body_for(draft, membership, sender_id)
+    """Store one message (or find the first one this client_msg_id stored) and return it with its view and the
+    staff it is for. The caller has checked that the sender takes part (so no text of an outsider reaches the
+    content check); the store checks it again, in the same statement or transaction as the number."""
+    body = await _body_for(draft, conversation)
     text = draft.checked_text()
     state = await check_before_delivery(wechat, openid, text, check_timeout) if text else CheckState.PASSED
     now = datetime.now(UTC)
@@ -114,9 +115,9 @@ async def send(membership: Membership, sender_id: int, draft: Draft, *, wechat: 
                           type=draft.type, body=body, check_state=state, created_at=now)
     try:
         if jobs or state == CheckState.PENDING or not _is_postgres():
-            await _store_with_jobs(message, jobs)
+            staff_ids = await _store_with_jobs(message, jobs)
         else:
-            await _store_alone(message)
+            staff_ids = await _store_alone(message)
     except IntegrityError:
         # This client_msg_id was stored before (a retry, or two sockets racing): the first message is the answer.
         earlier = await ChatMessage.get_or_none(conversation_id=conversation.id, sender_id=sender_id,
@@ -125,46 +126,60 @@ async def send(membership: Membership, sender_id: int, draft: Draft, *, wechat: 
             raise
         return Sent(earlier, await view(earlier, conversation), duplicate=True)
     memo.periods[conversation.id] = period
-    conversation.last_seq = message.seq
-    return Sent(message, await view(message, conversation), duplicate=False)
+    conversation.last_seq = max(conversation.last_seq, message.seq)
+    return Sent(message, await view(message, conversation), duplicate=False, staff_ids=staff_ids)
 
 
 def _is_postgres() -> bool:
     return connections.get("default").capabilities.dialect == "postgres"
 
 
-# The number and the row in one statement (one round trip, its own transaction): the UPDATE's row lock orders
-# concurrent senders, and a failed INSERT (a duplicate client_msg_id) undoes the UPDATE with it.
+# Membership, number, row and recipients in one statement (one round trip, its own transaction): the UPDATE only
+# happens for a current participant, its row lock orders concurrent senders, and a failed INSERT (a duplicate
+# client_msg_id) undoes it.
 STORE = """
-WITH next AS (UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 RETURNING last_seq)
-INSERT INTO chat_message (conversation_id, seq, sender_id, client_msg_id, type, body, check_state, created_at)
-SELECT $2, next.last_seq, $3, $4, $5, $6::jsonb, $7, $1 FROM next
-RETURNING id, seq
+WITH next AS (
+    UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1
+    WHERE id = $2 AND EXISTS (SELECT 1 FROM conversation_participant
+                              WHERE conversation_id = $2 AND staff_id = $3 AND left_at IS NULL)
+    RETURNING last_seq),
+stored AS (
+    INSERT INTO chat_message (conversation_id, seq, sender_id, client_msg_id, type, body, check_state, created_at)
+    SELECT $2, next.last_seq, $3, $4, $5, $6::jsonb, $7, $1 FROM next
+    RETURNING id, seq)
+SELECT stored.id, stored.seq, ARRAY(SELECT staff_id FROM conversation_participant
+                                    WHERE conversation_id = $2 AND left_at IS NULL) AS staff_ids
+FROM stored
 """
 
 
-async def _store_alone(message: ChatMessage) -> None:
+async def _store_alone(message: ChatMessage) -> list[int]:
     rows = await connections.get("default").execute_query_dict(STORE, [
         message.created_at, message.conversation_id, message.sender_id,  # type: ignore[attr-defined]
         message.client_msg_id, message.type, json.dumps(message.body, ensure_ascii=False), message.check_state])
     if not rows:
-        raise NotFound("未找到该会话", code="CONVERSATION_NOT_FOUND")
+        raise not_found()
     message.id, message.seq = int(rows[0]["id"]), int(rows[0]["seq"])
+    return list(rows[0]["staff_ids"])
 
 
-async def _store_with_jobs(message: ChatMessage, jobs: list[NewJob]) -> None:
-    """The number, the row and the jobs the message calls for (re-check, quiet-period notice) in one
+async def _store_with_jobs(message: ChatMessage, jobs: list[NewJob]) -> list[int]:
+    """Membership, number, row and the jobs the message calls for (re-check, quiet-period notice) in one
     transaction."""
+    conversation_id = message.conversation_id  # type: ignore[attr-defined]
     async with in_transaction() as conn:
-        rows = await conn.execute_query_dict(sql(NEXT_SEQ), [message.created_at,
-                                                              message.conversation_id])  # type: ignore[attr-defined]
+        staff_ids = await participant_ids(conversation_id)
+        if message.sender_id not in staff_ids:  # type: ignore[attr-defined]
+            raise not_found()
+        rows = await conn.execute_query_dict(sql(NEXT_SEQ), [message.created_at, conversation_id])
         if not rows:
-            raise NotFound("未找到该会话", code="CONVERSATION_NOT_FOUND")
+            raise not_found()
         message.seq = int(rows[0]["last_seq"])
         await message.save()
         if message.check_state == CheckState.PENDING:
             jobs = [*jobs, NewJob(RECHECK_KIND, {"message_id": message.id}, f"chat:recheck:{message.id}")]
         await enqueue_all(jobs)
+    return staff_ids
 
 
 async def sender_view(staff_id: int) -> dict:

@@ -60,15 +60,16 @@ class Author:
     openid: str
 
 
-async def post_message(app: web.Application, author: Author, membership: access.Membership,
+async def post_message(app: web.Application, author: Author, conversation: Conversation,
                        draft: messages.Draft) -> messages.Sent:
-    """Store the message, then hand it to the hub (after the commit: a socket never sees an unstored message)."""
+    """Store the message, then hand it to the hub (after the commit: a socket never sees an unstored message).
+    The caller has checked that the author takes part."""
     settings = app[SETTINGS]
-    sent = await messages.send(membership, author.staff_id, draft, wechat=app[WECHAT], openid=author.openid,
+    sent = await messages.send(conversation, author.staff_id, draft, wechat=app[WECHAT], openid=author.openid,
                                check_timeout=settings.chat_check_timeout, quiet=settings.chat_notify_quiet,
                                memo=app[NOTIFY_MEMO])
     if not sent.duplicate:
-        app[HUB].publish(membership.staff_ids, message_frame(sent.view), conversation_id=membership.conversation.id,
+        app[HUB].publish(sent.staff_ids, message_frame(sent.view), conversation_id=conversation.id,
                          seq=sent.message.seq)
     return sent
 
@@ -158,9 +159,17 @@ class Session:
             self.error("INTERNAL_ERROR", "服务器内部错误，请稍后再试", ref=ref)
 
     async def on_send(self, frame: SendFrame) -> None:
-        membership = await access.membership(self.client.staff_id, frame.conversation_id)
-        sent = await post_message(self.app, Author(self.client.staff_id, self.client.openid), membership,
-                                  frame.message.draft())
+        # Membership is looked up once per socket and conversation; the store checks it again with every message.
+        conversation = self.client.conversations.get(frame.conversation_id)
+        if conversation is None:
+            conversation = (await access.membership(self.client.staff_id, frame.conversation_id)).conversation
+            self.client.conversations[frame.conversation_id] = conversation
+        try:
+            sent = await post_message(self.app, Author(self.client.staff_id, self.client.openid), conversation,
+                                      frame.message.draft())
+        except DomainError:
+            self.client.conversations.pop(frame.conversation_id, None)  # e.g. no longer a participant
+            raise
         self.reply({"type": "ack", "conversation_id": str(frame.conversation_id),
                     "client_msg_id": frame.message.client_msg_id, "seq": sent.message.seq,
                     "duplicate": sent.duplicate, "check_state": sent.message.check_state})
@@ -211,10 +220,11 @@ async def serve_socket(request: web.Request, staff: Staff, account_id: int, open
     client = Client(ws=ws, staff_id=staff.id, account_id=account_id, openid=openid)
     # Where each of the staff member's conversations stands: later messages reach the socket in order, gaps
     # filled from the database; earlier ones the client asks for with a "sync" frame.
-    rows = await ConversationParticipant.filter(staff_id=staff.id, left_at__isnull=True) \
-        .values_list("conversation_id", "conversation__last_seq")
-    client.seen = {conversation_id: last for conversation_id, last in rows}
+    rows = await ConversationParticipant.filter(staff_id=staff.id, left_at__isnull=True).select_related("conversation")
+    client.seen = {row.conversation.id: row.conversation.last_seq for row in rows}
     client.base = dict(client.seen)
+    # The conversations it may send to, known without a query per first send (the store checks again anyway).
+    client.conversations = {row.conversation.public_id: row.conversation for row in rows}
     hub.attach(client)
     write = asyncio.create_task(writer(client), name="chat-socket-writer")
     try:

@@ -207,16 +207,18 @@ async def _author(principal) -> realtime.Author:
     return realtime.Author(principal.staff_id, openid[0] if openid else "")
 
 
-@api.route("POST", "/api/v1/conversations/{id}/messages", summary="发送消息（先保存再投递；client_msg_id 去重）",
+@api.route("POST", "/api/v1/conversations/{id}/messages",
+           summary="发送消息（先保存再投递；同一 client_msg_id 重发时返回 200 与第一次保存的消息）",
            tags=TAGS, body=SendIn, response=SentOut, status=201,
-           responses={**NOT_FOUND, 200: "重复发送：返回第一次保存的消息", 422: "内容有误或未通过内容安全检查"})
+           responses={**NOT_FOUND, 422: "内容有误或未通过内容安全检查"})
 async def send(request: web.Request) -> web.Response:
     principal = await _staff_principal(request)
 
     async def run() -> web.Response:
         body = await parse_body(request, SendIn)
         membership = await access.member(principal, request.match_info["id"])
-        sent = await realtime.post_message(request.app, await _author(principal), membership, body.draft())
+        sent = await realtime.post_message(request.app, await _author(principal), membership.conversation,
+                                           body.draft())
         return json_response(SentOut(message=sent.view, duplicate=sent.duplicate),
                              status=200 if sent.duplicate else 201)
 

@@ -33,6 +33,7 @@ async def test_chat_bench_runs_both_systems_and_loses_nothing(tmp_path):
         saturation = run["saturation"]
         assert saturation["senders"] == 2 and saturation["acked"] > 0 and saturation["stored_per_s"] > 0
         assert saturation["delivery"]["incomplete"] == saturation["delivery"]["duplicates"] == 0
-        assert run["stored_in_database"] == fixed["acked"] + saturation["acked"]
+        assert run["warmup_messages"] == 2
+        assert run["stored_in_database"] == run["warmup_messages"] + fixed["acked"] + saturation["acked"]
         assert run["errors"] == []
     assert set(result["verdict"]) == {"ours_over_bare_rate", "rate_target_met", "p99_target_met"}

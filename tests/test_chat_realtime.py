@@ -158,7 +158,7 @@ async def test_a_gap_in_what_reaches_a_socket_is_read_from_the_database(client, 
     doctor_id = await staff_id(DOCTOR)
     member = await membership(doctor_id, c.id)
     for n in (2, 3, 4):  # stored, never published
-        await messages.send(member, doctor_id, messages.Draft("text", f"silent-{n}", text=f"第{n}条"),
+        await messages.send(member.conversation, doctor_id, messages.Draft("text", f"silent-{n}", text=f"第{n}条"),
                             wechat=app[WECHAT], openid="demo_dongguan_doctor", check_timeout=2, quiet=300,
                             memo=app[realtime.NOTIFY_MEMO])
     await c.send(DOCTOR, "第5条")
@@ -207,3 +207,23 @@ async def test_open_conversation_is_idempotent_and_adds_missing_participants(cli
         pass
     assert await conversation_of("consultation", rolled) is None
     await asyncio.sleep(0)
+
+
+async def test_a_participant_who_leaves_can_no_longer_send_or_receive_on_an_open_socket(client):
+    from chat.conversations import remove_participant
+
+    c = await chat(client)
+    doctor, expert = await c.socket(DOCTOR), await c.socket(EXPERT)
+    await doctor.send(send_frame(c.id, "我先说一句"))
+    assert (await doctor.until(lambda f: f["type"] == "ack"))["seq"] == 1
+    await remove_participant(c.conversation, await staff_id(DOCTOR))
+    await doctor.send(send_frame(c.id, "离开后再说", "after-leaving"))
+    error = await doctor.until(lambda f: f["type"] == "error")
+    assert error["code"] == "CONVERSATION_NOT_FOUND" and error["ref"] == "after-leaving"
+    await expert.send(send_frame(c.id, "医生已退出"))
+    assert (await expert.until(lambda f: f["type"] == "ack"))["seq"] == 2
+    await doctor.send({"type": "ping"})
+    await doctor.until(lambda f: f["type"] == "pong")
+    assert [m["seq"] for m in doctor.messages()] == [1]  # nothing after leaving
+    assert [m["seq"] for m in (await c.history(EXPERT))["items"]] == [1, 2]
+    await doctor.close(), await expert.close()

@@ -33,6 +33,9 @@ def test_embedded_defaults_generate_secrets_once(tmp_path):
     ({"SLIP_IMAGE_URL_TTL": "0"}, "SLIP_IMAGE_URL_TTL"),
     ({"WECHAT_AES_KEY": "short"}, "WECHAT_AES_KEY"),
     ({"DATABASE_URL": "postgres://u@h/db"}, "JWT_SECRET"),
+    ({"CHAT_CHECK_TIMEOUT": "0"}, "CHAT_CHECK_TIMEOUT"),
+    ({"CHAT_NOTIFY_QUIET": "-5"}, "CHAT_NOTIFY_QUIET"),
+    ({"REALTIME_TICKET_TTL": "3600"}, "REALTIME_TICKET_TTL"),
 ])
 def test_wrong_values_name_the_variable(tmp_path, env, variable):
     with pytest.raises(SettingsError, match=variable) as raised:

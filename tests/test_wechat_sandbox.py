@@ -341,3 +341,31 @@ async def test_phone_codes_answer_like_getuserphonenumber_once_then_40029(sandbo
     assert (await wechat(sandbox, "POST", "/wxa/business/getuserphonenumber", json={"code": late}))["errcode"] == 41001
     resp = await sandbox.post("/sandbox/phone-code", json={"phone": "138-1234"})
     assert resp.status == 400
+# -- msg_sec_check -------------------------------------------------------------------------------------------
+
+
+async def test_msg_sec_check_v2_passes_text_and_finds_risky_words(sandbox):
+    access = await token(sandbox)
+    await knob(sandbox, "POST", "login-code", json={"openid": "o_author"})
+
+    async def check(body: dict) -> dict:
+        return await wechat(sandbox, "POST", "/wxa/msg_sec_check", params={"access_token": access}, json=body)
+
+    base = {"version": 2, "scene": 4, "openid": "o_author"}
+    clean = await check({**base, "content": "患者胸痛三小时"})
+    assert clean["errcode"] == 0 and clean["result"] == {"suggest": "pass", "label": 100} and clean["trace_id"]
+    risky = await check({**base, "content": "这是违规测试"})
+    assert risky["result"] == {"suggest": "risky", "label": 21000}
+    assert risky["detail"][0]["keyword"] == "违规测试"
+    assert (await knob(sandbox, "POST", "risky-words", json={"word": "代开"}))["risky_words"] == ["代开", "违规测试"]
+    assert (await check({**base, "content": "可以代开吗"}))["result"]["suggest"] == "risky"
+    assert (await check({**base, "content": "x", "openid": "o_stranger"}))["errcode"] == 40003
+    assert (await check({**base, "content": "x", "version": 1}))["errcode"] == 47003
+    assert (await check({**base, "content": "x", "scene": 9}))["errcode"] == 47003
+    assert (await check({**base, "content": ""}))["errcode"] == 47001
+    assert (await check({**base, "content": "长" * 2501}))["errcode"] == 47003
+    assert (await wechat(sandbox, "POST", "/wxa/msg_sec_check", json={**base, "content": "x"}))["errcode"] == 41001
+    await knob(sandbox, "POST", "reset")  # back to the built-in word only
+    access = await token(sandbox)
+    await knob(sandbox, "POST", "login-code", json={"openid": "o_author"})
+    assert (await check({**base, "content": "可以代开吗"}))["result"]["suggest"] == "pass"

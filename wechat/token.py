@@ -21,6 +21,9 @@ TOKEN_KEY = "wechat:token"
 LOCK_NAME = "wechat:token"
 # Refresh this long before expiry, as WeChat itself renews 5 minutes early; in-flight calls keep a valid token.
 REFRESH_MARGIN = 300.0
+# How long a process reuses the token it last read before reading the store again (a busy chat makes a content
+# check per message). A token another process replaced meanwhile is refused by WeChat and refreshed at once.
+LOCAL_TTL = 5.0
 
 # fetch(force_refresh) -> (token, expires_in)
 Fetch = Callable[[bool], Awaitable[tuple[str, float]]]
@@ -55,6 +58,8 @@ class SharedToken:
         self._lock_name = lock_name
         self._label = label
         self._busy = busy or (lambda: WeChatUnavailable("另一进程正在刷新 access_token，等待超时"))
+        self._local: CachedToken | None = None
+        self._local_until = 0.0
 
     async def load(self) -> CachedToken | None:
         raw = await self._kv.get(self._key)
@@ -68,15 +73,20 @@ class SharedToken:
 
     async def get(self) -> CachedToken:
         """A token that is not yet due for refresh."""
+        now = self._clock()
+        if self._local is not None and now < self._local_until and self._local.fresh(now):
+            return self._local
         cached = await self.load()
-        if cached is not None and cached.fresh(self._clock()):
-            return cached
-        return await self.refresh()
+        if cached is None or not cached.fresh(self._clock()):
+            cached = await self.refresh()
+        self._local, self._local_until = cached, self._clock() + LOCAL_TTL
+        return cached
 
     async def refresh(self, rejected: str | None = None) -> CachedToken:
         """Fetch a new token under the shared lock, unless another process did so while we waited.
 
         `rejected` is a token the remote just refused (40001/42001): never hand it out again."""
+        self._local = None
         try:
             async with self._kv.lock(self._lock_name, timeout=self._lock_timeout, wait=self._lock_timeout):
                 cached = await self.load()
