@@ -10,16 +10,26 @@ the KV store loses the key, the next request reads the database again. A cached 
 so a request that read the database just before a logout cannot overwrite the logout's "revoked". The
 alternatives were worse: a per-request database read of the family, or revoking only the one access token
 presented at logout (what the app did before: the session's other access tokens kept answering until they
-expired)."""
+expired).
+
+Redis down: the answer comes from the database alone (losing Redis must not stop the platform), and a logout
+still revokes in the database. An "active" cached before the outage can outlive a logout made during it by at
+most CACHE_ACTIVE seconds once Redis is back."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
+
+from redis.exceptions import RedisError
 
 from accounts.tokens import LEEWAY
 from kv import KV
 from models import RefreshToken
+
+log = logging.getLogger("referral_cloud.accounts.revocation")
+KV_DOWN = (RedisError, OSError)  # the store is unreachable: fall back to the database
 
 ACTIVE = b"active"
 REVOKED = b"revoked"
@@ -32,16 +42,27 @@ def _key(family: uuid.UUID | str) -> str:
 
 async def is_revoked(kv: KV, family: uuid.UUID) -> bool:
     """Whether the session `family` has ended (one KV read; the database on a cache miss)."""
-    cached = await kv.get(_key(family))
+    try:
+        cached = await kv.get(_key(family))
+    except KV_DOWN as exc:
+        log.warning("session check without the KV store (%s): reading the database", type(exc).__name__)
+        return await RefreshToken.filter(family=family, revoked_at__isnull=False).exists()
     if cached is not None:
         return cached == REVOKED
     revoked = await RefreshToken.filter(family=family, revoked_at__isnull=False).exists()
-    await kv.set(_key(family), REVOKED if revoked else ACTIVE, ex=CACHE_ACTIVE, nx=True)
+    try:
+        await kv.set(_key(family), REVOKED if revoked else ACTIVE, ex=CACHE_ACTIVE, nx=True)
+    except KV_DOWN:
+        pass  # the answer stands; the next request asks again
     return revoked
 
 
 async def mark_revoked(kv: KV, families: Iterable[uuid.UUID], access_ttl: int) -> None:
     """Publish revocations already written to the database; every access token of these sessions is refused
     from now on, on every process."""
-    for family in set(families):
-        await kv.set(_key(family), REVOKED, ex=access_ttl + LEEWAY + 1)
+    try:
+        for family in set(families):
+            await kv.set(_key(family), REVOKED, ex=access_ttl + LEEWAY + 1)
+    except KV_DOWN as exc:
+        # The database already says so; requests read it while the store is down.
+        log.warning("session revocation not published to the KV store (%s)", type(exc).__name__)

@@ -349,3 +349,20 @@ async def test_patient_binding_refuses_impossible_regions(client):
         await put_on_file(client.server.app[CIPHER], name, valid_id(7, region=region))
         resp = await _bind(client, f"o_patient_region_{region}", id_number=valid_id(7, region=region), name=name)
         assert resp.status == 201, (region, await resp.text())
+
+
+async def test_sessions_are_checked_and_ended_while_the_kv_store_is_down(client, app, monkeypatch):
+    # Losing Redis must not stop the platform: the session check reads the database, and logout still ends it.
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    session = await login(client, "o_kv_down")
+    kv = app[KV_STORE]
+
+    async def down(*args, **kwargs):
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(kv, "get", down)
+    monkeypatch.setattr(kv, "set", down)
+    assert await _me_status(client, session) == 200
+    assert (await client.post("/api/v1/auth/logout", json={}, headers=bearer(session))).status == 200
+    assert await _me_status(client, session) == 401
