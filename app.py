@@ -1,7 +1,7 @@
 """Referral Cloud: the one app factory and the command line.
 
-    python app.py serve | migrate | seed | demo | demo-accounts [--json] | worker | jobs [--dead] [--retry ID]
-                | his-connection show|set|test CODE
+    python app.py serve [--workers N] | migrate | seed | demo | demo-accounts [--json] | worker
+                | jobs [--dead] [--retry ID] | his-connection show|set|test CODE
 """
 
 from __future__ import annotations
@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the platform")
     serve.add_argument("--migrate", action="store_true", help="apply migrations first")
     serve.add_argument("--seed", action="store_true", help="seed the demo consortium first")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="web processes sharing the port (SO_REUSEPORT); more than one needs Redis, "
+                            "WECHAT_API_BASE and EMBEDDED_HIS=false")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("seed", help="seed the demo consortium (idempotent)")
     accounts = sub.add_parser("demo-accounts", help="list the seeded demo staff")
@@ -168,12 +172,26 @@ def main(argv: list[str] | None = None) -> int:
             for a in rows:
                 print(f"{a['institution_code']}\t{a['name']}\t{','.join(a['roles'])}\t{a['openid']}")
     elif args.command == "serve":
+        from web_processes import serve_processes, shared_state_problems
+
+        problems = shared_state_problems(settings) if args.workers > 1 else []
+        if args.workers < 1:
+            problems = ["--workers must be at least 1"]
+        if problems:
+            print("配置错误: --workers 大于 1 时各进程须共享状态:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 2
         if args.migrate:
             asyncio.run(db.migrate(settings, progress=print))
         if args.seed:
             asyncio.run(_seed(settings))
-        _print_banner(settings, asyncio.run(_demo_accounts(settings)) if args.seed else [])
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+        if args.seed:
+            _print_banner(settings, asyncio.run(_demo_accounts(settings)))
+        elif not args.reuse_port:
+            _print_banner(settings, [])
+        if args.workers > 1:
+            return serve_processes(args.workers)
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+                    reuse_port=args.reuse_port or None)
     elif args.command == "audit-verify":
         from audit_verify import run_audit_verify
 

@@ -84,6 +84,7 @@ class Settings:
     lookup_key: bytes = field(default=b"", repr=False)
     his_timeout: float = 10.0
     embedded_his: bool = True
+    his_simulator_url: str = ""
     seed_demo: bool = False
     background_tasks: bool = True
     embedded_dispatcher: bool = True
@@ -145,6 +146,8 @@ class Settings:
         url = self.database_url
         if url and not url.startswith(("sqlite://", "postgres://", "postgresql://")):
             raise SettingsError("DATABASE_URL must start with sqlite:// or postgres://")
+        if self.his_simulator_url and not self.his_simulator_url.startswith(("http://", "https://")):
+            raise SettingsError("HIS_SIMULATOR_URL must start with http:// or https://")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
         if not 0 < self.port < 65536:
@@ -221,6 +224,9 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("HIS_TIMEOUT", "`10`", "seconds for each HIS call"),
     ("EMBEDDED_HIS", "`true` (SQLite), `false` (PostgreSQL)",
      "mount the HIS simulator and use it for institutions without a front-end processor URL"),
+    ("HIS_SIMULATOR_URL", "(none)", "with EMBEDDED_HIS off, a standalone simulator (`python -m his.simulator`, e.g. "
+     "`http://127.0.0.1:8091/his-sim`) that institutions without a front-end processor URL use; for tests, demos "
+     "and benchmarks with several processes"),
     ("SEED_DEMO", "`false`", "seed the demo consortium on start if the database is empty"),
     ("BACKGROUND_TASKS", "`true`", "run the token keeper and dispatcher inside this process"),
     ("EMBEDDED_DISPATCHER", "`true`", "with BACKGROUND_TASKS, run the outbox dispatcher inside `web` too; "
