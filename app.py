@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 import db
+import speedups
 from appkeys import CIPHER, DB, KV_STORE, SETTINGS, STORAGE
 from kv import connect as connect_kv
 from settings import Settings, SettingsError
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"access_log_class": PrivateAccessLogger},  # no query values in the access log
     )
     app[SETTINGS] = settings
+    speedups.configure(settings)
     app[CIPHER] = PersonalDataCipher(settings.data_key, settings.lookup_key)
     app[STORAGE] = LocalStorage(settings.data_dir / "files")
     from appkeys import METRICS
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"配置错误: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    speedups.install_event_loop(settings.speedups)
 
     if args.command == "migrate":
         asyncio.run(db.migrate(settings, progress=print))

@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import secrets
 import sys
 import time
@@ -33,6 +34,8 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from bench.common import Http, Recorder, RequestFailed, client_session
+from settings import _bool
+from speedups import install_event_loop
 
 LABEL = "POST /rows (bare insert)"
 TRANSITION_LABEL = "POST /referrals/{id}/step (bare transition)"
@@ -244,6 +247,8 @@ def serve(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # The same logging as the app (INFO with an access line per request), so both pay the same for it.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The same event loop as the platform's (SPEEDUPS): a stack choice, not code of ours.
+    install_event_loop(_bool("SPEEDUPS", os.environ.get("SPEEDUPS", "true")))
     if args.workers > 1:
         # The schema once, before the processes (concurrent CREATE TABLEs would collide), then the same
         # parent as the platform's: it starts, watches and stops them.

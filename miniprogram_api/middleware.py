@@ -7,6 +7,7 @@ import time
 
 from aiohttp import web
 
+import speedups
 from appkeys import METRICS
 from errors import DomainError
 
@@ -26,13 +27,7 @@ _HTTP_CODES = {
 
 def error_body(status: int, code: str, message: str, detail: dict | None = None) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, "detail": detail or {}}},
-                             status=status, dumps=_dumps)
-
-
-def _dumps(obj) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False, default=str)
+                             status=status, dumps=speedups.dumps)
 
 
 @web.middleware

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+import speedups
 from errors import InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
@@ -126,8 +127,5 @@ class Api:
 
 
 def json_response(model: BaseModel | dict | list, status: int = 200) -> web.Response:
-    if isinstance(model, BaseModel):
-        text = model.model_dump_json()
-    else:
-        text = json.dumps(model, ensure_ascii=False, default=str)
-    return web.Response(text=text, status=status, content_type="application/json")
+    body = model.model_dump_json().encode() if isinstance(model, BaseModel) else speedups.encode(model)
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
