@@ -96,7 +96,7 @@ class Settings:
     outbox_backoff_max: float = 3600.0
     outbox_keep_done_days: int = 7
     max_body: int = 1024 * 1024
-    speedups: bool = True
+    speedups: bool = False
     log_level: str = "INFO"
 
     @property
@@ -241,8 +241,8 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("OUTBOX_BACKOFF_MAX", "`3600`", "longest wait between two attempts, seconds"),
     ("OUTBOX_KEEP_DONE_DAYS", "`7`", "days finished jobs are kept before the dispatcher deletes them (dead jobs "
                                      "stay until retried); `0` keeps them forever"),
-    ("SPEEDUPS", "`true`", "uvloop as the event loop (Linux) and orjson for JSON responses; `false` uses the "
-     "standard library's (same output, slower)"),
+    ("SPEEDUPS", "`false`", "`true`: uvloop as the event loop (Linux) and orjson for JSON responses instead of the "
+     "standard library's (same output; not measurably faster here, see the benchmark section)"),
     ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
     ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
 ]

@@ -1,6 +1,6 @@
-"""Faster event loop and JSON where available (SPEEDUPS): uvloop on Linux, orjson for the JSON bodies we build
-from dicts; the standard library's loop and `json` otherwise. The output is the same either way (see
-`dumps`), so turning SPEEDUPS off changes only speed."""
+"""A faster event loop and JSON where available (SPEEDUPS=true): uvloop on Linux, orjson for the JSON bodies we
+build from dicts; the standard library's loop and `json` otherwise (the default: on this project's bench machine
+they did not measure faster, see the README). The output is the same either way (see `encode`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _COMPACT = (",", ":")  # no spaces, as orjson writes
 # and dataclasses as the standard library falls back to (orjson would write its own ISO form); int keys as strings.
 _ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
                    if orjson is not None else 0)
-_fast_json = orjson is not None
+_fast_json = False  # until configure() says otherwise
 
 
 def configure(settings: Settings) -> None:
