@@ -320,3 +320,19 @@ async def test_patient_binding_refuses_double_binding(client):
     assert (await _bind(client, "o_patient_twice")).status == 201
     again = await _bind(client, "o_patient_twice")
     assert again.status == 409 and (await again.json())["error"]["code"] == "ALREADY_BOUND"
+
+
+async def test_last_login_is_written_only_when_older_than_its_precision(client):
+    from accounts.sessions import LAST_LOGIN_PRECISION
+
+    await seeded(client)
+    openid = "demo_dongguan_doctor"
+    await login(client, openid)
+    first = (await WeChatAccount.get(openid=openid)).last_login_at
+    assert first is not None
+    again = await login(client, openid)  # a second launch at once: a full session, and nothing rewritten
+    assert again["account"]["staff"]["name"] and again["account"]["kind"] == "staff"
+    assert (await WeChatAccount.get(openid=openid)).last_login_at == first
+    await WeChatAccount.filter(openid=openid).update(last_login_at=first - LAST_LOGIN_PRECISION)
+    await login(client, openid)
+    assert (await WeChatAccount.get(openid=openid)).last_login_at > first
