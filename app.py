@@ -1,7 +1,8 @@
 """Referral Cloud: the one app factory and the command line.
 
-    python app.py serve | migrate | seed | seed-history | demo [--port N | --url URL] | demo-accounts [--json] | worker
-                | jobs | his-connection show|set|test CODE | ...
+    python app.py serve [--workers N] | migrate | seed | seed-history | demo [--port N | --url URL]
+                | demo-accounts [--json] | worker | jobs [--dead] [--retry ID] | his-connection show|set|test CODE
+                | audit-verify | slip-keys rotate|list
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 import db
+import speedups
 from appkeys import CIPHER, DB, KV_STORE, SETTINGS, STORAGE
 from kv import connect as connect_kv
 from security.crypto import PersonalDataCipher
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"access_log_class": PrivateAccessLogger},  # no query values in the access log
     )
     app[SETTINGS] = settings
+    speedups.configure(settings)
     app[CIPHER] = PersonalDataCipher(settings.data_key, settings.lookup_key)
     app[STORAGE] = LocalStorage(settings.data_dir / "files")
     from appkeys import METRICS
@@ -162,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the platform")
     serve.add_argument("--migrate", action="store_true", help="apply migrations first")
     serve.add_argument("--seed", action="store_true", help="seed the demo consortium first")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="web processes sharing the port (SO_REUSEPORT); more than one needs Redis, "
+                            "WECHAT_API_BASE and EMBEDDED_HIS=false")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("seed", help="seed the demo consortium (idempotent)")
     history = sub.add_parser("seed-history", help="generate a realistic referral history for the figures")
@@ -193,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    speedups.install_event_loop(settings.speedups)
 
     if args.command == "migrate":
         asyncio.run(db.migrate(settings, progress=print))
@@ -210,15 +218,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{a['institution_code']}\t{a['name']}\t{','.join(a['roles'])}\t{a['his_user_id'] or '-'}\t"
                       f"{a['openid']}")
     elif args.command == "serve":
+        from web_processes import serve_processes, shared_state_problems
+
+        problems = shared_state_problems(settings) if args.workers > 1 else []
+        if args.workers < 1:
+            problems = ["--workers must be at least 1"]
+        if problems:
+            print("配置错误: --workers 大于 1 时各进程须共享状态:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 2
         if args.migrate:
             asyncio.run(db.migrate(settings, progress=print))
-        seed = args.seed or settings.seed_demo
+        # The children of --workers N (--reuse-port) neither seed nor print: their parent did.
+        seed = (args.seed or settings.seed_demo) and not args.reuse_port
         if seed:
             asyncio.run(_seed(settings))
-        _print_banner(settings, asyncio.run(_demo_accounts(settings)) if seed else [])
+            _print_banner(settings, asyncio.run(_demo_accounts(settings)))
+        elif not args.reuse_port:
+            _print_banner(settings, [])
+        if args.workers > 1:
+            return serve_processes(args.workers)
         import http_server
 
-        http_server.run(create_app(settings), settings.host, settings.port)
+        http_server.run(create_app(settings), settings.host, settings.port, reuse_port=args.reuse_port or None)
     elif args.command == "audit-verify":
         from audit_verify import run_audit_verify
 

@@ -45,19 +45,21 @@ class AppRunner(web.AppRunner):
         return server
 
 
-async def _serve(app: web.Application, host: str, port: int, **runner_args: Any) -> None:
+async def _serve(app: web.Application, host: str, port: int, reuse_port: bool | None = None,
+                 **runner_args: Any) -> None:
     runner = AppRunner(app, handle_signals=True, **runner_args)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
         await asyncio.Event().wait()  # until SIGINT/SIGTERM (handle_signals) ends the loop
     finally:
         await runner.cleanup()
 
 
-def run(app: web.Application, host: str, port: int, **runner_args: Any) -> None:
-    """Serve `app` until interrupted: `web.run_app`, with this module's runner."""
+def run(app: web.Application, host: str, port: int, *, reuse_port: bool | None = None, **runner_args: Any) -> None:
+    """Serve `app` until interrupted: `web.run_app`, with this module's runner (`reuse_port`: one of several
+    processes sharing the port, `serve --workers N`)."""
     try:
-        asyncio.run(_serve(app, host, port, **runner_args))
+        asyncio.run(_serve(app, host, port, reuse_port, **runner_args))
     except (web.GracefulExit, KeyboardInterrupt):
         pass

@@ -93,6 +93,7 @@ class Settings:
     lookup_key: bytes = field(default=b"", repr=False)
     his_timeout: float = 10.0
     embedded_his: bool = True
+    his_simulator_url: str = ""
     seed_demo: bool = False
     background_tasks: bool = True
     embedded_dispatcher: bool = True
@@ -107,6 +108,7 @@ class Settings:
     chat_notify_quiet: float = 300.0
     realtime_ticket_ttl: int = 30
     max_body: int = 1024 * 1024
+    speedups: bool = False
     log_level: str = "INFO"
 
     @property
@@ -159,6 +161,9 @@ class Settings:
         if url and not url.startswith(("sqlite://", "postgres://", "postgresql://")):
             raise SettingsError("DATABASE_URL 应以 sqlite:// 或 postgres:// 开头",
                                 "DATABASE_URL must start with sqlite:// or postgres://")
+        if self.his_simulator_url and not self.his_simulator_url.startswith(("http://", "https://")):
+            raise SettingsError("HIS_SIMULATOR_URL 应以 http:// 或 https:// 开头",
+                                "HIS_SIMULATOR_URL must start with http:// or https://")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL 应以 redis://、rediss:// 或 unix:// 开头",
                                 "REDIS_URL must start with redis://, rediss:// or unix://")
@@ -257,6 +262,9 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("HIS_TIMEOUT", "`10`", "seconds for each HIS call"),
     ("EMBEDDED_HIS", "`true` (SQLite), `false` (PostgreSQL)",
      "mount the HIS simulator and use it for institutions without a front-end processor URL"),
+    ("HIS_SIMULATOR_URL", "(none)", "with EMBEDDED_HIS off, a standalone simulator (`python -m his.simulator`, e.g. "
+     "`http://127.0.0.1:8091/his-sim`) that institutions without a front-end processor URL use; for tests, demos "
+     "and benchmarks with several processes"),
     ("SEED_DEMO", "`false`", "seed the demo consortium on start if the database is empty"),
     ("BACKGROUND_TASKS", "`true`", "run the token keeper and dispatcher inside this process"),
     ("EMBEDDED_DISPATCHER", "`true`", "with BACKGROUND_TASKS, run the outbox dispatcher inside `web` too; "
@@ -276,6 +284,8 @@ ENV_DOC: list[tuple[str, str, str]] = [
      "about new messages at most once per conversation per period"),
     ("REALTIME_TICKET_TTL", "`30`", "seconds a one-time WebSocket ticket (`POST /api/v1/realtime/ticket`) stays "
      "valid"),
+    ("SPEEDUPS", "`false`", "`true`: uvloop as the event loop (Linux) and orjson for JSON responses instead of the "
+     "standard library's (same output; not measurably faster here, see the benchmark section)"),
     ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
     ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
 ]

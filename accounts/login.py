@@ -27,8 +27,11 @@ async def resolve_login_code(wechat: WeChatClient, code: str,
         session = await wechat.code2session(code)
     except WeChatError as exc:
         raise _login_error(exc) from None
-    account, _ = await WeChatAccount.get_or_create(openid=session.openid,
-                                                   defaults={"unionid": session.unionid})
+    # With its staff member: the session issued next needs them (accounts.principal.load_principal).
+    account = await WeChatAccount.get_or_none(openid=session.openid).select_related("staff")
+    if account is None:
+        account, _ = await WeChatAccount.get_or_create(openid=session.openid,
+                                                       defaults={"unionid": session.unionid})
     changed = []
     if session.unionid and account.unionid != session.unionid:
         account.unionid = session.unionid

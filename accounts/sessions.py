@@ -16,6 +16,10 @@ from kv import KV
 from models import RefreshToken, WeChatAccount
 from settings import Settings
 
+# last_login_at is written when it is older than this: it says when someone last came, not every login (a
+# mini-program logs in at each launch), and a login that writes nothing else need not write.
+LAST_LOGIN_PRECISION = timedelta(minutes=10)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -44,8 +48,10 @@ async def _session(settings: Settings, account: WeChatAccount, family: uuid.UUID
 
 async def issue_session(settings: Settings, account: WeChatAccount) -> dict:
     """A new session (new refresh family): what every login endpoint answers."""
-    account.last_login_at = _now()
-    await account.save(update_fields=["last_login_at", "updated_at"])
+    now = _now()
+    if account.last_login_at is None or now - account.last_login_at >= LAST_LOGIN_PRECISION:
+        account.last_login_at = now
+        await account.save(update_fields=["last_login_at", "updated_at"])
     return await _session(settings, account, uuid.uuid4())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from directory import cache
-from models import PatientBinding, Staff, WeChatAccount
+from models import PatientBinding, Staff, WeChatAccount, joined
 from models.accounts import RELATION_NAMES
 from models.people import ROLE_NAMES
 from security.masking import mask_id_number, mask_name, mask_phone
@@ -31,7 +31,12 @@ async def staff_view(staff: Staff) -> dict:
 
 
 async def account_view(account: WeChatAccount, principal: Principal, cipher=None) -> dict:
-    staff = await Staff.get(id=principal.staff_id) if principal.staff_id else None
+    staff = None
+    if principal.staff_id:
+        # The staff member the account was read with (login, authenticate), else read here.
+        loaded = joined(account, "staff", Staff)
+        staff = loaded if loaded is not None and loaded.id == principal.staff_id else \
+            await Staff.get(id=principal.staff_id)
     bindings = await PatientBinding.filter(account_id=account.id, patient__deleted_at=None) \
         .order_by("id").prefetch_related("patient") if principal.patient_ids else []
     patients = []

@@ -21,7 +21,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import secrets
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +34,8 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from bench.common import Http, Recorder, RequestFailed, client_session
+from settings import _bool
+from speedups import install_event_loop
 
 LABEL = "POST /rows (bare insert)"
 TRANSITION_LABEL = "POST /referrals/{id}/step (bare transition)"
@@ -150,11 +154,21 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_bare_app(db_url: str) -> web.Application:
-    async def database(app: web.Application) -> AsyncIterator[None]:
-        await Tortoise.init(db_url=db_url, modules={"models": [__name__]}, use_tz=True, timezone="UTC",
-                            _enable_global_fallback=True)
+async def _open(db_url: str, *, create_schema: bool) -> None:
+    await Tortoise.init(db_url=db_url, modules={"models": [__name__]}, use_tz=True, timezone="UTC",
+                        _enable_global_fallback=True)
+    if create_schema:
         await Tortoise.generate_schemas(safe=True)
+
+
+async def create_schema(db_url: str) -> None:
+    await _open(db_url, create_schema=True)
+    await Tortoise.close_connections()
+
+
+def create_bare_app(db_url: str, *, schema: bool = True) -> web.Application:
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        await _open(db_url, create_schema=schema)
         yield
         await Tortoise.close_connections()
 
@@ -227,10 +241,24 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db-url", required=True, help="sqlite:///path or postgres://...")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the port (SO_REUSEPORT), as `python app.py serve --workers N`")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # one of --workers'
     args = parser.parse_args(argv)
     # The same logging as the app (INFO with an access line per request), so both pay the same for it.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    web.run_app(create_bare_app(args.db_url), host=args.host, port=args.port, print=None)
+    # The same event loop as the platform's (SPEEDUPS): a stack choice, not code of ours.
+    install_event_loop(_bool("SPEEDUPS", os.environ.get("SPEEDUPS", "true")))
+    if args.workers > 1:
+        # The schema once, before the processes (concurrent CREATE TABLEs would collide), then the same
+        # parent as the platform's: it starts, watches and stops them.
+        asyncio.run(create_schema(args.db_url))
+        from web_processes import run_children
+
+        raise SystemExit(run_children([sys.executable, "-m", "bench.bare", "--host", args.host, "--port",
+                                       str(args.port), "--db-url", args.db_url, "--reuse-port"], args.workers))
+    web.run_app(create_bare_app(args.db_url, schema=not args.reuse_port), host=args.host, port=args.port,
+                print=None, reuse_port=args.reuse_port or None)
 
 
 if __name__ == "__main__":

@@ -145,9 +145,10 @@ class Http:
     async def call(self, label: str, method: str, path: str, *, json_body: dict | None = None,
                    token: str | None = None, expect: int = 200) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else None
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
         started = time.perf_counter()
         try:
-            async with self.session.request(method, self.base_url + path, json=json_body, headers=headers) as resp:
+            async with self.session.request(method, url, json=json_body, headers=headers) as resp:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -231,6 +232,33 @@ async def drop_redis_prefix(redis_url: str, prefix: str) -> None:
 
 # ------------------------------------------------------------------------------------ processes
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        # After the command name (which may hold spaces): state is field 3, ppid 4, utime 14, stime 15.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of `pid` and its living descendants (Linux /proc; None elsewhere)."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (child := _stat(int(entry.name))) is not None:
+            children.setdefault(int(child[1]), []).append(int(entry.name))
+    ticks, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        stat = fields if current == pid else _stat(current)
+        if stat is not None:
+            ticks += int(stat[11]) + int(stat[12])
+        todo.extend(children.get(current, []))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class ServerProcess:
     """A server in its own process (its own session, so stopping it reaches only what it started)."""
 
@@ -239,6 +267,7 @@ class ServerProcess:
         self.env = env
         self.log = log
         self.process: subprocess.Popen | None = None
+        self.processes = 1  # how many serve requests (`--workers N` children; their parent only watches)
 
     def start(self) -> None:
         with self.log.open("wb") as out:
@@ -268,15 +297,11 @@ class ServerProcess:
                 await asyncio.sleep(0.1)
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU the server process has used so far (Linux /proc; None elsewhere)."""
+        """User + system CPU the server process and the processes it started (`serve --workers N`) have used
+        so far (Linux /proc; None elsewhere)."""
         if self.process is None:
             return None
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        # After the command name: state is field 3, utime and stime are fields 14 and 15 (man 5 proc).
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         process = self.process
@@ -286,7 +311,9 @@ class ServerProcess:
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            # Its own session: the group holds exactly what this server started (`--workers` children too).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
 
 

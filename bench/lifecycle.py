@@ -22,11 +22,11 @@ How it runs, per backend (SQLite; PostgreSQL + Redis when DATABASE_URL and REDIS
 - phase "bare transition floor": the same server walks `--floor-referrals` drafts per client through three steps,
   each the least a transition must write on this stack (token lookup, referral read, version-conditional
   UPDATE, hash-chained event, outbox job, in one transaction): an upper bound for any implementation;
-- phase "stats cost" (issue 12): the transition phase again on the same database, first on the platform with
-  the figures' work taken out (`python -m bench.nostats`: no figure columns, no survey invitations), then on
-  the real platform once more. `stats_cost` compares the real platform (both of its transition phases) with
-  the one without: transitions/s and server CPU per request, and says how far the two real runs differ (the
-  machine's noise). Target: a transition stays within 10 % of its cost without the figures.
+- phase "stats cost" (issue 12; one-process backends only): the transition phase again on the same database,
+  first on the platform with the figures' work taken out (`python -m bench.nostats`: no figure columns, no
+  survey invitations), then on the real platform once more. `stats_cost` compares the real platform (both of
+  its transition phases) with the one without: transitions/s and server CPU per request, and says how far the
+  two real runs differ (the machine's noise). Target: a transition stays within 10 % of its cost without the figures.
 
 Numbers: lifecycles/s, transitions/s (timeline events written per second), per-endpoint p50/p99 (ms, as
 the client sees them), bare inserts/s and the ratio transitions/s ÷ bare inserts/s. Targets (issue 4): the
@@ -50,6 +50,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+
+import aiohttp
 
 from bench import bare
 from bench.common import (
@@ -101,8 +103,8 @@ L_DETAIL = "GET /api/v1/referrals/{id}"
 
 # Environment variables the bench sets for its servers; inherited values would point them elsewhere.
 SERVER_ENV = ("DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "HOST", "PORT", "PUBLIC_URL", "DATA_DIR", "SEED_DEMO",
-              "JWT_SECRET", "DATA_KEY", "LOOKUP_KEY", "WECHAT_API_BASE", "EMBEDDED_HIS", "BACKGROUND_TASKS",
-              "LOG_LEVEL")
+              "JWT_SECRET", "DATA_KEY", "LOOKUP_KEY", "WECHAT_API_BASE", "EMBEDDED_HIS", "HIS_SIMULATOR_URL",
+              "BACKGROUND_TASKS", "EMBEDDED_DISPATCHER", "LOG_LEVEL")
 
 
 def demo_openid(institution_code: str, role: str) -> str:
@@ -127,14 +129,33 @@ class World:
 
 # ------------------------------------------------------------------------------------------- clients
 
-async def login(http: Http, openid: str) -> str:
+class AppHttp(Http):
+    """The platform's client, knowing where the WeChat sandbox and the HIS simulator answer: mounted on the
+    platform (embedded) or their own processes (the Procfile's topology)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, recorder: Recorder, places: Places) -> None:
+        super().__init__(session, base_url, recorder)
+        self.places = places
+
+
+@dataclass(frozen=True)
+class Places:
+    sandbox: str  # base URL of the WeChat sandbox (…/sandbox/login-code below it)
+    his: str  # base URL of the HIS simulator (…/{code}/_patients below it)
+
+    @classmethod
+    def mounted(cls, base: str) -> Places:
+        return cls(sandbox=f"{base}/wechat-sandbox", his=f"{base}/his-sim")
+
+
+async def login(http: AppHttp, openid: str) -> str:
     """What the mini-program does on launch: wx.login (the sandbox mints the code), then our wx-login."""
-    code = (await http.call(L_CODE, "POST", "/wechat-sandbox/sandbox/login-code", json_body={"openid": openid}))
+    code = (await http.call(L_CODE, "POST", f"{http.places.sandbox}/sandbox/login-code", json_body={"openid": openid}))
     session = await http.call(L_LOGIN, "POST", "/api/v1/auth/wx-login", json_body={"code": code["code"]})
     return session["access_token"]
 
 
-async def setup_world(http: Http) -> World:
+async def setup_world(http: AppHttp) -> World:
     """Read the directory, publish reserved beds at SUBEI, list the source HISes' inpatients."""
     approver = await login(http, demo_openid(TARGET, "approver"))
     page = await http.call("setup", "GET", "/api/v1/institutions?limit=200", token=approver)
@@ -149,7 +170,7 @@ async def setup_world(http: Http) -> World:
                         json_body={"days": [{"date": d, "capacity": BEDS_PER_DAY} for d in days]}, token=approver)
     mrns = {}
     for code in SOURCES:
-        listing = await http.call("setup", "GET", f"/his-sim/{code}/_patients")
+        listing = await http.call("setup", "GET", f"{http.places.his}/{code}/_patients")
         mrns[code] = [p["mrn"] for p in listing["items"] if p["open_encounter"]]
         if not mrns[code]:
             raise BenchError(f"the HIS simulator of {code} lists no inpatient")
@@ -171,7 +192,7 @@ def _check_scheduled(http: Http, detail: dict, source_approved: bool) -> int:
     return len(ours)
 
 
-async def one_lifecycle(http: Http, world: World, client: int, n: int) -> int:
+async def one_lifecycle(http: AppHttp, world: World, client: int, n: int) -> int:
     """One referral from scan to booked bed; returns the number of transitions (timeline events) it made."""
     source = SOURCES[client % len(SOURCES)]
     doctor = await login(http, demo_openid(source, "doctor"))
@@ -211,7 +232,7 @@ class Desk:
     drafts: list[tuple[str, str]] = field(default_factory=list)  # (referral id, department id)
 
 
-async def prepare_desk(http: Http, world: World, client: int, drafts: int) -> Desk:
+async def prepare_desk(http: AppHttp, world: World, client: int, drafts: int) -> Desk:
     source = SOURCES[client % len(SOURCES)]
     desk = Desk(source, await login(http, demo_openid(source, "doctor")),
                 await login(http, demo_openid(source, "approver")), await login(http, demo_openid(TARGET, "approver")))
@@ -229,7 +250,7 @@ async def prepare_desk(http: Http, world: World, client: int, drafts: int) -> De
     return desk
 
 
-async def drive_drafts(http: Http, world: World, desk: Desk) -> tuple[int, int]:
+async def drive_drafts(http: AppHttp, world: World, desk: Desk) -> tuple[int, int]:
     """Submit, source-approve and target-approve each draft; returns (transitions made, drafts failed)."""
     transitions = failed = 0
     for n, (rid, department) in enumerate(desk.drafts):
@@ -251,7 +272,7 @@ async def drive_drafts(http: Http, world: World, desk: Desk) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------- phases
 
-async def run_lifecycles(http: Http, world: World, clients: int, per_client: int) -> dict:
+async def run_lifecycles(http: AppHttp, world: World, clients: int, per_client: int) -> dict:
     async def client(c: int) -> tuple[int, int, int]:
         done = failed = events = 0
         for n in range(per_client):
@@ -271,12 +292,12 @@ async def run_lifecycles(http: Http, world: World, clients: int, per_client: int
             "transitions_per_s": round(events / elapsed, 1)}
 
 
-async def prepare_desks(http: Http, world: World, clients: int, per_client: int) -> list[Desk]:
+async def prepare_desks(http: AppHttp, world: World, clients: int, per_client: int) -> list[Desk]:
     """Log every client's people in and create its drafts (not timed)."""
     return list(await asyncio.gather(*(prepare_desk(http, world, c, per_client) for c in range(clients))))
 
 
-async def run_transitions(http: Http, world: World, desks: list[Desk]) -> dict:
+async def run_transitions(http: AppHttp, world: World, desks: list[Desk]) -> dict:
     started = time.perf_counter()
     results = await asyncio.gather(*(drive_drafts(http, world, desk) for desk in desks))
     elapsed = time.perf_counter() - started
@@ -294,6 +315,9 @@ class Backend:
     bare_db_url: str
     description: str
     finished_jobs: Callable[[], Awaitable[int]]  # outbox jobs done or dead so far in our database
+    # The Procfile's topology (several web processes, worker processes, the stand-ins apart) needs state
+    # every process shares: Redis. Embedded mode (SQLite, in-process KV) is one process.
+    topology: bool = False
 
 
 async def _sqlite_finished_jobs(path: Path) -> int:
@@ -341,37 +365,57 @@ async def services_backend(tmp: Path) -> AsyncIterator[Backend]:
             yield Backend("postgresql+redis", {
                 "DATABASE_URL": ours_url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix,
                 "DATA_DIR": str(tmp / "ours"), "JWT_SECRET": key32(), "DATA_KEY": key32(), "LOOKUP_KEY": key32()},
-                bare_url, description, lambda: _pg_finished_jobs(ours_url))
+                bare_url, description, lambda: _pg_finished_jobs(ours_url), topology=True)
         finally:
             await drop_redis_prefix(redis_url, prefix)
 
 
 @contextlib.asynccontextmanager
-async def serving(args: list[str], env: dict[str, str], log: Path, port: int) -> AsyncIterator[ServerProcess]:
+async def serving(args: list[str], env: dict[str, str], log: Path, port: int,
+                  ready: str = "/healthz") -> AsyncIterator[ServerProcess]:
     server = ServerProcess(args, env, log)
     server.start()
     try:
-        await server.wait_ready(f"http://127.0.0.1:{port}/healthz")
+        await server.wait_ready(f"http://127.0.0.1:{port}{ready}")
         yield server
     finally:
         server.stop()
 
 
+OURS = ("web", "worker")  # the processes whose CPU is ours; the stand-ins (sandbox, his) are reported apart
+
+
+def _cpu(processes: dict[str, list[ServerProcess]]) -> dict[str, float] | None:
+    by_role = {role: [p.cpu_seconds() for p in group] for role, group in processes.items()}
+    if any(v is None for values in by_role.values() for v in values):
+        return None
+    return {role: sum(values) for role, values in by_role.items()}  # type: ignore[arg-type]
+
+
 @contextlib.contextmanager
-def server_load(server: ServerProcess, recorder: Recorder, result: dict) -> Iterator[None]:
+def server_load(processes: dict[str, list[ServerProcess]], recorder: Recorder, result: dict,
+                per: str | None = None) -> Iterator[None]:
     """Add to a phase's result the requests it made and the server CPU they cost, background jobs included
-    (the block covers the phase and the outbox drain after it), and how busy server, client and machine were."""
-    before, client_before, machine_before = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
+    (the block covers the phase and the outbox drain after it), split by process role (web, worker, sandbox,
+    his), and how busy server, client and machine were. `per` names the phase's unit (its result's "count")
+    to report CPU per unit by role too (e.g. per lifecycle)."""
+    before, client_before, machine_before = _cpu(processes), time.process_time(), machine_busy_seconds()
     started = time.perf_counter()
     yield
     seconds = time.perf_counter() - started
-    after, client_after, machine_after = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
+    after, client_after, machine_after = _cpu(processes), time.process_time(), machine_busy_seconds()
     requests = sum(len(v) for v in recorder.latencies.values()) + recorder.failure_count
     result["requests"] = requests
     result["requests_per_s"] = round(requests / result["seconds"], 1) if result["seconds"] else None
     if before is not None and after is not None:
-        cpu = after - before
-        result["server_cpu_s"] = round(cpu, 2)
+        by_role = {role: after[role] - before[role] for role in after}
+        cpu = sum(v for role, v in by_role.items() if role in OURS)
+        result["processes"] = {role: sum(p.processes for p in group) for role, group in processes.items()}
+        result["server_cpu_s_by_process"] = {role: round(v, 2) for role, v in by_role.items()}
+        if per and result.get("count"):
+            result[f"server_cpu_ms_per_{per}_by_process"] = {
+                role: round(v * 1000 / result["count"], 1) for role, v in by_role.items()}
+        result["server_cpu_s"] = round(cpu, 2)  # ours: web and worker processes
         result["server_busy"] = round(cpu / seconds, 2)  # 1.0 = one core saturated
         result["server_cpu_ms_per_request"] = round(cpu * 1000 / requests, 2) if requests else None
     result["client_busy"] = round((client_after - client_before) / seconds, 2)
@@ -400,54 +444,113 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@contextlib.asynccontextmanager
+async def platform(backend: Backend, tmp: Path, opts: argparse.Namespace, port: int,
+                   ) -> AsyncIterator[tuple[dict[str, list[ServerProcess]], Places]]:
+    """Our platform, serving on `port`: one embedded process, or the Procfile's topology (the WeChat sandbox
+    and the HIS simulator in processes of their own, `serve --workers N` with EMBEDDED_DISPATCHER=false, and
+    `worker` processes carrying the outbox, all sharing Redis and the stand-ins)."""
+    base = f"http://127.0.0.1:{port}"
+    env = _base_env() | backend.ours_env | {"HOST": "127.0.0.1", "PORT": str(port)}
+    if opts.no_background:
+        env["BACKGROUND_TASKS"] = "false"
+    if not backend.topology:
+        _say(f"[{backend.name}] starting the platform (migrate, seed) on port {port}, one process")
+        async with serving(["app.py", "serve", "--migrate", "--seed"], env, tmp / "ours.log", port) as server:
+            yield {"web": [server]}, Places.mounted(base)
+        return
+    sandbox_port, his_port = free_port(), free_port()
+    places = Places(sandbox=f"http://127.0.0.1:{sandbox_port}", his=f"http://127.0.0.1:{his_port}/his-sim")
+    env |= {"WECHAT_API_BASE": places.sandbox, "EMBEDDED_HIS": "false", "HIS_SIMULATOR_URL": places.his,
+            "EMBEDDED_DISPATCHER": "false"}
+    _say(f"[{backend.name}] starting the Procfile's topology: {opts.web} web on port {port}, {opts.workers} "
+         f"worker, sandbox on {sandbox_port}, HIS simulator on {his_port}")
+    async with contextlib.AsyncExitStack() as stack:
+        sandbox = await stack.enter_async_context(serving(
+            ["-m", "wechat.sandbox", "--port", str(sandbox_port)], env, tmp / "sandbox.log", sandbox_port,
+            ready="/sandbox/stats"))
+        await _register_templates(places.sandbox, env)
+        his = await stack.enter_async_context(serving(
+            ["-m", "his.simulator", "--port", str(his_port)], env, tmp / "his.log", his_port,
+            ready="/his-sim/SUBEI/fhir/metadata"))
+        web = await stack.enter_async_context(serving(
+            ["app.py", "serve", "--migrate", "--seed", "--workers", str(opts.web)], env, tmp / "ours.log", port))
+        web.processes = opts.web
+        workers = []
+        for n in range(opts.workers):
+            worker = ServerProcess(["app.py", "worker"], env, tmp / f"worker-{n}.log")
+            worker.start()
+            stack.callback(worker.stop)
+            workers.append(worker)
+        yield {"web": [web], "worker": workers, "sandbox": [sandbox], "his": [his]}, places
+
+
+async def _register_templates(sandbox_url: str, env: dict[str, str]) -> None:
+    """A standalone sandbox knows only its built-in templates: register ours, as the README says."""
+    from notifications.templates import TEMPLATES, sandbox_fields, template_id
+    from settings import Settings
+
+    settings = Settings.from_env(env)
+    async with aiohttp.ClientSession() as session:
+        for template in TEMPLATES.values():
+            async with session.post(f"{sandbox_url}/sandbox/templates", json={
+                    "template_id": template_id(settings, template.key), "fields": sandbox_fields(template),
+                    "title": template.title}) as resp:
+                if resp.status != 200:
+                    raise BenchError(f"the sandbox refused template {template.key}: {await resp.text()}")
+
+
 async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> dict:
     clients = opts.clients
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     lifecycle, transitions, bare_recorder, floor_recorder = Recorder(), Recorder(), Recorder(), Recorder()
     setup = Recorder()
     port = free_port()
-    env = _base_env() | backend.ours_env | {"HOST": "127.0.0.1", "PORT": str(port)}
-    if opts.no_background:
-        env["BACKGROUND_TASKS"] = "false"
-    _say(f"[{backend.name}] starting the platform (migrate, seed) on port {port}")
     lifecycles: dict = {}
     trans: dict = {}
     bare_result: dict = {}
     floor_result: dict = {}
-    async with serving(["app.py", "serve", "--migrate", "--seed"], env, tmp / "ours.log", port) as server, \
-            client_session(clients) as session:
+    async with platform(backend, tmp, opts, port) as (processes, places), client_session(clients) as session:
         base = f"http://127.0.0.1:{port}"
-        setup_http = Http(session, base, setup)
+        setup_http = AppHttp(session, base, setup, places)
         world = await setup_world(setup_http)
         if opts.warmup:
             _say(f"[{backend.name}] warm-up: {clients} clients × {opts.warmup} lifecycles")
-            await run_lifecycles(Http(session, base, Recorder()), world, clients, opts.warmup)
+            await run_lifecycles(AppHttp(session, base, Recorder(), places), world, clients, opts.warmup)
         jobs = await drain_outbox(backend, {}, 0)
         _say(f"[{backend.name}] lifecycles: {clients} clients × {opts.lifecycles}")
-        with server_load(server, lifecycle, lifecycles):
-            lifecycles |= await run_lifecycles(Http(session, base, lifecycle), world, clients, opts.lifecycles)
+        with server_load(processes, lifecycle, lifecycles, per="lifecycle"):
+            lifecycles |= await run_lifecycles(AppHttp(session, base, lifecycle, places), world, clients,
+                                               opts.lifecycles)
             jobs = await drain_outbox(backend, lifecycles, jobs)
         _say(f"[{backend.name}] transitions: {clients} clients × {opts.referrals} referrals")
         desks = await prepare_desks(setup_http, world, clients, opts.referrals)
         jobs = await drain_outbox(backend, {}, jobs)
-        with server_load(server, transitions, trans):
-            trans |= await run_transitions(Http(session, base, transitions), world, desks)
-            jobs = await drain_outbox(backend, trans, jobs)
+        with server_load(processes, transitions, trans, per="transition"):
+            trans |= await run_transitions(AppHttp(session, base, transitions, places), world, desks)
+            await drain_outbox(backend, trans, jobs)
         stats_runs: dict[str, dict] = {}
-        if opts.stats_cost:
+        if opts.stats_cost and not backend.topology:
+            # One embedded process: restarted on the same database without the figures' work, then with it again.
+            # (In the Procfile's topology the platform is several processes; not measured there yet.)
+            [server] = processes["web"]
             server.stop()
             for label, args in (("without_stats", ["-m", "bench.nostats"]), ("with_stats_again", ["app.py"])):
                 _say(f"[{backend.name}] stats cost, {label}: {clients} clients × {opts.referrals} referrals")
-                stats_runs[label] = await _transition_phase(backend, tmp, env, port, args, session, world, opts,
-                                                            label)
+                stats_runs[label] = await _transition_phase(backend, tmp, server.env, port, args, session, world,
+                                                            opts, label, places)
     port = free_port()
-    _say(f"[{backend.name}] bare stack: {clients} clients × {opts.inserts} inserts")
-    async with serving(["-m", "bench.bare", "--port", str(port), "--db-url", backend.bare_db_url],
-                       _base_env(), tmp / "bare.log", port) as server:
-        with server_load(server, bare_recorder, bare_result):
+    # The same number of web processes on one port as ours (the floor's outbox job is never run, so no worker).
+    bare_web = opts.web if backend.topology else 1
+    _say(f"[{backend.name}] bare stack ({bare_web} process(es)): {clients} clients × {opts.inserts} inserts")
+    async with serving(["-m", "bench.bare", "--port", str(port), "--db-url", backend.bare_db_url, "--workers",
+                        str(bare_web)], _base_env(), tmp / "bare.log", port) as server:
+        server.processes = bare_web
+        bare_processes = {"web": [server]}
+        with server_load(bare_processes, bare_recorder, bare_result):
             bare_result |= await bare.drive(f"http://127.0.0.1:{port}", clients, opts.inserts, bare_recorder)
         _say(f"[{backend.name}] bare transition floor: {clients} clients × {opts.floor_referrals} referrals")
-        with server_load(server, floor_recorder, floor_result):
+        with server_load(bare_processes, floor_recorder, floor_result, per="transition"):
             floor_result |= await bare.drive_transitions(f"http://127.0.0.1:{port}", clients, opts.floor_referrals,
                                                          floor_recorder)
     for result, recorder, label in ((bare_result, bare_recorder, bare.LABEL),
@@ -489,16 +592,16 @@ async def run_backend(backend: Backend, tmp: Path, opts: argparse.Namespace) -> 
 
 
 async def _transition_phase(backend: Backend, tmp: Path, env: dict[str, str], port: int, args: list[str],
-                            session, world: World, opts: argparse.Namespace, label: str) -> dict:
+                            session, world: World, opts: argparse.Namespace, label: str, places: Places) -> dict:
     """The transition phase on a server started with `args` on the same database (its drafts not timed)."""
     result: dict = {}
     recorder = Recorder()
     async with serving([*args, "serve"], env, tmp / f"{label}.log", port) as server:
         base = f"http://127.0.0.1:{port}"
-        desks = await prepare_desks(Http(session, base, Recorder()), world, opts.clients, opts.referrals)
+        desks = await prepare_desks(AppHttp(session, base, Recorder(), places), world, opts.clients, opts.referrals)
         jobs = await drain_outbox(backend, {}, 0)
-        with server_load(server, recorder, result):
-            result |= await run_transitions(Http(session, base, recorder), world, desks)
+        with server_load({"web": [server]}, recorder, result, per="transition"):
+            result |= await run_transitions(AppHttp(session, base, recorder, places), world, desks)
             await drain_outbox(backend, result, jobs)
     result["endpoints"] = recorder.summary()
     result["failures"] = recorder.failures
@@ -557,6 +660,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--floor-referrals", type=int, default=12,
                         help="referrals per client walked through the bare transition floor (default 12: three "
                              "steps each, about as many requests as the bare inserts)")
+    parser.add_argument("--web", type=int, default=os.cpu_count() or 1,
+                        help="web processes on one port in the Procfile's topology (PostgreSQL + Redis), and "
+                             "bare processes likewise (default: one per core)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes carrying the outbox in the Procfile's topology (default 1)")
     parser.add_argument("--backends", default="",
                         help="comma-separated: sqlite, services (default: sqlite, and services when "
                              "DATABASE_URL and REDIS_URL are set)")
@@ -570,7 +678,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="diagnosis only: run the platform without its background tasks (outbox dispatcher, "
                              "token keeper) to see how much of its cost they are; not a valid measurement")
     opts = parser.parse_args(argv)
-    if min(opts.clients, opts.lifecycles, opts.referrals, opts.inserts, opts.floor_referrals) < 1 or opts.warmup < 0:
+    if min(opts.clients, opts.lifecycles, opts.referrals, opts.inserts, opts.floor_referrals, opts.web,
+           opts.workers) < 1 or opts.warmup < 0:
         parser.error("counts must be positive (warm-up may be 0)")
     names = [n.strip() for n in opts.backends.split(",") if n.strip()]
     if not names:
@@ -590,8 +699,12 @@ async def main(argv: list[str]) -> dict:
         "setup": {"clients": opts.clients, "lifecycles_per_client": opts.lifecycles, "warmup_per_client": opts.warmup,
                   "referrals_per_client": opts.referrals, "bare_inserts_per_client": opts.inserts,
                   "floor_referrals_per_client": opts.floor_referrals,
-                  "server": "separate process (python app.py serve --migrate --seed; python -m bench.bare), "
-                            "clients in the bench process, loopback HTTP with keep-alive",
+                  "server": "SQLite: one embedded process (python app.py serve --migrate --seed; python -m "
+                            "bench.bare). PostgreSQL + Redis: the Procfile's topology: python app.py serve --workers "
+                            f"{opts.web} (EMBEDDED_DISPATCHER=false), {opts.workers} python app.py worker, python -m "
+                            "wechat.sandbox and python -m his.simulator shared by all; python -m bench.bare "
+                            f"--workers {opts.web}. Clients in the bench process, loopback HTTP with keep-alive",
+                  "web_processes": opts.web, "worker_processes": opts.workers,
                   "lifecycle": "doctor login, scan, create+submit, source approver login + approve (up-referrals), "
                                "target approver login + approve with booking, doctor reads the timeline",
                   "latency": "milliseconds per request as the client sees it",

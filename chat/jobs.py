@@ -77,7 +77,8 @@ async def notify_unread(ctx: JobContext) -> None:
         notices.append(await _notice(conversation, latest, count, accounts[staff_id]))
     if notices:
         async with in_transaction():
-            await publish_all(notices, None, f"chat:{conversation.id}:{payload['period']}")
+            await publish_all(notices, None, f"chat:{conversation.id}:{payload['period']}",
+                              settings=ctx.app[SETTINGS])
 
 
 async def _notice(conversation: Conversation, latest: ChatMessage, count: int, account_id: int) -> Notice:

@@ -15,6 +15,7 @@ import logging
 
 from tortoise.transactions import in_transaction
 
+from appkeys import SETTINGS
 from consults import commands
 from consults.access import pool_staff
 from consults.state_machine import DECLINE_REASONS, Status
@@ -123,7 +124,7 @@ async def consultation_event(ctx: JobContext) -> None:
         return
     notices = await for_event(consultation, event)
     async with in_transaction():
-        await publish_all(notices, None, f"consult:{consultation.id}:{event.seq}")
+        await publish_all(notices, None, f"consult:{consultation.id}:{event.seq}", settings=ctx.app[SETTINGS])
 
 
 @handler(commands.TIMER_KIND)
@@ -145,4 +146,4 @@ async def consultation_timer(ctx: JobContext) -> None:
         notice.accounts = await recipients.approver_accounts(
             consultation.target_institution_id)  # type: ignore[attr-defined]
     async with in_transaction():
-        await publish_all([notice], None, f"consult:{consultation.id}:{timer}")
+        await publish_all([notice], None, f"consult:{consultation.id}:{timer}", settings=ctx.app[SETTINGS])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tortoise.transactions import in_transaction
 
+from appkeys import SETTINGS
 from consults.notices import staff_accounts
 from consults.round_machine import RoundStatus
 from consults.rounds import TIMER_KIND, members_of
@@ -52,4 +53,4 @@ async def round_timer(ctx: JobContext) -> None:
                     body=f"远程查房 {ward_round.code}（患者 {patient}）{result}：{note}")
     notice.accounts = await staff_accounts(sorted(set(staff_ids)))
     async with in_transaction():
-        await publish_all([notice], None, key)
+        await publish_all([notice], None, key, settings=ctx.app[SETTINGS])

@@ -3,12 +3,13 @@
 ``setup(app)`` puts the gateway into ``app[HIS]``. With ``settings.embedded_his`` the simulator runs on its
 own loopback port (so the gateway makes real HTTP calls, as in production) and is also mounted at
 ``/his-sim/`` on the main app for humans and tests; both doors share one SimulatorState
-(``app[HIS_SIMULATOR]``), and institutions without a front-end processor URL use it.
+(``app[HIS_SIMULATOR]``), and institutions without a front-end processor URL use it. Without it, such
+institutions use the standalone simulator at ``HIS_SIMULATOR_URL`` if one is set (several processes share it).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -49,6 +50,18 @@ async def _embedded_simulator(app: web.Application) -> AsyncIterator[None]:
         state.close_state()
 
 
+def _simulator_fallback(app: web.Application) -> Callable[[str], str | None] | None:
+    """Where institutions without a front-end processor URL go: the embedded simulator, a standalone one shared
+    by several processes (HIS_SIMULATOR_URL), or nowhere (they raise HisNotConfigured)."""
+    state = app.get(HIS_SIMULATOR)
+    if state is not None:
+        return state.fhir_base
+    shared = app[SETTINGS].his_simulator_url.rstrip("/")
+    if shared:
+        return lambda code: f"{shared}/{code}/fhir"
+    return None
+
+
 async def _gateway(app: web.Application) -> AsyncIterator[None]:
     from his.auth import HisCredentials
     from his.connection import endpoint_of
@@ -60,9 +73,7 @@ async def _gateway(app: web.Application) -> AsyncIterator[None]:
     # OAuth2 tokens are shared by every process through the KV store, as the WeChat token is.
     credentials = HisCredentials(app[KV_STORE], lock_timeout=settings.his_timeout + 5)
     fhir = FhirGateway(timeout=settings.his_timeout, credentials=credentials)
-    state = app.get(HIS_SIMULATOR)
-    gateway = GatewayRouter({"http": fhir, "https": fhir},
-                            fallback_base_url=state.fhir_base if state is not None else None,
+    gateway = GatewayRouter({"http": fhir, "https": fhir}, fallback_base_url=_simulator_fallback(app),
                             endpoint_of=lambda institution: endpoint_of(cipher, institution))
     app[HIS] = gateway
     try:

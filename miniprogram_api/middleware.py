@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 from aiohttp import web
 
+import speedups
 from appkeys import METRICS
 from errors import DomainError
-from timeutil import json_default
 
 log = logging.getLogger("referral_cloud.http")
 
@@ -36,11 +35,7 @@ def error_parts(status: int) -> tuple[str, str]:
 
 def error_body(status: int, code: str, message: str, detail: dict | None = None) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, "detail": detail or {}}},
-                             status=status, dumps=_dumps)
-
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=json_default)
+                             status=status, dumps=speedups.dumps)
 
 
 @web.middleware

@@ -1,8 +1,9 @@
 """The notification job handlers (registered on import; `notifications.setup` imports this module).
 
 * `notify.referral_event` {referral_id, seq, action}: written by every referral transition. Decides who is told
-  what (`notifications.rules`), writes their inbox messages and one `notify.send` job per recipient, and the
-  timers the new state calls for, and the satisfaction surveys of an admission or completion, in one transaction.
+  what (`notifications.rules`), writes their inbox messages, one `notify.send` job per recipient who holds a
+  subscription credit for the template, the timers the new state calls for, and the satisfaction surveys of an
+  admission or completion, in one transaction.
 * `notify.send` {account_id, template, data, page, kind}: one subscribe message to one account.
 * `notify.timer` {referral_id, seq, status, timer}: approval overdue, escalation, the day before admission.
 """
@@ -13,6 +14,7 @@ import logging
 
 from tortoise.transactions import in_transaction
 
+from appkeys import SETTINGS
 from models import Referral, ReferralEvent
 from notifications import delivery, reminders, rules
 from notifications.fanout import SEND_KIND, publish_all
@@ -36,9 +38,9 @@ async def referral_event(ctx: JobContext) -> None:
     timers = await reminders.timers(referral, event)
     async with in_transaction():
         # The key is the event's: an account is in one notice of an event at most (rules.for_event).
-        await publish_all(notices, referral, f"{referral.id}:{event.seq}", timers)
+        await publish_all(notices, referral, f"{referral.id}:{event.seq}", timers, settings=ctx.app[SETTINGS])
         # Admission and completion also ask the people involved how satisfied they are (surveys/).
-        await invite_for_event(referral, event)
+        await invite_for_event(referral, event, ctx.app[SETTINGS])
 
 
 @handler(SEND_KIND)
@@ -49,4 +51,4 @@ async def send(ctx: JobContext) -> None:
 @handler(reminders.TIMER_KIND)
 async def timer(ctx: JobContext) -> None:
     async with in_transaction():
-        await reminders.fire(ctx.job.payload)
+        await reminders.fire(ctx.job.payload, ctx.app[SETTINGS])

@@ -20,6 +20,7 @@ from notifications.rules import (
 )
 from outbox.jobs import NewJob
 from referrals.state_machine import Status
+from settings import Settings
 from timeutil import CHINA_TZ, utcnow
 
 TIMER_KIND = "notify.timer"
@@ -56,7 +57,7 @@ async def timers(referral: Referral, event: ReferralEvent, now: datetime | None 
     return jobs
 
 
-async def fire(payload: dict) -> int:
+async def fire(payload: dict, settings: Settings) -> int:
     """The `notify.timer` job: tell whoever the timer is for, if the referral is still where it was."""
     referral = await Referral.get_or_none(id=payload["referral_id"])
     if referral is None or str(referral.status) != payload["status"] or await moved_on(referral, payload["seq"]):
@@ -75,4 +76,4 @@ async def fire(payload: dict) -> int:
                                  else recipients.admin_accounts(institution))
     else:
         return 0
-    return await publish(notice, referral, f"{referral.id}:{payload['seq']}:{timer}")
+    return await publish(notice, referral, f"{referral.id}:{payload['seq']}:{timer}", settings=settings)

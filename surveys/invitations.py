@@ -10,6 +10,7 @@ from notifications import recipients
 from notifications.fanout import publish
 from notifications.rules import Facts, Notice, short
 from notifications.templates import PROGRESS
+from settings import Settings
 from stats.facts import month_of
 from surveys.forms import current_form
 from timeutil import china_time
@@ -34,7 +35,7 @@ def _respondent_staff(referral: Referral, event: ReferralEvent, occasion: str) -
     return None
 
 
-async def invite_for_event(referral: Referral, event: ReferralEvent) -> int:
+async def invite_for_event(referral: Referral, event: ReferralEvent, settings: Settings) -> int:
     """Write the invitations this event calls for and tell each person; returns how many were told."""
     occasions = OCCASIONS.get(event.action, [])
     if not occasions:
@@ -71,5 +72,5 @@ async def invite_for_event(referral: Referral, event: ReferralEvent) -> int:
                  "请花一分钟评价本次转诊服务，帮助医联体改进。",
             accounts=accounts)
         # Keyed by the invitation: the event's own notices use the event's key, an account may be in both.
-        told += await publish(notice, referral, f"survey:{invitation.id}")
+        told += await publish(notice, referral, f"survey:{invitation.id}", settings=settings)
     return told

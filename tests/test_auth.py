@@ -366,3 +366,17 @@ async def test_sessions_are_checked_and_ended_while_the_kv_store_is_down(client,
     assert await _me_status(client, session) == 200
     assert (await client.post("/api/v1/auth/logout", json={}, headers=bearer(session))).status == 200
     assert await _me_status(client, session) == 401
+async def test_last_login_is_written_only_when_older_than_its_precision(client):
+    from accounts.sessions import LAST_LOGIN_PRECISION
+
+    await seeded(client)
+    openid = "demo_dongguan_doctor"
+    await login(client, openid)
+    first = (await WeChatAccount.get(openid=openid)).last_login_at
+    assert first is not None
+    again = await login(client, openid)  # a second launch at once: a full session, and nothing rewritten
+    assert again["account"]["staff"]["name"] and again["account"]["kind"] == "staff"
+    assert (await WeChatAccount.get(openid=openid)).last_login_at == first
+    await WeChatAccount.filter(openid=openid).update(last_login_at=first - LAST_LOGIN_PRECISION)
+    await login(client, openid)
+    assert (await WeChatAccount.get(openid=openid)).last_login_at > first

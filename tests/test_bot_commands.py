@@ -163,7 +163,7 @@ async def test_subscription_events_update_credits_and_deliveries(client):
     async with in_transaction():
         await publish(Notice(kind="referral_todo", template="approval", values={"character_string1": mine.code},
                              page="pages/referral/detail?id=x", title="待审批转诊", body="待审批",
-                             accounts=[account.id]), mine, "evt:1")
+                             accounts=[account.id]), mine, "evt:1", settings=client.server.app[SETTINGS])
     await run_jobs(client.server.app)
     [delivery] = await Delivery.filter(account_id=account.id, state="sent")
     for n, (code, status) in enumerate((("0", "success"), ("43101", "Failed: user refuse to accept the msg"))):

@@ -7,17 +7,18 @@ import uuid
 
 from tortoise.transactions import in_transaction
 
+from appkeys import SETTINGS
 from models import WeChatAccount
 from notifications.fanout import publish
 from notifications.rules import Notice
 from tests.support import bearer, login, login_demo, seeded
 
 
-async def _notify(account_ids: list[int], key: str, title: str) -> None:
+async def _notify(client, account_ids: list[int], key: str, title: str) -> None:
     async with in_transaction():
         await publish(Notice(kind="referral_progress", template="progress", values={"phrase3": "已接收"},
                              page="pages/referral/detail?id=x", title=title, body=f"{title}。", accounts=account_ids),
-                      None, key)
+                      None, key, settings=client.server.app[SETTINGS])
 
 
 async def test_inbox_pages_counts_and_marks_read(client):
@@ -27,9 +28,9 @@ async def test_inbox_pages_counts_and_marks_read(client):
     mine = await WeChatAccount.get(openid="demo_dongguan_doctor")
     theirs = await WeChatAccount.get(openid="demo_subei_doctor")
     for n in range(5):
-        await _notify([mine.id], f"k:{n}", f"消息{n}")
-    await _notify([theirs.id], "k:x", "别人的消息")
-    await _notify([mine.id], "k:0", "重复的消息")  # the same key again: deduplicated
+        await _notify(client, [mine.id], f"k:{n}", f"消息{n}")
+    await _notify(client, [theirs.id], "k:x", "别人的消息")
+    await _notify(client, [mine.id], "k:0", "重复的消息")  # the same key again: deduplicated
 
     resp = await client.get("/api/v1/inbox?limit=2", headers=bearer(doctor))
     assert resp.status == 200, await resp.text()

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
+from appkeys import SETTINGS
 from models import Delivery, InboxMessage, OutboxJob, SubscriptionCredit, WeChatAccount
 from notifications import credits
 from notifications.fanout import publish
@@ -31,9 +32,9 @@ def notice(account_id: int, code: str = "ZZ261126K7QM") -> Notice:
                           "thing4": "不稳定型心绞痛", "time5": utcnow(), "thing6": "请尽快审批"})
 
 
-async def queue(account_id: int, key: str = "t:1") -> None:
+async def queue(client, account_id: int, key: str = "t:1") -> None:
     async with in_transaction():
-        await publish(notice(account_id), None, key)
+        await publish(notice(account_id), None, key, settings=client.server.app[SETTINGS])
 
 
 async def approver(client, *, app_credits: int = 1, wechat_credits: int | None = None) -> WeChatAccount:
@@ -71,7 +72,7 @@ async def attempts(account: WeChatAccount) -> list[tuple[str, int | None]]:
 
 async def test_a_send_spends_one_credit_and_lands_in_the_inbox(client):
     account = await approver(client, app_credits=2)
-    await queue(account.id)
+    await queue(client, account.id)
     assert await run_jobs(client.server.app) == {"done": 1, "retried": 0, "dead": 0}
     [message] = await sandbox_messages(client, OPENID, "subscribe")
     assert message["template_id"] == APPROVAL and message["data"]["thing2"] == "陆*龙"
@@ -89,17 +90,45 @@ async def test_a_send_spends_one_credit_and_lands_in_the_inbox(client):
 
 async def test_without_a_credit_the_inbox_is_all(client):
     account = await approver(client, app_credits=0)
-    await queue(account.id)
-    assert await run_jobs(client.server.app) == {"done": 1, "retried": 0, "dead": 0}
+    await queue(client, account.id)
+    # Nothing but the inbox row is written: no job, so no attempt either.
+    assert await OutboxJob.filter(kind="notify.send").count() == 0
+    assert await run_jobs(client.server.app) == {"done": 0, "retried": 0, "dead": 0}
     assert await send_calls(client) == 0
-    assert await attempts(account) == [("fallback", None)]
+    assert await attempts(account) == []
     assert await InboxMessage.filter(account_id=account.id).count() == 1
+
+
+async def test_a_credit_spent_after_the_fan_out_leaves_the_inbox_only(client):
+    account = await approver(client, app_credits=1)
+    await queue(client, account.id, "t:1")
+    await queue(client, account.id, "t:2")  # both queued: the one credit was still there at each fan-out
+    assert await OutboxJob.filter(kind="notify.send").count() == 2
+    assert await run_jobs(client.server.app) == {"done": 2, "retried": 0, "dead": 0}
+    assert sorted(await attempts(account)) == [("fallback", None), ("sent", None)]
+    assert await send_calls(client) == 1 and await our_credits(account) == 0
+
+
+async def test_long_term_and_banned_subscriptions_decide_who_gets_a_job(client):
+    await seeded(client)
+    approver_account = await WeChatAccount.get(openid=OPENID)
+    doctor = await WeChatAccount.get(openid="demo_subei_doctor")
+    clerk = await WeChatAccount.get(openid="demo_subei_admission_clerk")
+    await SubscriptionCredit.create(account=approver_account, template_id=APPROVAL, long_term=True)
+    await SubscriptionCredit.create(account=doctor, template_id=APPROVAL, credits=3, banned=True)
+    await SubscriptionCredit.create(account=clerk, template_id="rc-referral-progress", credits=1)  # another template
+    async with in_transaction():
+        await publish(replace(notice(approver_account.id), accounts=[approver_account.id, doctor.id, clerk.id]), None,
+                      "t:3", settings=client.server.app[SETTINGS])
+    jobs = await OutboxJob.filter(kind="notify.send").values_list("payload", flat=True)
+    assert [job["account_id"] for job in jobs] == [approver_account.id]
+    assert await InboxMessage.filter(dedupe_key__startswith="inbox:t:3:").count() == 3
 
 
 async def test_43101_falls_back_to_the_inbox_and_is_not_retried(client):
     # Our books say one credit; WeChat has none (the user switched the template off meanwhile).
     account = await approver(client, app_credits=1, wechat_credits=0)
-    await queue(account.id)
+    await queue(client, account.id)
     assert await run_jobs(client.server.app) == {"done": 1, "retried": 0, "dead": 0}
     assert await attempts(account) == [("fallback", 43101)]
     assert await our_credits(account) == 0
@@ -112,7 +141,7 @@ async def test_43101_falls_back_to_the_inbox_and_is_not_retried(client):
 async def test_47003_is_permanent_and_the_credit_comes_back(client):
     account = await approver(client, app_credits=1)
     await fault(client, "cgi-bin/message/subscribe/send", 47003)
-    await queue(account.id)
+    await queue(client, account.id)
     assert await run_jobs(client.server.app) == {"done": 0, "retried": 0, "dead": 1}
     [job] = await OutboxJob.filter(kind="notify.send")
     assert job.state == "dead" and "47003" in job.last_error
@@ -128,7 +157,7 @@ async def test_temporary_errors_retry_and_spend_the_credit_once(client):
     # 45009 (rate limit), -1 (busy), then 40001 twice (the client's own token refresh does not help).
     for errcode, count in ((45009, 1), (-1, 1), (40001, 2)):
         await fault(client, "cgi-bin/message/subscribe/send", errcode, count=count)
-    await queue(account.id)
+    await queue(client, account.id)
     later = utcnow()
     for _ in range(3):
         assert await run_jobs(client.server.app, now=later) == {"done": 0, "retried": 1, "dead": 0}
@@ -146,7 +175,7 @@ async def test_a_timeout_is_temporary(aiohttp_client, settings):
     client = await aiohttp_client(create_app(replace(settings, wechat_timeout=0.3)))
     account = await approver(client, app_credits=1)
     await fault(client, "cgi-bin/message/subscribe/send", delay=1.0)
-    await queue(account.id)
+    await queue(client, account.id)
     assert await run_jobs(client.server.app) == {"done": 0, "retried": 1, "dead": 0}
     [(state, errcode)] = await attempts(account)
     assert state == "failed" and errcode == -1
@@ -159,8 +188,8 @@ async def test_a_timeout_is_temporary(aiohttp_client, settings):
 
 async def test_two_concurrent_sends_cannot_spend_one_credit_twice(client):
     account = await approver(client, app_credits=1, wechat_credits=5)
-    await queue(account.id, "t:1")
-    await queue(account.id, "t:2")
+    await queue(client, account.id, "t:1")
+    await queue(client, account.id, "t:2")
     send_jobs = await OutboxJob.filter(kind="notify.send").order_by("id")
     assert len(send_jobs) == 2
     await asyncio.gather(*(HANDLERS["notify.send"](JobContext(client.server.app, job)) for job in send_jobs))
@@ -192,14 +221,14 @@ async def test_long_term_templates_send_without_spending(aiohttp_client, setting
     assert [t["long_term"] for t in body["templates"] if t["template_id"] == APPROVAL] == [True]
     account = await WeChatAccount.get(openid=OPENID)
     for n in range(3):
-        await queue(account.id, f"t:{n}")
+        await queue(client, account.id, f"t:{n}")
     assert (await run_jobs(client.server.app))["done"] == 3
     assert len(await sandbox_messages(client, OPENID, "subscribe")) == 3
 
 
 async def test_a_send_interrupted_mid_call_is_not_repeated_until_an_admin_says_so(client):
     account = await approver(client, app_credits=1)
-    await queue(account.id)
+    await queue(client, account.id)
     [job] = await OutboxJob.filter(kind="notify.send")
     # A worker took the credit, wrote its attempt and died during the call (SIGKILL): nobody knows whether
     # WeChat has the message.

@@ -37,10 +37,11 @@ async def test_admission_and_completion_invite_patient_and_both_doctors_once(cli
     receiver = await WeChatAccount.get(openid="demo_subei_doctor")
     assert invitations["receiver"].staff_id == receiver.staff_id
     assert invitations["admitted"].patient_id == referral.patient_id and invitations["admitted"].respondent == "patient"
-    # Each invitation is in the invitee's inbox and queued as a subscribe message.
+    # Each invitation is in the invitee's inbox; a subscribe message is queued only within the invitee's
+    # subscription credits (notifications.fanout), and these invitees granted none.
     for invitation in invitations.values():
         assert await InboxMessage.filter(dedupe_key__startswith=f"inbox:survey:{invitation.id}:").count() == 1
-        assert await OutboxJob.filter(dedupe_key__startswith=f"notify:survey:{invitation.id}:to:").count() == 1
+        assert await OutboxJob.filter(dedupe_key__startswith=f"notify:survey:{invitation.id}:to:").count() == 0
     # Every referral event job again: nobody is asked twice.
     for row in await OutboxJob.filter(kind="notify.referral_event").order_by("id"):
         await referral_event(JobContext(app=desk.app, job=row))

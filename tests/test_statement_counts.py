@@ -1,0 +1,101 @@
+"""SQL statements per request on the hot path (what `python -m bench lifecycle` drives), counted from Tortoise's
+query log with warm caches. Each statement is a round trip to the database; a change that adds one to these
+requests fails here.
+
+To update after a deliberate change: run this file (`-p no:cacheprovider -q tests/test_statement_counts.py`, with
+DATABASE_URL and REDIS_URL for the PostgreSQL column), read the counts the failure prints, and pin them in
+STATEMENTS with a word in the commit on why the number moved. Fewer is welcome: pin the new, lower number.
+BEGIN/COMMIT are not in Tortoise's log and are not counted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from directory import cache as directory_cache
+from referrals.state_machine import Status
+from tests.referral_support import Desk, make_patient, tomorrow
+from tests.support import login_code
+
+# request → (embedded SQLite, PostgreSQL + Redis)
+STATEMENTS = {
+    # was 6: the account is read with its staff, last_login_at kept to 10 minutes; +1 since each login stores its
+    # new WeChat session_key (it signs the user's VoIP room joins, issue 11)
+    "wx-login": (4, 4),
+    "create+submit": (14, 14),
+    "approve (source)": (7, 7),
+    "approve (target, booking)": (13, 13),
+    "detail": (4, 4),
+}
+QUERY_LOGGER = "tortoise.db_client"
+NOT_STATEMENTS = ("Created connection", "Closed connection")
+
+
+class _Statements(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.sql: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith(NOT_STATEMENTS):
+            self.sql.append(message)
+
+
+@contextlib.contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL the block sends, one entry per statement."""
+    logger = logging.getLogger(QUERY_LOGGER)
+    handler, level = _Statements(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.sql
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def test_the_hot_path_sends_no_more_statements_than_pinned(client, backend):
+    desk = await Desk.open(client)
+    await desk.publish_beds("SUBEI", "CARD", tomorrow(), 10)
+    # The seed's directory writes clear every process's directory cache now and again SETTLE seconds later
+    # (directory.cache); let that pass, so that what is counted is a running server's steady state.
+    await asyncio.sleep(max(directory_cache.SETTLE) + 1.0)
+    # Warm-up: one whole referral, so that the directory cache and the sessions are as in a running server.
+    await desk.drive(Status.SCHEDULED)
+
+    counted: dict[str, int] = {}
+    sql: dict[str, list[str]] = {}
+
+    async def count(name: str, call) -> dict:
+        with statements() as sent:
+            body = await call()
+        counted[name], sql[name] = len(sent), list(sent)
+        return body
+
+    code = await login_code(client, "demo_dongguan_doctor")
+    await count("wx-login", lambda: _ok(client.post("/api/v1/auth/wx-login", json={"code": code})))
+    patient = await make_patient(desk.cipher)
+    referral = await count("create+submit", lambda: _ok(desk.create("DONGGUAN", str(patient.public_id), submit=True),
+                                                        201))
+    assert referral["status"] == Status.PENDING_SOURCE
+    rid = referral["id"]
+    await count("approve (source)", lambda: _ok(desk.post(("DONGGUAN", "approver"), rid, "approve")))
+    approved = await count("approve (target, booking)", lambda: _ok(desk.approve_target("SUBEI", rid)))
+    assert approved["status"] == Status.SCHEDULED
+    await count("detail", lambda: _ok(desk.get(("DONGGUAN", "doctor"), f"/api/v1/referrals/{rid}")))
+
+    column = 0 if backend == "embedded" else 1
+    pinned = {name: counts[column] for name, counts in STATEMENTS.items()}
+    assert counted == pinned, "statements per request changed (see this module's docstring):\n" + "\n".join(
+        f"  {name}: {counted[name]} (pinned {pinned[name]})\n    " + "\n    ".join(s[:160] for s in sql[name])
+        for name in STATEMENTS if counted[name] != pinned[name])
+
+
+async def _ok(request, status: int = 200) -> dict:
+    resp = await request
+    assert resp.status == status, await resp.text()
+    return await resp.json()
