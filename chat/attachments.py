@@ -7,21 +7,15 @@ import hashlib
 import uuid
 
 from chat.access import Membership
-from errors import InvalidInput, NotFound
+from errors import NotFound
 from models import ChatAttachment
-from referrals.attachments import MAX_BYTES, clean_name, sniff
+from referrals.attachments import checked_type, clean_name
 from storage import Storage
 
 
 async def add(membership: Membership, staff_id: int, storage: Storage, *, filename: str,
               data: bytes) -> ChatAttachment:
-    if not data:
-        raise InvalidInput("文件为空", code="EMPTY_FILE")
-    if len(data) > MAX_BYTES:
-        raise InvalidInput("附件不能超过 10 MB", code="FILE_TOO_LARGE", status=413)
-    content_type = sniff(data)
-    if content_type is None:
-        raise InvalidInput("仅支持 JPG、PNG 图片和 PDF 文件", code="UNSUPPORTED_FILE_TYPE", status=415)
+    content_type = checked_type(data)  # the same type and size rules as a referral's attachments
     conversation = membership.conversation
     key = f"chat/{conversation.public_id}/{uuid.uuid4().hex}"
     await storage.put(key, data)
