@@ -7,8 +7,7 @@ from __future__ import annotations
 from models import SurveyForm
 from models.surveys import MAX_ITEMS
 from stats.query import Filters, Sql
-from stats.report import COUNT, SCORE, SHARE, TEXT, Column, Table
-from stats.summary import share
+from stats.report import COUNT, SCORE, SHARE, TEXT, Column, Table, share
 from surveys.forms import RESPONDENT_NAMES, RESPONDENTS
 
 MIN_ANSWERS = 5
