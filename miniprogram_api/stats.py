@@ -212,7 +212,7 @@ async def get_waiting_times(request: web.Request) -> web.Response:
         {"filters": await _filters_out(filters), "group_by": group_by, "items": items}))
 
 
-@api.route("GET", "/api/v1/stats/summary", summary="转诊概况：状态、拒绝原因、改转、爽约、超时审批、床位使用",
+@api.route("GET", "/api/v1/stats/summary", summary="转诊概况：状态、拒绝原因、改转、爽约、超时审批、床位使用、会诊",
            tags=TAGS, query=StatsQuery, response=SummaryOut, responses=FORBIDDEN)
 async def get_summary(request: web.Request) -> web.Response:
     _, query, filters = await _filters(request, StatsQuery)

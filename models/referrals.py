@@ -72,8 +72,9 @@ class Referral(Record):
     chain_head = fields.CharField(max_length=80, default="")
     # The cloud consultation this referral was made from, and whether the target's policy let its expert's
     # `refer_up` opinion stand for the target's clinical review (the approver then only books the bed).
+    # Indexed: the consultation lists its referrals and the consultation figures count them per consultation.
     consultation = fields.ForeignKeyField("models.Consultation", related_name="referrals", null=True,
-                                          on_delete=fields.SET_NULL)
+                                          on_delete=fields.SET_NULL, db_index=True)
     reviewed_in_consultation = fields.BooleanField(default=False)
     # Figures (stats/): written by the transition that ends each stage, in its own UPDATE, so a statistic is one
     # indexed scan of this table. Stage lengths are whole seconds; the day and month are China time.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from tortoise import connections
@@ -29,7 +29,9 @@ class Sql:
         self.params: list[Any] = []
 
     def p(self, value: Any) -> str:
-        if isinstance(value, date) and not self.postgres:
+        if isinstance(value, datetime) and not self.postgres:
+            value = value.isoformat(" ")  # as Tortoise stores timestamps on SQLite (compared as text: give UTC)
+        elif isinstance(value, date) and not self.postgres:
             value = value.isoformat()  # SQLite keeps dates as ISO text
         self.params.append(value)
         return f"${len(self.params)}" if self.postgres else "?"

@@ -8,10 +8,14 @@ import io
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-DAYS, COUNT, SHARE, SCORE, TEXT = "days", "count", "share", "score", "text"
-XLSX_FORMATS = {DAYS: "0.00", COUNT: "0", SHARE: "0.0%", SCORE: "0.00"}
+DAYS, HOURS, COUNT, SHARE, SCORE, TEXT = "days", "hours", "count", "share", "score", "text"
+XLSX_FORMATS = {DAYS: "0.00", HOURS: "0.00", COUNT: "0", SHARE: "0.0%", SCORE: "0.00"}
 CSV_MEDIA = "text/csv; charset=utf-8"
 XLSX_MEDIA = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
 
 
 @dataclass(frozen=True)

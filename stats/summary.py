@@ -1,6 +1,6 @@
 """The other figures of a period: referrals by status, rejection reasons, redirects, no-shows, approvals past
-their deadline and reserved-bed use. Each section is a function returning one table, so a new one (e.g.
-consultations once they exist) is one more entry in SECTIONS."""
+their deadline, reserved-bed use and consultations (stats/consults.py). Each section is a function returning one
+table, so a new one is one more entry in SECTIONS."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ from collections.abc import Awaitable, Callable
 from directory import cache
 from referrals.clinical import REJECTION_REASONS
 from referrals.state_machine import STATUS_NAMES, Status
+from stats.consults import consultations
 from stats.query import Filters, Sql
-from stats.report import COUNT, SHARE, TEXT, Column, Table
-
-
-def share(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
+from stats.report import COUNT, SHARE, TEXT, Column, Table, share
 
 
 async def _status_rows(filters: Filters) -> list[dict]:
@@ -104,7 +101,7 @@ async def bed_use(filters: Filters, rows: list[dict], flow: dict) -> Table:
 
 Section = Callable[[Filters, list[dict], dict], Awaitable[Table]]
 SECTIONS: dict[str, Section] = {"by_status": by_status, "rejections": rejections, "flow": flow_table,
-                                "bed_use": bed_use}
+                                "bed_use": bed_use, "consultations": consultations}
 
 
 async def summary(filters: Filters) -> dict[str, Table]:

@@ -203,7 +203,7 @@ async def test_exports_csv_with_bom_and_a_real_workbook_with_chinese_names(clien
     # Summary: one sheet per table, shares as percentages.
     resp = await desk.get(OFFICE, ENDPOINTS[1], format="xlsx")
     book = load_workbook(io.BytesIO(await resp.read()))
-    assert book.sheetnames == ["按状态", "拒绝原因", "流程指标", "预留床位使用"]
+    assert book.sheetnames == ["按状态", "拒绝原因", "流程指标", "预留床位使用", "会诊"]
     status = book["按状态"]
     completed = [r for r in status.iter_rows(min_row=2) if r[0].value == "completed"][0]
     assert completed[2].value == 1 and completed[3].value == 1.0 and completed[3].number_format == "0.0%"
