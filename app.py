@@ -39,6 +39,7 @@ async def _kv_store(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the whole application: middlewares, resources (one cleanup_ctx each) and routes."""
     import bot
+    import console
     import his
     import miniprogram_api
     import notifications
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     bot.setup(app)
     outbox.setup(app)  # after the database, KV, WeChat and HIS: its dispatcher stops first
     miniprogram_api.setup(app)
+    console.setup(app)
     return app
 
 

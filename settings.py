@@ -94,6 +94,8 @@ class Settings:
     outbox_backoff_max: float = 3600.0
     outbox_keep_done_days: int = 7
     max_body: int = 1024 * 1024
+    console_idle_timeout: int = 30 * 60
+    console_session_max: int = 12 * 3600
     log_level: str = "INFO"
 
     @property
@@ -159,6 +161,8 @@ class Settings:
             raise SettingsError("OUTBOX_CONCURRENCY and OUTBOX_MAX_ATTEMPTS must be at least 1")
         if self.outbox_keep_done_days < 0:
             raise SettingsError("OUTBOX_KEEP_DONE_DAYS must be 0 (keep forever) or a number of days")
+        if self.console_idle_timeout < 60 or self.console_session_max < self.console_idle_timeout:
+            raise SettingsError("CONSOLE_IDLE_TIMEOUT must be at least 60 s, CONSOLE_SESSION_MAX at least as long")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if not self.embedded_db or self.wechat_api_base:
@@ -230,5 +234,7 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("OUTBOX_KEEP_DONE_DAYS", "`7`", "days finished jobs are kept before the dispatcher deletes them (dead jobs "
                                      "stay until retried); `0` keeps them forever"),
     ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
+    ("CONSOLE_IDLE_TIMEOUT", "`1800`", "web console: seconds without a request before its session ends"),
+    ("CONSOLE_SESSION_MAX", "`43200`", "web console: longest session, seconds, however active"),
     ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
 ]

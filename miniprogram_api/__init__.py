@@ -8,6 +8,7 @@ from miniprogram_api import (
     admin,
     auth,
     capacity,
+    console_tickets,
     directory,
     his_launch,
     inbox,
@@ -22,7 +23,7 @@ from miniprogram_api import (
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions, jobs]
+               inbox, subscriptions, jobs, console_tickets]
 
 
 def all_routes() -> list:
