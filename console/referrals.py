@@ -16,7 +16,7 @@ from referrals import commands
 from referrals.access import approver_here, visible_referral
 from referrals.clinical import REJECTION_REASONS
 from referrals.queries import Filters, apply_filters, badge_counts, box_query, newest_first
-from referrals.state_machine import STATUS_NAMES
+from referrals.state_machine import ACTION_NAMES, STATUS_NAMES, Action
 from referrals.views import referral_view, summary_view
 
 routes = web.RouteTableDef()
@@ -63,7 +63,8 @@ async def detail(request: web.Request) -> web.Response:
     view = await referral_view(referral, user.principal, request.config_dict[CIPHER])
     target = await cache.institution(referral.target_institution_id)  # type: ignore[attr-defined]
     return render(request, "referral.html", r=view, forms=[a for a in view["allowed_actions"] if a in FORM_ACTIONS],
-                  others=[a for a in view["allowed_actions"] if a not in FORM_ACTIONS and a != "edit"],
+                  others=[ACTION_NAMES[Action(a)] for a in view["allowed_actions"]
+                          if a not in FORM_ACTIONS and a != "edit"],
                   reasons=REJECTION_REASONS, departments=await _own_departments(user.principal.institution_id),
                   target_side=user.principal.institution_id == target.id)
 
