@@ -156,10 +156,12 @@ async def _signed_in(request: web.Request) -> ConsoleUser | None:
 
 
 def _public(path: str) -> bool:
-    return path == PREFIX or any(path == p or path.startswith(p) for p in PUBLIC_PATHS)
+    return any(path == p or path.startswith(p) for p in PUBLIC_PATHS)
 
 
 async def _guard(request: web.Request, handler) -> web.StreamResponse:
+    if request.path == PREFIX:
+        return redirect(PREFIX + "/")
     if _public(request.path):
         return await handler(request)
     user = await _signed_in(request)

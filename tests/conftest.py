@@ -154,3 +154,11 @@ def app(settings):
 @pytest.fixture
 async def client(aiohttp_client, app):
     return await aiohttp_client(app)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say where the console's browser tests left their screenshots (each page, to look at)."""
+    from tests.console_browser import SCREENSHOTS, TAKEN
+
+    if TAKEN:
+        terminalreporter.write_line(f"console screenshots ({len(TAKEN)} pages): {SCREENSHOTS}")

@@ -123,6 +123,8 @@ async def _demo_staff(code: str, role: str) -> Staff:
 
 async def test_a_forged_session_cookie_is_sent_to_the_login_page(client):
     await seeded(client)
+    resp = await client.get("/console", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/console/"
     forged = {SESSION_COOKIE: "forged-session-id-0123456789"}
     status, headers, _ = await as_other_browser(client, "GET", "/console/admin/staff", forged)
     assert status == 303 and headers["Location"].startswith("/console/login")
