@@ -1,6 +1,6 @@
 """Referral Cloud: the one app factory and the command line.
 
-    python app.py serve | migrate | seed | demo | demo-accounts [--json] | worker | jobs [--dead] [--retry ID]
+    python app.py serve | migrate | seed | seed-history | demo | demo-accounts [--json] | worker | jobs ...
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aiohttp import web
 import db
 from appkeys import CIPHER, DB, KV_STORE, SETTINGS, STORAGE
 from kv import connect as connect_kv
+from security.crypto import PersonalDataCipher
 from settings import Settings, SettingsError
 from storage import LocalStorage
 
@@ -48,7 +49,6 @@ def create_app(settings: Settings) -> web.Application:
     from directory import cache as directory_cache
     from metrics import Metrics
     from miniprogram_api.middleware import error_middleware, metrics_middleware
-    from security.crypto import PersonalDataCipher
 
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware],
@@ -86,14 +86,34 @@ def configure_logging(settings: Settings) -> None:
 
 async def _seed(settings: Settings, *, quiet: bool = False) -> None:
     from directory.seed import seed_demo
+    from stats.demo import seed_demo_history
 
     await db.open_db(settings)
     try:
         created = await seed_demo(settings)
+        if created:
+            # A few months of generated history, so that a newcomer sees figures rather than empty tables.
+            await seed_demo_history(PersonalDataCipher(settings.data_key, settings.lookup_key))
     finally:
         await db.close_db()
     if not quiet:
-        print("已写入演示医联体" if created else "演示医联体已存在，未重复写入")
+        print("已写入演示医联体（含数月转诊历史）" if created else "演示医联体已存在，未重复写入")
+
+
+async def _seed_history(settings: Settings, args: argparse.Namespace) -> int:
+    from errors import DomainError
+    from stats.history import generate
+
+    await db.open_db(settings)
+    try:
+        await generate(PersonalDataCipher(settings.data_key, settings.lookup_key), referrals=args.referrals,
+                       years=args.years, force=args.force, progress=print)
+    except DomainError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    finally:
+        await db.close_db()
+    return 0
 
 
 async def _demo_accounts(settings: Settings) -> list[dict]:
@@ -128,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--seed", action="store_true", help="seed the demo consortium first")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("seed", help="seed the demo consortium (idempotent)")
+    history = sub.add_parser("seed-history", help="generate a realistic referral history for the figures")
+    history.add_argument("--referrals", type=int, default=100_000, help="how many referrals (default 100000)")
+    history.add_argument("--years", type=float, default=2.0, help="over how many years before now (default 2)")
+    history.add_argument("--force", action="store_true", help="even when the database holds real referrals")
     accounts = sub.add_parser("demo-accounts", help="list the seeded demo staff")
     accounts.add_argument("--json", action="store_true")
     sub.add_parser("worker", help="run background jobs without serving HTTP")
@@ -153,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         print("数据库已是最新结构")
     elif args.command == "seed":
         asyncio.run(_seed(settings))
+    elif args.command == "seed-history":
+        return asyncio.run(_seed_history(settings, args))
     elif args.command == "demo-accounts":
         rows = asyncio.run(_demo_accounts(settings))
         if args.json:

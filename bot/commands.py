@@ -1,4 +1,4 @@
-"""Chat commands, answered in Chinese: 帮助, 我的转诊, 待审批, 查询 <编号>. Each takes the sender (a Principal, or
+"""Chat commands, answered in Chinese: 帮助, 我的转诊, 待审批, 查询 <编号>, 评价. Each takes the sender (a Principal, or
 None for someone we do not know) and returns the reply text; links open the mini-program's pages.
 
 What a reply shows follows the API's rules: a patient sees their own referrals, an approver their
@@ -25,6 +25,8 @@ from referrals.policy import what_to_bring
 from referrals.queries import box_query
 from referrals.state_machine import DIRECTION_NAMES, STATUS_NAMES, Status
 from security.masking import mask_name
+from surveys.answers import invitation_view, pending
+from surveys.invitations import survey_page
 from timeutil import china_time, utcnow
 
 MAX_ITEMS = 8
@@ -34,6 +36,7 @@ HELP = ("您好，这里是医联体双向转诊平台。可发送以下指令�
         "· 我的转诊 —— 查看本人及家属的转诊进度和下一步\n"
         "· 待审批 —— 审批人员查看本机构待审批的转诊\n"
         "· 查询 转诊编号 —— 例如“查询 ZZ261126K7QM”\n"
+        "· 评价 —— 查看待填写的满意度问卷\n"
         "· 帮助 —— 显示本说明")
 BIND = ("您还没有绑定身份，暂时无法查询。\n"
         "· 患者或家属：请打开“双向转诊”小程序，在“我的”页面完成实名绑定；\n"
@@ -72,6 +75,8 @@ async def reply(principal: Principal | None, text: str, links: Links) -> str:
         return await approval_queue(principal, links)
     if command.startswith("查询"):
         return await lookup(principal, command[2:].strip(), links)
+    if command in ("评价", "满意度", "问卷"):
+        return await surveys_pending(principal, links)
     return UNKNOWN
 
 
@@ -184,4 +189,19 @@ async def lookup(principal: Principal, argument: str, links: Links) -> str:
         due = await stage_deadline(referral)
         if due is not None:
             lines.append(f"审批时限：{china_time(due):%Y-%m-%d %H:%M}{_remaining(due)}")
+    return "\n".join(lines)
+
+
+async def surveys_pending(principal: Principal, links: Links) -> str:
+    """The sender's survey invitations still open, each a link to the questionnaire."""
+    rows = (await pending(principal))[:MAX_ITEMS]
+    if not rows:
+        return "您目前没有待填写的满意度问卷，感谢您的支持！"
+    lines = [f"您有 {len(rows)} 份待填写的满意度问卷（每份约一分钟）："]
+    for n, invitation in enumerate(rows, start=1):
+        view = await invitation_view(invitation, with_form=False)
+        referral = view["referral"]
+        lines.append(f"{n}. {links.page(survey_page(invitation.public_id), referral['code'])} "
+                     f"{referral['patient']} {view['occasion_name']}评价（{referral['target']}）")
+    lines.append("点击编号打开小程序填写。")
     return "\n".join(lines)

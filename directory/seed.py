@@ -38,6 +38,8 @@ PEOPLE = [
     (Role.ADMIN, "海燕", "信息科科长"),
 ]
 SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "赵"]
+# The consortium office (医联体办公室) sits in the lead hospital: it sees every institution's figures.
+CONSORTIUM_OFFICE = (INSTITUTIONS[0][0], Role.CONSORTIUM_ADMIN, "周文静", "医联体办公室主任")
 
 
 def demo_openid(institution_code: str, role: str) -> str:
@@ -61,6 +63,11 @@ async def seed_demo(settings: Settings | None = None) -> bool:
                                            name=surname + given, title=title, roles=[role.value],
                                            his_user_id=f"{role.value.upper()}{seq + 1:03d}")
                 await WeChatAccount.create(openid=demo_openid(code, role.value), staff=staff)
+        code, role, name, title = CONSORTIUM_OFFICE
+        lead = await Institution.get(code=code)
+        office = await Staff.create(institution=lead, name=name, title=title, roles=[role.value],
+                                    his_user_id="OFFICE001")
+        await WeChatAccount.create(openid=demo_openid(code, role.value), staff=office)
     return True
 
 

@@ -18,12 +18,14 @@ from miniprogram_api import (
     referral_records,
     referrals,
     slips,
+    stats,
     subscriptions,
+    surveys,
 )
 from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, directory, admin, capacity, patients, his_launch, referrals, referral_records, slips,
-               inbox, subscriptions, jobs, console_tickets]
+               inbox, subscriptions, jobs, console_tickets, stats, surveys]
 
 
 def all_routes() -> list:

@@ -22,6 +22,7 @@ from models.referrals import (
     Urgency,
 )
 from models.slips import SigningKey, Slip, SlipState
+from models.surveys import Baseline, SurveyForm, SurveyInvitation, SurveyResponse
 
 M = TypeVar("M", bound=Model)
 
@@ -34,7 +35,7 @@ def joined(row: Model, relation: str, model: type[M]) -> M | None:
 
 
 MODEL_MODULES = ["models.institutions", "models.people", "models.accounts", "models.audit", "models.referrals",
-                 "models.outbox", "models.notifications", "models.slips"]
+                 "models.outbox", "models.notifications", "models.slips", "models.surveys"]
 
 __all__ = [
     "AuditEvent", "Department", "Gender", "Institution", "Invitation", "Level", "Patient",
@@ -42,4 +43,5 @@ __all__ = [
     "WeChatAccount", "MODEL_MODULES", "joined", "Attachment", "CapacityDay", "HisSync", "IdempotencyRecord",
     "InstitutionPolicy", "JobState", "OutboxJob", "Referral", "ReferralEvent", "ReferralOrder", "Urgency",
     "Delivery", "InboxMessage", "SubscriptionCredit", "SigningKey", "Slip", "SlipState",
+    "Baseline", "SurveyForm", "SurveyInvitation", "SurveyResponse",
 ]

@@ -16,6 +16,8 @@ class Role(StrEnum):
     ADMISSION_CLERK = "admission_clerk"
     EXPERT = "expert"
     ADMIN = "admin"
+    # The consortium office (医联体办公室) of the lead hospital: sees every institution's figures.
+    CONSORTIUM_ADMIN = "consortium_admin"
 
 
 ROLE_NAMES = {
@@ -24,6 +26,7 @@ ROLE_NAMES = {
     Role.ADMISSION_CLERK: "住院处",
     Role.EXPERT: "专家",
     Role.ADMIN: "机构管理员",
+    Role.CONSORTIUM_ADMIN: "医联体办公室",
 }
 
 

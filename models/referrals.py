@@ -70,9 +70,23 @@ class Referral(Record):
     # next event chains to it without reading the timeline. Only a cache: when the version has moved on
     # without it (or it is empty), the head is read from the events (referrals.timeline.head_hash).
     chain_head = fields.CharField(max_length=80, default="")
+    # Figures (stats/): written by the transition that ends each stage, in its own UPDATE, so a statistic is one
+    # indexed scan of this table. Stage lengths are whole seconds; the day and month are China time.
+    submitted_day = fields.DateField(null=True)
+    submitted_month = fields.IntField(null=True)  # yyyymm of submitted_day
+    source_approved_at = fields.DatetimeField(null=True)
+    wait_source_s = fields.IntField(null=True)  # submitted → source approval
+    wait_target_s = fields.IntField(null=True)  # source approval (or submission) → accepted with a bed
+    wait_bed_s = fields.IntField(null=True)  # accepted → admitted
+    wait_total_s = fields.IntField(null=True)  # submitted → admitted: the paper's waiting time
+    redirects = fields.SmallIntField(default=0)
+    decisions = fields.SmallIntField(default=0)  # approvals, rejections and redirects taken
+    late_decisions = fields.SmallIntField(default=0)  # ... of them past the institution's deadline
 
     class Meta:
         table = "referral"
+        indexes = (("submitted_day", "direction"), ("source_institution_id", "submitted_day"),
+                   ("target_institution_id", "submitted_day"))
         ordering = ["id"]
 
 

@@ -2,7 +2,7 @@
 
 * `notify.referral_event` {referral_id, seq, action}: written by every referral transition. Decides who is told
   what (`notifications.rules`), writes their inbox messages and one `notify.send` job per recipient, and the
-  timers the new state calls for, in one transaction.
+  timers the new state calls for, and the satisfaction surveys of an admission or completion, in one transaction.
 * `notify.send` {account_id, template, data, page, kind}: one subscribe message to one account.
 * `notify.timer` {referral_id, seq, status, timer}: approval overdue, escalation, the day before admission.
 """
@@ -17,6 +17,7 @@ from models import Referral, ReferralEvent
 from notifications import delivery, reminders, rules
 from notifications.fanout import SEND_KIND, publish_all
 from outbox.registry import JobContext, handler
+from surveys.invitations import invite_for_event
 
 log = logging.getLogger("referral_cloud.notifications")
 
@@ -36,6 +37,8 @@ async def referral_event(ctx: JobContext) -> None:
     async with in_transaction():
         # The key is the event's: an account is in one notice of an event at most (rules.for_event).
         await publish_all(notices, referral, f"{referral.id}:{event.seq}", timers)
+        # Admission and completion also ask the people involved how satisfied they are (surveys/).
+        await invite_for_event(referral, event)
 
 
 @handler(SEND_KIND)

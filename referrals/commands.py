@@ -35,6 +35,7 @@ from referrals.state_machine import (
 from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, chain_head, new_event, record_step
 from security.crypto import PersonalDataCipher
 from slips import lifecycle as slip_lifecycle
+from stats import facts
 from timeutil import china_today
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud at a desk
@@ -237,7 +238,7 @@ async def _submit(principal: Principal, referral: Referral, expected_version: in
     async def prepare(current: Referral) -> Step:
         _check_submittable(Clinical.model_validate(current.clinical))
         now = _now()
-        return Step({"submitted_at": now, "stage_started_at": now})
+        return Step({"submitted_at": now, "stage_started_at": now, **facts.submitted(now)})
 
     return await _transition(principal, referral, Action.SUBMIT, expected_version=expected_version,
                              prepare=prepare)
@@ -289,10 +290,12 @@ async def approve(principal: Principal, public_id, *, expected_version: int | No
 
     async def prepare(current: Referral) -> Step:
         now = _now()
+        decided = await facts.decided(current, now)
         if current.status == Status.PENDING_SOURCE:
-            return Step({"stage_started_at": now}, comment=comment)
+            return Step({"stage_started_at": now, **decided, **facts.source_approved(current, now)}, comment=comment)
         changes, data = await _book_admission(current, admission)
-        return Step({"decided_at": now, "his_sync": HisSync.PENDING, **changes}, comment=comment, data=data)
+        return Step({"decided_at": now, "his_sync": HisSync.PENDING, **changes, **decided,
+                     **facts.accepted(current, now)}, comment=comment, data=data)
 
     async def after(current: Referral, step: Step) -> None:
         if current.status == Status.SCHEDULED:
@@ -336,7 +339,7 @@ async def reject(principal: Principal, public_id, *, expected_version: int | Non
     async def prepare(current: Referral) -> Step:
         now = _now()
         return Step({"decided_at": now, "closed_at": now, "rejection_code": reason_code,
-                     "rejection_text": comment[:500]},
+                     "rejection_text": comment[:500], **await facts.decided(current, now)},
                     comment=comment,
                     data={"reason_code": reason_code, "reason": REJECTION_REASONS[reason_code]})
 
@@ -356,9 +359,11 @@ async def redirect(principal: Principal, public_id, *, expected_version: int | N
         old_target = await cache.institution(current.target_institution_id)  # type: ignore[attr-defined]
         source = await cache.institution(current.source_institution_id)  # type: ignore[attr-defined]
         await capacity.release(current.booking_id)  # type: ignore[attr-defined]
+        now = _now()
         return Step({"target_institution_id": target.id, "target_department_id": department.id,
                      "direction": direction_of(str(source.level), str(target.level)),
-                     "stage_started_at": _now(), "booking_id": None},
+                     "stage_started_at": now, "booking_id": None, "redirects": current.redirects + 1,
+                     **await facts.decided(current, now)},
                     comment=comment,
                     data={"from_institution": old_target.name, "to_institution": target.name,
                           "to_department": department.name})
@@ -401,7 +406,8 @@ async def complete(principal: Principal, public_id, *, expected_version: int | N
 async def check_in(principal: Principal, referral_id: int, *, comment: str = "") -> Referral:
     """The admission desk admits the patient (the slip flow calls this)."""
     async def prepare(current: Referral) -> Step:
-        return Step({"admitted_at": _now()}, comment=comment)
+        now = _now()
+        return Step({"admitted_at": now, **facts.admitted(current, now)}, comment=comment)
 
     return await _transition(principal, referral_id, Action.CHECK_IN, expected_version=None, prepare=prepare)
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from directory.seed import INSTITUTIONS, PEOPLE
+from directory.seed import CONSORTIUM_OFFICE, INSTITUTIONS, PEOPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,10 +29,11 @@ def test_migrate_seed_and_list_demo_accounts(tmp_path):
     listed = _run(tmp_path, "demo-accounts", "--json")
     assert listed.returncode == 0, listed.stderr
     accounts = json.loads(listed.stdout)
-    assert len(accounts) == len(INSTITUTIONS) * len(PEOPLE)
+    assert len(accounts) == len(INSTITUTIONS) * len(PEOPLE) + 1  # and the consortium office
     for code, *_ in INSTITUTIONS:
         roles = {role for a in accounts if a["institution_code"] == code for role in a["roles"]}
-        assert roles == {"doctor", "approver", "admission_clerk", "expert", "admin"}
+        office = {"consortium_admin"} if code == CONSORTIUM_OFFICE[0] else set()
+        assert roles == {"doctor", "approver", "admission_clerk", "expert", "admin"} | office
     assert all(a["openid"].startswith("demo_") for a in accounts)
 
 

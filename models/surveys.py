@@ -1,0 +1,97 @@
+"""Satisfaction surveys (the paper's Table 2): versioned questionnaires, one invitation per referral and
+occasion, at most one answer per invitation. Also the institutions' pre-platform baselines (Table 1)."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+from models.base import Record
+
+MAX_ITEMS = 8  # a questionnaire has at most this many 5-point items (s1 ... s8 on the answer)
+
+
+class SurveyForm(Model):
+    """One version of the questionnaire for patients or for doctors. Items are [{key, text}] in order, the
+    first one is the overall satisfaction the satisfied share is taken from."""
+
+    id = fields.IntField(primary_key=True)
+    respondent = fields.CharField(max_length=8)  # patient | doctor
+    version = fields.IntField()
+    title = fields.CharField(max_length=100)
+    intro = fields.CharField(max_length=300, default="")
+    items = fields.JSONField(default=list)
+    comment_prompt = fields.CharField(max_length=100, default="")
+    created_by_staff_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "survey_form"
+        unique_together = (("respondent", "version"),)
+
+
+class SurveyInvitation(Record):
+    """A person asked to rate one referral on one occasion. Where the referral went is copied so that the
+    figures are one scan of this table."""
+
+    form = fields.ForeignKeyField("models.SurveyForm", related_name="invitations", on_delete=fields.RESTRICT)
+    referral = fields.ForeignKeyField("models.Referral", related_name="survey_invitations",
+                                      on_delete=fields.CASCADE)
+    occasion = fields.CharField(max_length=12)  # admitted | completed | referrer | receiver
+    respondent = fields.CharField(max_length=8)  # patient | doctor
+    patient_id = fields.IntField(null=True)
+    staff_id = fields.IntField(null=True, db_index=True)
+    direction = fields.CharField(max_length=8)
+    source_institution_id = fields.IntField()
+    target_institution_id = fields.IntField()
+    source_department_id = fields.IntField(null=True)
+    target_department_id = fields.IntField(null=True)
+    invited_day = fields.DateField()  # China day
+    invited_month = fields.IntField()  # yyyymm
+    answered_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "survey_invitation"
+        unique_together = (("referral", "occasion"),)
+        indexes = (("patient_id", "answered_at"), ("invited_day", "respondent"))
+
+
+class SurveyResponse(Model):
+    """The answer to one invitation: the score 1-5 of each item in the order of the form (s1 = overall)."""
+
+    id = fields.BigIntField(primary_key=True)
+    invitation = fields.OneToOneField("models.SurveyInvitation", related_name="response", on_delete=fields.CASCADE)
+    form = fields.ForeignKeyField("models.SurveyForm", related_name="responses", on_delete=fields.RESTRICT)
+    s1 = fields.SmallIntField(null=True)
+    s2 = fields.SmallIntField(null=True)
+    s3 = fields.SmallIntField(null=True)
+    s4 = fields.SmallIntField(null=True)
+    s5 = fields.SmallIntField(null=True)
+    s6 = fields.SmallIntField(null=True)
+    s7 = fields.SmallIntField(null=True)
+    s8 = fields.SmallIntField(null=True)
+    satisfied = fields.BooleanField()  # s1 is 满意 (4) or 非常满意 (5)
+    comment = fields.CharField(max_length=500, default="")
+    account_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "survey_response"
+
+
+class Baseline(Model):
+    """The waiting time of an institution before the platform (常规双向转诊 in the paper), one per direction."""
+
+    id = fields.IntField(primary_key=True)
+    institution = fields.ForeignKeyField("models.Institution", related_name="baselines", on_delete=fields.CASCADE)
+    direction = fields.CharField(max_length=8)
+    period = fields.CharField(max_length=50)
+    mean_days = fields.FloatField()
+    n = fields.IntField()
+    source_note = fields.CharField(max_length=300, default="")
+    updated_by_staff_id = fields.IntField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "baseline"
+        unique_together = (("institution", "direction"),)
