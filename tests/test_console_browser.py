@@ -41,7 +41,9 @@ class Tab:
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
-        page.on("requestfailed", lambda req: self.errors.append(f"failed: {req.url}"))
+        # A request the browser cancelled because the page moved on (a favicon, mid-navigation) is not an error.
+        page.on("requestfailed", lambda req: req.failure != "net::ERR_ABORTED"
+                and self.errors.append(f"failed: {req.url} {req.failure}"))
         page.on("response", lambda resp: resp.status >= 400 and self.errors.append(f"{resp.status}: {resp.url}"))
 
     async def open(self, path: str) -> None:
