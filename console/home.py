@@ -17,6 +17,7 @@ TILES = [
     ("/referrals?box=outgoing", "转出", "本院发起的转诊单", (Role.DOCTOR, Role.APPROVER, Role.EXPERT, Role.ADMIN)),
     ("/desk", "住院处", "今日、明日预约入院，扫码办理入院", (Role.ADMISSION_CLERK,)),
     ("/admin/beds", "预留床位", "按月查看、发布各科室每日预留转诊床位", (Role.ADMIN, Role.APPROVER)),
+    ("/stats", "统计", "表1 等待时长、各阶段、表2 满意度，图表与导出", (Role.ADMIN, Role.CONSORTIUM_ADMIN)),
     ("/admin/staff", "人员与邀请", "角色、科室、停用；邀请新同事", (Role.ADMIN,)),
     ("/admin/departments", "科室", "新增、修改、停用科室", (Role.ADMIN,)),
     ("/admin/policy", "转诊策略", "审批环节、时限、入院携带材料", (Role.ADMIN,)),

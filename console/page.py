@@ -215,6 +215,8 @@ def nav_for(user: ConsoleUser) -> list[tuple[str, str]]:
         items.append((f"{PREFIX}/desk", "住院处"))
     if user.has(Role.ADMIN, Role.APPROVER):
         items.append((f"{PREFIX}/admin/beds", "预留床位"))
+    if user.has(Role.ADMIN, Role.CONSORTIUM_ADMIN):
+        items.append((f"{PREFIX}/stats", "统计"))
     if user.has(Role.ADMIN):
         items += [(f"{PREFIX}/admin/staff", "人员"), (f"{PREFIX}/admin/departments", "科室"),
                   (f"{PREFIX}/admin/policy", "转诊策略"), (f"{PREFIX}/admin/jobs", "后台任务"),

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+from models import Baseline
+from stats.demo import PAPER_BASELINES
+from tests.referral_support import institution
 from tests.support import bearer, login_demo
 
 TICKET = re.compile(r'data-ticket="(ct_[A-Za-z0-9_-]+)"')
@@ -56,3 +59,10 @@ async def as_other_browser(client, method: str, path: str, cookies: dict[str, st
         async with browser.request(method, client.make_url(path), headers={"Cookie": header},
                                    allow_redirects=False, **kwargs) as resp:
             return resp.status, resp.headers, await resp.text()
+
+
+async def seed_baselines() -> None:
+    """The paper's pre-platform figures for the lead hospital, as `make run` seeds them."""
+    lead = await institution("SUBEI")
+    for direction, mean_days in PAPER_BASELINES.items():
+        await Baseline.create(institution_id=lead.id, direction=direction, period="上线前", mean_days=mean_days, n=60)

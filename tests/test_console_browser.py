@@ -14,7 +14,9 @@ from tortoise.transactions import in_transaction
 from models import Staff, WeChatAccount
 from referrals.state_machine import Status
 from security import audit
+from stats.history import generate
 from tests.console_browser import ARGS, CHROMIUM, Shots, require_browser
+from tests.console_support import seed_baselines
 from tests.referral_support import Desk, department, institution, tomorrow
 from tests.support import bearer, login, login_code, login_demo, read_qr, seeded
 from timeutil import china_today
@@ -231,15 +233,17 @@ def only_the_app(base: str, outside: list[str]):
 
 PAGES = ["/console/", "/console/referrals?box=incoming", "/console/desk", "/console/admin/beds",
          "/console/admin/staff", "/console/admin/departments", "/console/admin/policy", "/console/admin/jobs",
-         "/console/admin/audit"]
+         "/console/admin/audit", "/console/stats"]
 
 
 async def test_every_page_renders_with_only_the_app_reachable(client, browser, backend):
     desk = await Desk.open(client)
+    await generate(desk.cipher, referrals=200, years=0.25)  # figures for the charts
+    await seed_baselines()
     await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="SUBEI", day=china_today())
     subei = await institution("SUBEI")
-    everyone = await Staff.create(institution=subei, name="全能测试员", roles=["admin", "approver", "admission_clerk",
-                                                                          "doctor"])
+    everyone = await Staff.create(institution=subei, name="全能测试员",
+                                  roles=["admin", "approver", "admission_clerk", "doctor"])
     await WeChatAccount.create(openid="o_console_all_roles", staff=everyone)
     shots = Shots(f"{backend}-offline")
     for width, height in ((1280, 800), (768, 1024)):
@@ -254,6 +258,11 @@ async def test_every_page_renders_with_only_the_app_reachable(client, browser, b
             assert styled == "rgb(11, 110, 79)", (path, styled)  # the app's own stylesheet applied
             if path == "/console/desk":
                 assert await t.page.get_attribute("html", "data-desk-ready") == "1"
+            if path == "/console/stats":  # ECharts, served by the app, drew all three charts on canvas
+                await t.page.wait_for_selector("html[data-charts-ready='3']")
+                assert await t.page.locator(".chart canvas").count() >= 3
+                if width == 1280:
+                    await shots(t.page, "stats")
             unlabeled = await t.page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
                 .filter(e => e.type !== 'hidden' && !e.labels?.length && !e.getAttribute('aria-label'))
                 .map(e => e.name || e.id)""")

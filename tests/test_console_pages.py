@@ -4,6 +4,7 @@ staff, departments, policy, beds, jobs and audit pages, scoped to the admin's in
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from tortoise.transactions import in_transaction
@@ -12,7 +13,8 @@ from models import AuditEvent, Department, OutboxJob, Referral, Slip, Staff
 from referrals.state_machine import Status
 from security import audit
 from slips.noshow import expire_if_due
-from tests.console_support import console_login, csrf_of
+from stats.history import generate
+from tests.console_support import console_login, csrf_of, seed_baselines
 from tests.referral_support import Desk, department, institution, tomorrow
 from timeutil import china_today
 
@@ -172,3 +174,35 @@ async def test_admin_pages_change_what_the_api_reads(client):
     await AuditEvent.filter(institution_id=gaoyou.id).update(target_type="staff")
     resp = await client.post("/console/admin/audit/verify", data={"csrf_token": csrf})
     assert "审计日志已被篡改" in await resp.text()
+
+
+async def test_the_statistics_page_shows_the_stats_figures_and_exports_them(client):
+    desk = await Desk.open(client)
+    await generate(desk.cipher, referrals=200, years=0.25)
+    await seed_baselines()
+    csrf = await console_login(client, "SUBEI", "admin")
+    assert csrf
+    page = await (await client.get("/console/stats")).text()
+    charts = json.loads(page.split('<script type="application/json" id="stats-data">', 1)[1].split("</script>")[0])
+    api = await desk.ok(await desk.get(("SUBEI", "admin"), "/api/v1/stats/table1"))
+    assert charts["table1"]["series"][1]["data"] == [r["platform"]["mean_days"] for r in api["rows"]]
+    assert charts["table1"]["series"][0]["data"] == [r["baseline"]["mean_days"] if r["baseline"] else None
+                                                     for r in api["rows"]]
+    waiting = await desk.ok(await desk.get(("SUBEI", "admin"), "/api/v1/stats/waiting-times"))
+    assert charts["stages"]["categories"] == [r["label"] for r in waiting["items"]]
+    assert "表2 满意度" in page and "转诊概况" in page and "江苏省苏北人民医院" in page
+
+    resp = await client.get("/console/stats/export", params={"table": "table1", "format": "csv", "direction": "up"})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in resp.headers["Content-Disposition"]
+    api_csv = await desk.get(("SUBEI", "admin"), "/api/v1/stats/table1", format="csv", direction="up")
+    assert await resp.read() == await api_csv.read()
+    resp = await client.get("/console/stats/export", params={"table": "summary", "format": "xlsx"})
+    assert resp.status == 200 and (await resp.read())[:2] == b"PK"
+    assert (await client.get("/console/stats", params={"from": "2026-05-01", "to": "2026-01-01"})).status == 422
+
+    await console_login(client, "SUBEI", "doctor")
+    assert (await client.get("/console/stats")).status == 403
+    await console_login(client, "SUBEI", "consortium_admin")
+    page = await (await client.get("/console/stats")).text()
+    assert "转诊统计 · 医联体" in page and 'id="s-inst"' in page
