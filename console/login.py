@@ -112,7 +112,16 @@ async def login_demo(request: web.Request) -> web.Response:
 @routes.get("/his-launch")
 async def his_launch(request: web.Request) -> web.Response:
     """Single sign-on from the HIS: it opens /console/his-launch?launch_token=<its one-time JWT>."""
-    token = request.query.get("launch_token", "")
+    return await _launch(request, request.query.get("launch_token", ""))
+
+
+@routes.post("/his-launch")
+async def his_launch_form(request: web.Request) -> web.Response:
+    """The same, for a HIS that posts a form (the token then stays out of URLs and access logs)."""
+    return await _launch(request, str((await request.post()).get("launch_token", "")))
+
+
+async def _launch(request: web.Request, token: str) -> web.Response:
     if not token or len(token) > MAX_TOKEN:
         return redirect(PREFIX + "/login", "HIS 登录凭证缺失或格式不正确")
     try:

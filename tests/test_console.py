@@ -170,8 +170,15 @@ async def test_the_his_launch_opens_a_console_session(client):
                             allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/console/"
     assert (await client.get("/console/", allow_redirects=False)).status == 200
-    replay = await client.get("/console/his-launch", params={"launch_token": "not-a-jwt"}, allow_redirects=False)
-    assert replay.headers["Location"].startswith("/console/login?msg=")
+    token = mint_launch_token("SUBEI", "APPROVER002")
+    status, headers, _ = await as_other_browser(client, "POST", "/console/his-launch", {},
+                                                data={"launch_token": token})
+    assert status == 303 and headers["Location"] == "/console/"
+    status, headers, _ = await as_other_browser(client, "POST", "/console/his-launch", {},
+                                                data={"launch_token": token})  # one use per token
+    assert status == 303 and headers["Location"].startswith("/console/login?msg=")
+    bad = await client.get("/console/his-launch", params={"launch_token": "not-a-jwt"}, allow_redirects=False)
+    assert bad.headers["Location"].startswith("/console/login?msg=")
 
 
 async def test_pages_carry_the_csp_and_static_files_cache_headers(client):

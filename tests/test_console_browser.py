@@ -52,6 +52,14 @@ class Tab:
         resp = await self.page.goto(self.base + path)
         assert resp is not None and resp.status == 200, (path, resp and resp.status)
         await self.page.wait_for_selector("html[data-console-ready='1']")
+        await self.check_labels()
+
+    async def check_labels(self) -> None:
+        """Every visible form field has a label (or an aria-label where a table row is its label)."""
+        unlabeled = await self.page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+            .filter(e => e.type !== 'hidden' && !e.labels?.length && !e.getAttribute('aria-label'))
+            .map(e => e.name || e.id)""")
+        assert unlabeled == [], (self.page.url, unlabeled)
 
     async def submit(self, selector: str) -> None:
         async with self.page.expect_navigation():
@@ -151,6 +159,7 @@ async def test_an_approver_approves_a_referral_from_the_desktop(client, browser,
     await shots(t.page, "worklist")
     async with t.page.expect_navigation():
         await t.page.click(f"text={referral['code']}")
+    await t.check_labels()
     await shots(t.page, "detail")
     await t.page.fill("#a-date", tomorrow().isoformat())
     await t.page.fill("#a-ward", "心内一病区")
@@ -263,10 +272,6 @@ async def test_every_page_renders_with_only_the_app_reachable(client, browser, b
                 assert await t.page.locator(".chart canvas").count() >= 3
                 if width == 1280:
                     await shots(t.page, "stats")
-            unlabeled = await t.page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
-                .filter(e => e.type !== 'hidden' && !e.labels?.length && !e.getAttribute('aria-label'))
-                .map(e => e.name || e.id)""")
-            assert unlabeled == [], (path, unlabeled)
             if width == 768:
                 await shots(t.page, "tablet-" + (path.strip("/").replace("/", "-").split("?")[0] or "home"))
         assert outside == [] and t.errors == [], (outside, t.errors)
