@@ -275,3 +275,19 @@ async def test_every_page_renders_with_only_the_app_reachable(client, browser, b
             if width == 768:
                 await shots(t.page, "tablet-" + (path.strip("/").replace("/", "-").split("?")[0] or "home"))
         assert outside == [] and t.errors == [], (outside, t.errors)
+
+
+async def test_an_expired_login_code_is_replaced_by_a_fresh_one(client, browser, monkeypatch):
+    from console import sessions
+
+    await seeded(client)
+    monkeypatch.setattr(sessions, "TICKET_TTL", 2)
+    t = await tab(browser, client)
+    await t.open("/console/login")
+    first = await t.page.get_attribute("#login", "data-ticket")
+    await t.page.wait_for_selector("#login.expired", timeout=10_000)
+    assert "过期" in await t.page.inner_text("#login-state")
+    await t.page.wait_for_selector(f"#login:not([data-ticket='{first}'])", timeout=10_000)
+    second = await t.page.get_attribute("#login", "data-ticket")
+    assert second.startswith("ct_") and second != first
+    assert t.errors == []

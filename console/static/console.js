@@ -8,9 +8,12 @@
     var countdown = document.getElementById("countdown");
     var done = false;
     function expired() {
+      if (done) { return; }
       done = true;
-      state.textContent = "二维码已过期，请点击“刷新二维码”。";
+      state.textContent = "二维码已过期，正在刷新…";
       box.classList.add("expired");
+      // A desk PC may leave the login page open for hours: show a fresh code rather than a dead one.
+      setTimeout(function () { window.location.assign("/console/login"); }, 2000);
     }
     var tick = setInterval(function () {
       if (done) { clearInterval(tick); return; }
