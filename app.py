@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the whole application: middlewares, resources (one cleanup_ctx each) and routes."""
     import bot
     import chat
+    import console
     import consults
     import his
     import miniprogram_api
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
     chat.setup(app)
     outbox.setup(app)  # after the database, KV, WeChat and HIS: its dispatcher stops first
     miniprogram_api.setup(app)
+    console.setup(app)
     return app
 
 

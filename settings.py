@@ -109,6 +109,8 @@ class Settings:
     realtime_ticket_ttl: int = 30
     max_body: int = 1024 * 1024
     speedups: bool = False
+    console_idle_timeout: int = 30 * 60
+    console_session_max: int = 12 * 3600
     log_level: str = "INFO"
 
     @property
@@ -198,6 +200,9 @@ class Settings:
         if self.outbox_keep_done_days < 0:
             raise SettingsError("OUTBOX_KEEP_DONE_DAYS 应为 0（永久保留）或天数",
                                 "OUTBOX_KEEP_DONE_DAYS must be 0 (keep forever) or a number of days")
+        if self.console_idle_timeout < 60 or self.console_session_max < self.console_idle_timeout:
+            raise SettingsError("CONSOLE_IDLE_TIMEOUT 至少为 60 秒，CONSOLE_SESSION_MAX 不得短于它",
+                                "CONSOLE_IDLE_TIMEOUT must be at least 60 s, CONSOLE_SESSION_MAX at least as long")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("LOG_LEVEL 应为 DEBUG、INFO、WARNING 或 ERROR",
                                 "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
@@ -287,5 +292,7 @@ ENV_DOC: list[tuple[str, str, str]] = [
     ("SPEEDUPS", "`false`", "`true`: uvloop as the event loop (Linux) and orjson for JSON responses instead of the "
      "standard library's (same output; not measurably faster here, see the benchmark section)"),
     ("MAX_BODY", "`1048576`", "largest request body accepted, bytes (larger: 413)"),
+    ("CONSOLE_IDLE_TIMEOUT", "`1800`", "web console: seconds without a request before its session ends"),
+    ("CONSOLE_SESSION_MAX", "`43200`", "web console: longest session, seconds, however active"),
     ("LOG_LEVEL", "`INFO`", "DEBUG, INFO, WARNING or ERROR"),
 ]

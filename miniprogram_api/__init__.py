@@ -10,6 +10,7 @@ from miniprogram_api import (
     binding_requests,
     capacity,
     chat,
+    console_tickets,
     consultations,
     directory,
     his_connection,
@@ -30,7 +31,7 @@ from miniprogram_api.routing import Api
 
 API_MODULES = [ops, auth, binding_requests, directory, admin, capacity, patients, his_launch, referrals,
                referral_records, slips, inbox, subscriptions, jobs, his_connection, chat, consultations, ward_rounds,
-               stats, surveys]
+               stats, surveys, console_tickets]
 
 
 def all_routes() -> list:

@@ -8,13 +8,11 @@ from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
 
 from accounts.principal import Principal, authenticate
-from directory.admin import own_department
-from errors import Forbidden, NotFound
+from errors import NotFound
 from miniprogram_api.directory import path_uuid
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query
 from models import Department, Role
 from referrals import capacity
-from referrals.access import approver_here
 from referrals.policy import policy_of, policy_view, update_policy
 from timeutil import china_today
 
@@ -109,9 +107,7 @@ async def _department_for(principal: Principal, request: web.Request, *, write: 
     """Admins and approvers manage their own institution's beds; any staff may read any department's."""
     principal.require_staff()
     if write:
-        if Role.ADMIN not in principal.roles and not await approver_here(principal):
-            raise Forbidden("仅机构管理员和审批人员可发布预留床位", code="ROLE_REQUIRED")
-        return await own_department(principal, path_uuid(request))
+        return await capacity.department_to_publish(principal, path_uuid(request))
     department = await Department.get_or_none(public_id=path_uuid(request), deleted_at=None)
     if department is None:
         raise NotFound("未找到该科室", code="DEPARTMENT_NOT_FOUND")

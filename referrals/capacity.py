@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, timedelta
 
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from errors import Conflict, InvalidInput
-from models import CapacityDay
+from accounts.principal import Principal
+from directory.admin import own_department
+from errors import Conflict, Forbidden, InvalidInput
+from models import CapacityDay, Department, Role
+from referrals.access import approver_here
 from timeutil import china_today
 
 MAX_RANGE_DAYS = 366
@@ -74,3 +78,11 @@ async def book(department_id: int, day: date) -> CapacityDay:
 async def release(capacity_day_id: int | None) -> None:
     if capacity_day_id is not None:
         await CapacityDay.filter(id=capacity_day_id, booked__gt=0).update(booked=F("booked") - 1)
+
+
+async def department_to_publish(principal: Principal, public_id: uuid.UUID) -> Department:
+    """The department whose reserved beds the caller may publish: admins and approvers, their own institution's."""
+    principal.require_staff()
+    if Role.ADMIN not in principal.roles and not await approver_here(principal):
+        raise Forbidden("仅机构管理员和审批人员可发布预留床位", code="ROLE_REQUIRED")
+    return await own_department(principal, public_id)

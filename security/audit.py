@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tortoise import connections
+from tortoise.queryset import QuerySet
 
 from models import AuditEvent
 
@@ -65,3 +66,16 @@ async def verify() -> AuditCheck:
             return AuditCheck(False, count, event.id)
         prev = event.hash
     return AuditCheck(True, count)
+
+
+def events_query(*, institution_id: int, action: str | None = None, since: datetime | None = None,
+                 until: datetime | None = None) -> QuerySet[AuditEvent]:
+    """An institution's audit events, newest first, by action prefix and time (bounds in UTC)."""
+    query = AuditEvent.filter(institution_id=institution_id)
+    if action:
+        query = query.filter(action__startswith=action)
+    if since is not None:
+        query = query.filter(at__gte=since.astimezone(UTC))
+    if until is not None:
+        query = query.filter(at__lt=until.astimezone(UTC))
+    return query.order_by("-id")

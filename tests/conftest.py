@@ -163,3 +163,11 @@ class AppServer(TestServer):
 @pytest.fixture
 async def client(aiohttp_client, app):
     return await aiohttp_client(AppServer(app))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say where the console's browser tests left their screenshots (each page, to look at)."""
+    from tests.console_browser import SCREENSHOTS, TAKEN
+
+    if TAKEN:
+        terminalreporter.write_line(f"console screenshots ({len(TAKEN)} pages): {SCREENSHOTS}")

@@ -1,0 +1,208 @@
+"""The console's pages over HTTP, each against what the API says afterwards: the admission desk's verdicts
+(checked in, already checked in, forged, expired, another hospital's slip), arrivals and no-shows; the admin's
+staff, departments, policy, beds, jobs and audit pages, scoped to the admin's institution."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from tortoise.transactions import in_transaction
+
+from models import AuditEvent, Department, OutboxJob, Referral, Slip, Staff
+from referrals.state_machine import Status
+from security import audit
+from slips.noshow import expire_if_due
+from stats.history import generate
+from tests.console_support import console_login, csrf_of, seed_baselines
+from tests.referral_support import Desk, department, institution, tomorrow
+from timeutil import china_today
+
+RESULT_CODE = 'id="scan-result" role="alert" data-code="'
+
+
+def verdict(html: str) -> str:
+    return html.split(RESULT_CODE, 1)[1].split('"', 1)[0]
+
+
+async def scan(client, token: str, slip: str) -> str:
+    resp = await client.post("/console/desk/check-in", data={"csrf_token": token, "token": slip})
+    assert resp.status == 200, await resp.text()
+    return await resp.text()
+
+
+async def slip_token(desk: Desk, code: str, referral_id: str) -> str:
+    resp = await desk.get((code, "admission_clerk"), f"/api/v1/referrals/{referral_id}/slip")
+    return (await desk.ok(resp))["token"]
+
+
+async def test_the_desk_checks_in_once_and_says_why_it_refuses(client):
+    desk = await Desk.open(client)
+    today = await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="SUBEI", day=china_today())
+    token = await slip_token(desk, "SUBEI", today["id"])
+    csrf = await console_login(client, "SUBEI", "admission_clerk")
+
+    page = await (await client.get("/console/desk")).text()
+    assert today["patient"]["name"] in page and "今日预约入院" in page
+
+    html = await scan(client, csrf, f"  {token}\n")  # a scanner's trailing newline is harmless
+    assert verdict(html) == "CHECKED_IN" and "入院登记成功" in html and "心血管内科" in html
+    assert (await desk.detail(("SUBEI", "admission_clerk"), today["id"]))["status"] == "admitted"
+
+    html = await scan(client, csrf, token)
+    assert verdict(html) == "SLIP_ALREADY_CHECKED_IN" and "已办理过入院" in html
+    clerk = (await desk.session("SUBEI", "admission_clerk"))["account"]["staff"]["name"]
+    assert clerk in html and today["patient"]["name"] in html
+
+    forged = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
+    assert verdict(await scan(client, csrf, forged)) == "SLIP_BAD_SIGNATURE"
+    assert "伪造的凭条" in await scan(client, csrf, forged)
+    assert verdict(await scan(client, csrf, "hello")) == "SLIP_MALFORMED"
+    assert verdict(await scan(client, csrf, "x" * 5000)) == "SLIP_MALFORMED"
+    assert verdict(await scan(client, csrf, "")) == "EMPTY"
+
+    elsewhere = await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="GAOYOU", dept="MED")
+    html = await scan(client, csrf, await slip_token(desk, "GAOYOU", elsewhere["id"]))
+    assert verdict(html) == "SLIP_OTHER_INSTITUTION" and "非本院凭条" in html and "高邮市人民医院" in html
+
+    # A slip whose patient never came: expired, and listed with the past days' no-shows.
+    late = await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="SUBEI")
+    late_token = await slip_token(desk, "SUBEI", late["id"])
+    referral = await Referral.get(public_id=late["id"])
+    slip = await Slip.get(referral_id=referral.id)
+    await Slip.filter(id=slip.id).update(expires_at=slip.created_at)
+    assert await expire_if_due(slip.id) == "expired"  # what the no-show timer runs
+    html = await scan(client, csrf, late_token)
+    assert verdict(html) == "SLIP_EXPIRED" and "凭条已过期" in html
+    await Referral.filter(id=referral.id).update(admission_date=china_today() - timedelta(days=2))
+    page = await (await client.get("/console/desk")).text()
+    no_shows = page.split("天未到院", 1)[1]
+    assert slip.code in no_shows and "已过期" in no_shows
+
+
+async def test_only_admission_clerks_use_the_desk(client):
+    desk = await Desk.open(client)
+    referral = await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="SUBEI", day=china_today())
+    token = await slip_token(desk, "SUBEI", referral["id"])
+    csrf = await console_login(client, "SUBEI", "approver")
+    assert (await client.get("/console/desk")).status == 403
+    resp = await client.post("/console/desk/check-in", data={"csrf_token": csrf, "token": token})
+    assert resp.status == 403
+    assert (await desk.detail(("SUBEI", "approver"), referral["id"]))["status"] == "scheduled"
+
+
+async def test_admin_pages_change_what_the_api_reads(client):
+    desk = await Desk.open(client)
+    csrf = await console_login(client, "SUBEI", "admin")
+    admin = ("SUBEI", "admin")
+
+    resp = await client.post("/console/admin/policy", data={
+        "csrf_token": csrf, "source_approval_up": "1", "approver_roles": ["approver", "expert"],
+        "deadline_routine": "24", "deadline_urgent": "6", "deadline_emergency": "1", "slip_grace_hours": "12",
+        "what_to_bring": "身份证\n医保卡"}, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    policy = await desk.ok(await desk.get(admin, "/api/v1/admin/policy"))
+    assert policy["source_approval_up"] and not policy["source_approval_down"]
+    assert policy["approver_roles"] == ["approver", "expert"] and policy["deadline_hours"]["urgent"] == 6
+    assert policy["what_to_bring"] == "身份证 医保卡" and policy["slip_grace_hours"] == 12
+    bad = await client.post("/console/admin/policy", data={
+        "csrf_token": csrf, "approver_roles": "approver", "deadline_routine": "0", "deadline_urgent": "6",
+        "deadline_emergency": "1", "slip_grace_hours": "12"})
+    assert bad.status == 422 and "时限" in await bad.text()
+
+    resp = await client.post("/console/admin/departments", data={
+        "csrf_token": csrf, "code": "GERI", "name": "老年医学科", "ward": "老年病区", "phone": ""})
+    assert resp.status == 200 and "已新增科室" in await resp.text()
+    geri = await Department.get(code="GERI")
+    resp = await client.post(f"/console/admin/departments/{geri.public_id}", data={
+        "csrf_token": csrf, "name": "老年医学科", "ward": "老年二病区", "phone": "0514-1"})
+    assert resp.status == 200
+    await geri.refresh_from_db()
+    assert geri.ward == "老年二病区" and not geri.is_active  # unticked: switched off
+
+    doctor = await Staff.get(institution__code="SUBEI", name="王建国")
+    resp = await client.post(f"/console/admin/staff/{doctor.public_id}", data={
+        "csrf_token": csrf, "roles": ["doctor", "expert"], "department_id": str(geri.public_id), "title": "副主任医师"})
+    assert resp.status == 200
+    listed = await desk.ok(await desk.get(admin, "/api/v1/admin/staff"))
+    row = next(s for s in listed["items"] if s["id"] == str(doctor.public_id))
+    assert row["roles"] == ["doctor", "expert"] and row["title"] == "副主任医师" and row["department"]["code"] == "GERI"
+    me = await Staff.get(institution__code="SUBEI", name="王海燕")
+    resp = await client.post(f"/console/admin/staff/{me.public_id}", data={
+        "csrf_token": csrf, "roles": "admin", "is_active": "false"})
+    assert resp.status == 409 and "不能停用自己的账号" in await resp.text()
+
+    cardiology = await department("SUBEI", "CARD")
+    day = tomorrow()
+    resp = await client.post("/console/admin/beds", data={
+        "csrf_token": csrf, "department_id": str(cardiology.public_id), "from": day.isoformat(), "capacity": "2"})
+    assert resp.status == 200 and "已发布" in await resp.text()
+    assert (await desk.beds("SUBEI", "CARD", day))["capacity"] == 2
+    referral = await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="SUBEI", day=day)
+    assert referral["status"] == "scheduled"
+    page = await (await client.get(f"/console/admin/beds?department={cardiology.public_id}&month={day:%Y-%m}")).text()
+    assert f'data-date="{day.isoformat()}" data-capacity="2" data-booked="1"' in page
+    resp = await client.post("/console/admin/beds", data={
+        "csrf_token": csrf, "department_id": str(cardiology.public_id), "from": day.isoformat(), "capacity": "0"})
+    assert resp.status == 409 and "不能少于已预约数" in await resp.text()
+    other = await department("GAOYOU", "MED")
+    resp = await client.post("/console/admin/beds", data={
+        "csrf_token": csrf, "department_id": str(other.public_id), "from": day.isoformat(), "capacity": "9"})
+    assert resp.status == 404
+
+    record = await Referral.get(public_id=referral["id"])
+    job = await OutboxJob.get(dedupe_key=f"his-admit:{record.id}")
+    await OutboxJob.filter(id=job.id).update(state="dead", attempts=3, last_error="HIS 拒绝：科室代码无效")
+    page = await (await client.get("/console/admin/jobs")).text()
+    assert "HIS 拒绝：科室代码无效" in page and record.code in page
+    resp = await client.post(f"/console/admin/jobs/{job.id}/retry", data={"csrf_token": csrf})
+    assert resp.status == 200 and "已重新排队" in await resp.text()
+    assert (await OutboxJob.get(id=job.id)).state == "pending"
+
+    subei, gaoyou = await institution("SUBEI"), await institution("GAOYOU")
+    async with in_transaction():
+        await audit.record("patient.identity_read", "patient", "a" * 32, institution_id=subei.id,
+                           detail={"referral": record.code})
+        await audit.record("patient.scanned", "patient", "b" * 32, institution_id=gaoyou.id)
+    page = await (await client.get("/console/admin/audit?action=patient.")).text()
+    assert "patient.identity_read" in page and "patient.scanned" not in page  # only this institution's
+    page = await (await client.get(f"/console/admin/audit?action=patient.&from={china_today() + timedelta(days=1)}"
+                                   )).text()
+    assert "patient.identity_read" not in page
+    resp = await client.post("/console/admin/audit/verify", data={"csrf_token": await csrf_of(client, "/console/")})
+    assert "审计日志完整：共 2 条记录" in await resp.text()
+    await AuditEvent.filter(institution_id=gaoyou.id).update(target_type="staff")
+    resp = await client.post("/console/admin/audit/verify", data={"csrf_token": csrf})
+    assert "审计日志已被篡改" in await resp.text()
+
+
+async def test_the_statistics_page_shows_the_stats_figures_and_exports_them(client):
+    desk = await Desk.open(client)
+    await generate(desk.cipher, referrals=200, years=0.25)
+    await seed_baselines()
+    csrf = await console_login(client, "SUBEI", "admin")
+    assert csrf
+    page = await (await client.get("/console/stats")).text()
+    charts = json.loads(page.split('<script type="application/json" id="stats-data">', 1)[1].split("</script>")[0])
+    api = await desk.ok(await desk.get(("SUBEI", "admin"), "/api/v1/stats/table1"))
+    assert charts["table1"]["series"][1]["data"] == [r["platform"]["mean_days"] for r in api["rows"]]
+    assert charts["table1"]["series"][0]["data"] == [r["baseline"]["mean_days"] if r["baseline"] else None
+                                                     for r in api["rows"]]
+    waiting = await desk.ok(await desk.get(("SUBEI", "admin"), "/api/v1/stats/waiting-times"))
+    assert charts["stages"]["categories"] == [r["label"] for r in waiting["items"]]
+    assert "表2 满意度" in page and "转诊概况" in page and "江苏省苏北人民医院" in page
+
+    resp = await client.get("/console/stats/export", params={"table": "table1", "format": "csv", "direction": "up"})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in resp.headers["Content-Disposition"]
+    api_csv = await desk.get(("SUBEI", "admin"), "/api/v1/stats/table1", format="csv", direction="up")
+    assert await resp.read() == await api_csv.read()
+    resp = await client.get("/console/stats/export", params={"table": "summary", "format": "xlsx"})
+    assert resp.status == 200 and (await resp.read())[:2] == b"PK"
+    assert (await client.get("/console/stats", params={"from": "2026-05-01", "to": "2026-01-01"})).status == 422
+
+    await console_login(client, "SUBEI", "doctor")
+    assert (await client.get("/console/stats")).status == 403
+    await console_login(client, "SUBEI", "consortium_admin")
+    page = await (await client.get("/console/stats")).text()
+    assert "转诊统计 · 医联体" in page and 'id="s-inst"' in page
