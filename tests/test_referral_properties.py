@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from hypothesis import HealthCheck, Phase
@@ -101,6 +101,7 @@ class Expected:
     booking: tuple[int, date] | None = None
     resubmitted: bool = False
     submitted: bool = False  # it left the source: a draft (or a draft cancelled unsubmitted) is the source's alone
+    redirected_from: set[int] = field(default_factory=set)  # institutions that redirected it: they keep reading it
 
 
 @dataclass
@@ -203,6 +204,11 @@ class ReferralMachine(RuleBasedStateMachine):
     def visible(self, who: Principal, ref: Expected) -> bool:
         """The source's staff; the target's staff and the patient once the referral was submitted."""
         return bool(self.sides(who, ref)) or (ref.submitted and ref.patient in who.patient_ids)
+
+    def readable(self, who: Principal, ref: Expected) -> bool:
+        """Who finds the referral by id: those it is visible to, and staff of an institution that redirected it
+        (they read it and answer for that decision, with no action left to them)."""
+        return self.visible(who, ref) or (who.staff_id is not None and who.institution_id in ref.redirected_from)
 
     def level(self, institution_id: int) -> str:
         return str(next(i.level for i in self.world.institutions.values() if i.id == institution_id))
@@ -356,7 +362,7 @@ class ReferralMachine(RuleBasedStateMachine):
                 predicted = {"REASON_TEXT_REQUIRED"}
             call = lambda: commands.reject(who, ref.public_id, expected_version=None,  # noqa: E731
                                            reason_code=reason, comment=comment)
-        if predicted is None and action != Action.CHECK_IN and not self.visible(who, ref):
+        if predicted is None and action != Action.CHECK_IN and not self.readable(who, ref):
             predicted = {"REFERRAL_NOT_FOUND"}
         if predicted is None and not permitted:
             predicted = {"NOT_YOUR_STEP", "INVALID_STATE"}
@@ -464,6 +470,7 @@ class ReferralMachine(RuleBasedStateMachine):
                 ref.target = extra["target"]
                 ref.needs_source = self.needs_source(ref.source, ref.target)
         elif action == Action.REDIRECT:
+            ref.redirected_from.add(ref.target)
             ref.target = extra["target"]
         elif action == Action.APPROVE and from_status == Status.PENDING_TARGET:
             ref.booking = extra["booking"]
