@@ -5,7 +5,11 @@ A request aiohttp's parser refuses (a request line or header over 8,190 bytes, a
 header, a bad method), a handler timeout, and an exception that escapes the middlewares never reach
 `error_middleware`: aiohttp answers them from `RequestHandler.handle_error` with a plain-text body. Here that
 method answers `{"error": {...}}` with a Chinese message instead; everything else about the protocol is
-aiohttp's. `python app.py serve` and the tests' client serve the app through `AppRunner` below."""
+aiohttp's. `python app.py serve` and the tests' client serve the app through `AppRunner` below.
+
+aiohttp would log a refused request at ERROR with the parser's message, which quotes the raw request line or
+header (`Got more than 8190 bytes when reading: bytearray(b'/api/v1/...?q=...')`): a patient's name or ID number
+in a query would land in the log. Such a refusal is logged by its error class and the client's address only."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from miniprogram_api.middleware import error_parts
@@ -22,8 +27,16 @@ from miniprogram_api.middleware import error_parts
 class JsonErrorRequestHandler(RequestHandler):
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        # aiohttp's version logs the error and refuses when a response has already started; keep both.
-        super().handle_error(request, status, exc, message)
+        if isinstance(exc, HttpProcessingError):  # the parser refused the bytes: the client's mistake, not ours
+            # Like aiohttp, a bad method on a connection's first request (TLS or junk on the port) is only noise.
+            noise = isinstance(exc, BadHttpMethod) and self._request_count == 1
+            log = self.logger.debug if noise else self.logger.warning
+            log("refused a malformed request from %s: %s (HTTP %s)", request.remote, type(exc).__name__, status)
+            if request.writer.output_size > 0:
+                raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        else:
+            # aiohttp's version logs the error and refuses when a response has already started; keep both.
+            super().handle_error(request, status, exc, message)
         code, text = error_parts(status)
         body = json.dumps({"error": {"code": code, "message": text, "detail": {}}}, ensure_ascii=False)
         response = web.Response(status=status, text=body, content_type="application/json")

@@ -21,7 +21,7 @@ from errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from miniprogram_api.idempotency import idempotent
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query, read_upload
 from models import Conversation, ConversationParticipant, Staff, WeChatAccount
-from referrals.attachments import MAX_BYTES
+from referrals.attachments import DOWNLOAD_MEDIA, MAX_BYTES
 
 api = Api()
 TAGS = ["chat"]
@@ -249,7 +249,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/conversations/{id}/attachments/{attachment_id}", summary="下载会话中的图片或文件",
-           tags=TAGS, content_type="application/octet-stream", responses=NOT_FOUND)
+           tags=TAGS, content_type=DOWNLOAD_MEDIA, responses=NOT_FOUND)
 async def download(request: web.Request) -> web.Response:
     principal = await _staff_principal(request)
     membership = await access.member(principal, request.match_info["id"])

@@ -18,7 +18,7 @@ from miniprogram_api.idempotency import idempotent
 from miniprogram_api.referral_records import AttachmentList, AttachmentOut, file_response
 from miniprogram_api.referrals import EventOut, TransitionIn
 from miniprogram_api.routing import Api, json_response, parse_body, parse_query, read_upload
-from referrals.attachments import MAX_BYTES
+from referrals.attachments import DOWNLOAD_MEDIA, MAX_BYTES
 from referrals.clinical import Clinical, Urgency
 from referrals.queries import newest_first
 
@@ -195,7 +195,7 @@ async def list_files(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/consultations/{id}/attachments/{attachment_id}", summary="下载会诊附件", tags=TAGS,
-           content_type="application/octet-stream", responses=ERRORS)
+           content_type=DOWNLOAD_MEDIA, responses=ERRORS)
 async def download(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     row, data = await attachments.read_file(principal, request.app[STORAGE], request.match_info["id"],

@@ -27,12 +27,11 @@ def _query_params(model: type[BaseModel]) -> list[dict]:
             for name, prop in schema.get("properties", {}).items()]
 
 
-def _success_schema(spec: RouteSpec, ref) -> dict:
-    if spec.response is not None:
-        return ref(spec.response)
-    if spec.content_type == "application/json":
-        return {"type": "object"}
-    if spec.content_type.startswith("text/"):
+def _success_schema(spec: RouteSpec, media: str, ref) -> dict:
+    # The response model describes the JSON answer; a route that also offers a download (csv, xlsx) sends it as is.
+    if media == "application/json":
+        return ref(spec.response) if spec.response is not None else {"type": "object"}
+    if media.startswith("text/"):
         return {"type": "string"}
     return {"type": "string", "format": "binary"}
 
@@ -64,7 +63,7 @@ def build_openapi(routes: list[RouteSpec]) -> dict:
                 "properties": {"file": {"type": "string", "format": "binary"}}}}}}
         ok = str(spec.status)
         # A route may answer one of several media types (an attachment is served as what it is).
-        success = {"description": "成功", "content": {media: {"schema": _success_schema(spec, ref)}
+        success = {"description": "成功", "content": {media: {"schema": _success_schema(spec, media, ref)}
                                                       for media in spec.content_type.split(", ")}}
         responses = {ok: success}
         errors = {422: _STATUS_TEXT[422]} if spec.body or spec.query or spec.upload else {}

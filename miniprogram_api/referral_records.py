@@ -13,7 +13,7 @@ from accounts.principal import authenticate
 from appkeys import CIPHER, HIS, STORAGE
 from miniprogram_api.routing import Api, json_response, parse_body, read_upload
 from referrals import attachments, orders
-from referrals.attachments import MAX_BYTES, SIGNATURES, attachment_view
+from referrals.attachments import DOWNLOAD_MEDIA, MAX_BYTES, attachment_view
 
 api = Api()
 TAGS = ["referral records"]
@@ -140,7 +140,7 @@ async def list_attachments(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/referrals/{id}/attachments/{attachment_id}", summary="下载附件", tags=TAGS,
-           content_type=", ".join(sorted(set(SIGNATURES.values()))), responses=ERRORS)
+           content_type=DOWNLOAD_MEDIA, responses=ERRORS)
 async def download(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     attachment, data = await attachments.read_attachment(principal, request.app[STORAGE], request.match_info["id"],

@@ -21,6 +21,8 @@ from stats.waiting import GROUPS, waiting_table, waiting_times
 
 api = Api()
 TAGS = ["stats"]
+# A figure route answers JSON, or its tables as a download with `format=csv|xlsx`.
+DOWNLOADS = ", ".join(["application/json", report.CSV_MEDIA.split(";")[0], report.XLSX_MEDIA])
 FORBIDDEN = {403: "仅限机构管理员（本机构相关转诊）和医联体办公室（全部）", 404: "机构或科室不存在",
              422: "筛选条件有误：开始晚于结束、范围超过五年、未知的格式或分组"}
 
@@ -201,7 +203,7 @@ def _table_out(table: report.Table) -> dict:
 
 
 @api.route("GET", "/api/v1/stats/waiting-times", summary="转诊等待时间（提交 → 入院）及各阶段", tags=TAGS,
-           query=WaitingQuery, response=WaitingOut, responses=FORBIDDEN)
+           query=WaitingQuery, response=WaitingOut, responses=FORBIDDEN, content_type=DOWNLOADS)
 async def get_waiting_times(request: web.Request) -> web.Response:
     _, query, filters = await _filters(request, WaitingQuery)
     group_by = [g for g in query.group_by.split(",") if g]  # type: ignore[attr-defined]
@@ -213,7 +215,7 @@ async def get_waiting_times(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/stats/summary", summary="转诊概况：状态、拒绝原因、改转、爽约、超时审批、床位使用、会诊",
-           tags=TAGS, query=StatsQuery, response=SummaryOut, responses=FORBIDDEN)
+           tags=TAGS, query=StatsQuery, response=SummaryOut, responses=FORBIDDEN, content_type=DOWNLOADS)
 async def get_summary(request: web.Request) -> web.Response:
     _, query, filters = await _filters(request, StatsQuery)
     tables = await summary(filters)
@@ -224,7 +226,7 @@ async def get_summary(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/stats/table1", summary="表1 入院平均等待时长：基线与平台对照", tags=TAGS,
-           query=StatsQuery, response=Table1Out, responses=FORBIDDEN)
+           query=StatsQuery, response=Table1Out, responses=FORBIDDEN, content_type=DOWNLOADS)
 async def get_table1(request: web.Request) -> web.Response:
     _, query, filters = await _filters(request, StatsQuery)
     rows = await table1(filters)
@@ -236,7 +238,7 @@ async def get_table1(request: web.Request) -> web.Response:
 
 
 @api.route("GET", "/api/v1/stats/satisfaction", summary="表2 满意度：应答率、满意率、各项均分", tags=TAGS,
-           query=SatisfactionQuery, response=SatisfactionOut, responses=FORBIDDEN)
+           query=SatisfactionQuery, response=SatisfactionOut, responses=FORBIDDEN, content_type=DOWNLOADS)
 async def get_satisfaction(request: web.Request) -> web.Response:
     _, query, filters = await _filters(request, SatisfactionQuery)
     rows = await satisfaction(filters, query.period)  # type: ignore[attr-defined]

@@ -191,13 +191,13 @@ _transition_route("cancel", "取消查房（发起人）", CancelIn,
 
 
 @api.route("POST", "/api/v1/ward-rounds/{id}/advice/{n}/ack", summary="本地医生逐条确认医嘱调整", tags=TAGS,
-           response=RoundOut, responses=ERRORS)
+           response=RoundOut, responses={**ERRORS, 422: "医嘱序号应为正整数"})
 async def acknowledge(request: web.Request) -> web.Response:
     principal = await authenticate(request)
 
     async def run() -> web.Response:
         n = request.match_info["n"]
-        if not n.isdigit():
+        if not (n.isascii() and n.isdigit()):  # str.isdigit alone takes "²", which int() refuses
             raise InvalidInput("医嘱序号应为正整数", code="INVALID_ADVICE_NUMBER")
         return await _reply(request, principal, await rounds.acknowledge(principal, request.match_info["id"], int(n)))
 

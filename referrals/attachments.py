@@ -16,6 +16,8 @@ MAX_BYTES = 10 * 1024 * 1024
 MAX_PER_REFERRAL = 30
 # Decided by the bytes, not by what the client claims.
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"%PDF-": "application/pdf"}
+# What a download of an attachment (a referral's, a consultation's, a conversation's) may be, as a route declares it.
+DOWNLOAD_MEDIA = ", ".join(sorted(set(SIGNATURES.values())))
 
 
 def sniff(data: bytes) -> str | None:

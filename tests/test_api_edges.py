@@ -368,3 +368,11 @@ async def test_nul_characters_are_refused_before_they_reach_the_database(client)
         resp = await client.get(path, headers=bearer(admin))
         assert 400 <= resp.status < 500, (path, resp.status, await resp.text())
         _assert_error_shape(await resp.json())
+
+
+async def test_attachment_downloads_declare_the_media_types_an_upload_may_have(client):
+    # Consultation and chat downloads said application/octet-stream but serve the file as what it is.
+    document = await (await client.get("/api/v1/openapi.json")).json()
+    for prefix in ("/api/v1/referrals/{id}", "/api/v1/consultations/{id}", "/api/v1/conversations/{id}"):
+        content = document["paths"][prefix + "/attachments/{attachment_id}"]["get"]["responses"]["200"]["content"]
+        assert set(content) == {"application/pdf", "image/jpeg", "image/png"}, prefix

@@ -65,3 +65,22 @@ async def test_the_access_log_keeps_no_query_value_that_can_name_a_patient(clien
     for secret in (name, quote(name), id_number, spaced, quote(spaced), full_width, quote(full_width),
                    id_number[6:14]):
         assert secret not in logged
+
+
+async def test_a_request_the_http_parser_refuses_is_logged_without_its_bytes(client, caplog):
+    from tests.test_api_edges import _raw_exchange
+
+    caplog.set_level(logging.DEBUG)
+    id_number = valid_id(8)
+    query = f"name={quote('吴晓梅')}&id_number={id_number}&pad=" + "a" * 9_000  # over aiohttp's 8,190 bytes
+    status, headers, body = await _raw_exchange(
+        client, f"GET /api/v1/referrals?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status == 400 and json.loads(body)["error"]["code"] == "BAD_REQUEST"
+    # The refusal is logged, by what happened and from where; nothing of the request line.
+    refusals = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [(r.levelname, r.getMessage()) for r in refusals] == [
+        ("WARNING", "refused a malformed request from 127.0.0.1: LineTooLong (HTTP 400)")]
+    for record in caplog.records:
+        logged = record.getMessage() + (record.exc_text or "") + repr(record.exc_info or "")
+        assert id_number not in logged and quote("吴晓梅") not in logged and "吴晓梅" not in logged
+        assert "/api/v1/referrals" not in logged

@@ -47,15 +47,24 @@ def _odd_times(value) -> list[str]:
     return []
 
 
+# Which record each path's `{id}` names, by path prefix; other parameters are named after what they hold.
+ID_KINDS = (("/api/v1/referrals/", "referral"), ("/api/v1/institutions/", "institution"),
+            ("/api/v1/admin/institutions/", "institution"), ("/api/v1/admin/staff/", "staff"),
+            ("/api/v1/admin/departments/", "department"), ("/api/v1/departments/", "department"),
+            ("/api/v1/inbox/", "message"), ("/api/v1/admin/jobs/", "job"),
+            ("/api/v1/consultations/", "consultation"), ("/api/v1/conversations/", "conversation"),
+            ("/api/v1/ward-rounds/", "round"), ("/api/v1/surveys/", "survey"))
+
+
 def _id_kind(path: str, name: str) -> str:
-    if name != "id":
-        return name
-    for prefix, kind in (("/api/v1/referrals/", "referral"), ("/api/v1/institutions/", "institution"),
-                         ("/api/v1/admin/staff/", "staff"), ("/api/v1/inbox/", "message"),
-                         ("/api/v1/admin/jobs/", "job")):
-        if path.startswith(prefix):
-            return kind
-    return "department"
+    """The key in the records of `path`'s parameter `name`; an attachment is the one of the path's record."""
+    kind = next((kind for prefix, kind in ID_KINDS if path.startswith(prefix)), None)
+    if name == "id":
+        assert kind, f"no record known for {path}'s {{id}}: add its prefix to ID_KINDS"
+        return kind
+    if name == "attachment_id":
+        return f"{kind}_attachment"
+    return name
 
 
 def _fuzz(document: dict, base_url: str, tokens: dict[str, str], ids: dict[str, str]) -> list[str]:
@@ -98,42 +107,84 @@ def _fuzz(document: dict, base_url: str, tokens: dict[str, str], ids: dict[str, 
     return findings
 
 
-async def _records(client, desk, patient_id: str) -> dict[str, str]:
-    """Real ids for the path parameters: a scheduled referral of the fuzzing patient with a slip and an
-    attachment; a department, another staff member, an inbox message and a job."""
-    from models import Department, InboxMessage, Institution, OutboxJob, Slip, Staff
-    from referrals.state_machine import Status
-    from tests.test_referral_records import PNG, _upload
+async def _attach(client, headers: dict, path: str) -> str:
+    """Upload a small PNG to `path`; the attachment's id."""
+    from aiohttp import FormData
 
+    from tests.test_referral_records import PNG
+
+    form = FormData()
+    form.add_field("file", PNG, filename="检查单.png", content_type="image/png")
+    resp = await client.post(path, data=form, headers=headers)
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    return body.get("id") or body["attachment_id"]  # a chat upload answers as the message will carry it
+
+
+async def _records(client, desk, patient_id: str, staff: dict) -> dict[str, str]:
+    """Real ids for the path parameters: a scheduled referral of the fuzzing patient with a slip and an
+    attachment, and another one completed (so the patient has a survey invitation); a department, another staff
+    member, an inbox message and a job; a consultation the fuzzing staff member accepted from their pool, with
+    an attachment, and its conversation with one; a started ward round of the scheduled referral with the member
+    taking part and an advice item to acknowledge."""
+    from models import Department, InboxMessage, Institution, OutboxJob, Patient, Slip, Staff, SurveyInvitation
+    from referrals.state_machine import Status
+    from tests.consult_support import request_consultation, schedule_round
+    from tests.support import bearer
+
+    await desk.drive(Status.COMPLETED, patient_id=patient_id)
     referral = await desk.drive(Status.SCHEDULED, patient_id=patient_id)
     doctor = await desk.session("DONGGUAN", "doctor")
-    attachment = await desk.ok(await _upload(client, doctor, referral["id"], PNG), 201)
+    referral_attachment = await _attach(client, bearer(doctor), f"/api/v1/referrals/{referral['id']}/attachments")
     await run_jobs(client.server.app)  # notifications land in the inbox; the jobs stay listed as done
     subei = await Institution.get(code="SUBEI")
     expert = next(s for s in await Staff.filter(institution_id=subei.id) if "expert" in s.roles)
+
+    consultation = await desk.ok(await request_consultation(desk), 201)
+    cid = consultation["id"]
+    consultation = await desk.ok(await client.post(f"/api/v1/consultations/{cid}/accept", json={},
+                                                   headers=bearer(staff)))
+    conversation = consultation["conversation_id"]
+    consultation_attachment = await _attach(client, bearer(staff), f"/api/v1/consultations/{cid}/attachments")
+    conversation_attachment = await _attach(client, bearer(staff), f"/api/v1/conversations/{conversation}/attachments")
+
+    member = await Staff.get(account__openid="o_fuzz_staff")
+    local = await Staff.get(account__openid="demo_dongguan_doctor")
+    ward_round = await desk.ok(await schedule_round(desk, referral["id"], participants=[
+        str(local.public_id), str(member.public_id)]), 201)
+    rid = ward_round["id"]
+    await desk.ok(await client.post(f"/api/v1/ward-rounds/{rid}/start", json={}, headers=bearer(staff)))
+    await desk.ok(await client.post(f"/api/v1/ward-rounds/{rid}/record", json={
+        "findings": "胸闷较前缓解", "advice": ["阿司匹林改为100 mg 每日一次"]}, headers=bearer(staff)))
     return {
-        "referral": referral["id"], "attachment_id": attachment["id"], "institution": str(subei.public_id),
+        "referral": referral["id"], "referral_attachment": referral_attachment, "institution": str(subei.public_id),
         "department": str((await Department.filter(institution_id=subei.id).first()).public_id),
         "staff": str(expert.public_id), "message": str((await InboxMessage.all().first()).public_id),
         "job": str((await OutboxJob.all().first()).id),
         "code": (await Slip.get(referral__public_id=referral["id"])).code,
+        "consultation": cid, "consultation_attachment": consultation_attachment,
+        "conversation": conversation, "conversation_attachment": conversation_attachment,
+        "round": rid, "n": "1", "respondent": "patient",
+        "survey": str((await SurveyInvitation.get(
+            patient_id=(await Patient.get(public_id=patient_id)).id, occasion="completed")).public_id),
     }
 
 
 async def test_schema_fuzzing_finds_no_server_error_and_nothing_off_schema(client):
-    from models import Staff, WeChatAccount
-    from tests.referral_support import Desk, institution
+    from models import Role, Staff, WeChatAccount
+    from tests.referral_support import Desk, department, institution
 
     desk = await Desk.open(client)
-    # One staff member with every role, so that every staff route is reached past its role check.
-    member = await Staff.create(institution=await institution("SUBEI"), name="全能测试", title="",
-                                roles=["admin", "approver", "doctor", "admission_clerk", "expert"])
+    # One staff member with every role, so that every staff route is reached past its role check; in SUBEI's
+    # cardiology expert pool, so that they accept the consultation and join its conversation.
+    member = await Staff.create(institution=await institution("SUBEI"), department=await department("SUBEI", "CARD"),
+                                name="全能测试", title="", roles=[str(role) for role in Role])
     await WeChatAccount.create(openid="o_fuzz_staff", staff=member)
     staff = await login(client, "o_fuzz_staff")
     resp = await _bind(client, "o_fuzz_patient")
     assert resp.status == 201, await resp.text()
     patient = await resp.json()
-    ids = await _records(client, desk, patient["account"]["patients"][0]["id"])
+    ids = await _records(client, desk, patient["account"]["patients"][0]["id"], staff)
     document = await (await client.get("/api/v1/openapi.json")).json()
     base_url = str(client.make_url("")).rstrip("/")
     findings = await asyncio.to_thread(_fuzz, document, base_url,

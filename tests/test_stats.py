@@ -212,3 +212,14 @@ async def test_exports_csv_with_bom_and_a_real_workbook_with_chinese_names(clien
     rows = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
     assert rows[0][:3] == ["类别", "常规双向转诊(天)", "区域协同双向转诊(天)"]
     assert [r[0] for r in rows[1:]] == ["上转", "下转"]
+
+
+async def test_the_figure_routes_declare_their_downloads_beside_the_json(client):
+    # They answered csv/xlsx while the document said JSON only: a client generated from it refused the download.
+    document = await (await client.get("/api/v1/openapi.json")).json()
+    for path in ENDPOINTS:
+        content = document["paths"][path]["get"]["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/csv",
+                                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}, path
+        assert "$ref" in content["application/json"]["schema"], path
+        assert content["text/csv"]["schema"] == {"type": "string"}, path

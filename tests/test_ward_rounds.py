@@ -171,3 +171,15 @@ async def test_scheduling_and_acknowledging_honour_the_idempotency_key(client):
     replay = await desk.client.post(ack, headers=local)
     assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
     assert (await replay.json())["advice"] == done["advice"] and done["advice"][0]["acknowledged"]
+
+
+async def test_an_advice_number_that_is_not_plain_digits_is_refused_not_a_server_error(client):
+    # "²" passes str.isdigit but int() refuses it: that was a 500.
+    desk = await Desk.open(client)
+    _, referral = await up_candidate(desk)
+    rid = (await desk.ok(await schedule(desk, referral["id"]), 201))["id"]
+    for n in ("²", "1²", "x", "-1"):
+        resp = await desk.client.post(f"/api/v1/ward-rounds/{rid}/advice/{n}/ack", json={},
+                                      headers=await desk.headers(("DONGGUAN", "doctor")))
+        assert resp.status == 422, (n, await resp.text())
+        assert (await resp.json())["error"]["code"] == "INVALID_ADVICE_NUMBER"
