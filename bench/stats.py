@@ -41,7 +41,7 @@ from bench.common import (
     services_env,
     write_result,
 )
-from bench.lifecycle import SERVER_ENV, login, serving
+from bench.lifecycle import SERVER_ENV, AppHttp, Places, login, serving
 
 P99_TARGETS_MS = {"sqlite": 500.0, "postgresql": 200.0}
 CLIENTS = 8
@@ -151,7 +151,8 @@ async def run_backend(name: str, env: dict[str, str], sqlite_path: Path | None, 
     async with serving(["app.py", "serve"], env | {"HOST": "127.0.0.1", "PORT": str(port)}, tmp / f"{name}.log",
                        port), client_session(opts.clients) as session:
         base = f"http://127.0.0.1:{port}"
-        setup_http = Http(session, base, setup)
+        # The sandbox is mounted on the platform here: the lifecycle bench's client knows where to find it.
+        setup_http = AppHttp(session, base, setup, Places.mounted(base))
         office = await login(setup_http, "demo_subei_consortium_admin")
         admin = await login(setup_http, "demo_subei_admin")
         variants = await _variants(setup_http, office, admin)
