@@ -31,7 +31,7 @@ from errors import Conflict, Forbidden, InvalidInput, NotFound
 from his import profile
 from his.gateway import ClinicalSummary, HisGateway, HisNotFound, PatientRecord
 from models import Institution, Patient, PatientIdentifier
-from patients.involvement import audit_his_read, involving_referral
+from patients.involvement import audit_his_read, involving
 from qr.patient_card import CardTokenError, looks_like_card_token, verify_card
 from referrals.clinical import ICD10, Clinical, Diagnosis
 from security import audit
@@ -131,14 +131,14 @@ async def scan_patient(gateway: HisGateway, cipher: PersonalDataCipher, *, card_
 async def _by_other_members_card(gateway: HisGateway, cipher: PersonalDataCipher, institution: Institution,
                                  other: Institution, text: str, mrn: str, actor_staff_id: int,
                                  actor_account_id: int) -> ScanResult:
-    """Another member's card: its HIS is read only when a referral for the patient involves the doctor's
-    institution (patients.involvement); otherwise the patient the platform knows by that card is looked up in
+    """Another member's card: its HIS is read only when a referral or consultation for the patient involves the
+    doctor's institution (patients.involvement); otherwise the patient the platform knows by that card is looked up in
     the doctor's own HIS by ID number. A card the platform has never seen cannot say whose it is without
     reading the other HIS, so it is refused with the reason."""
     known = await PatientIdentifier.filter(institution_id=other.id) \
         .filter(Q(system="card", value=text) | Q(system="mrn", value=mrn)).select_related("patient").first()
     patient = known.patient if known is not None and known.patient.deleted_at is None else None
-    referral = await involving_referral(patient.id, institution.id) if patient is not None else None
+    referral = await involving(patient.id, institution.id) if patient is not None else None
     if patient is not None and referral is not None:
         await audit_his_read(patient, his=other, reader_institution_id=institution.id, purpose="scan",
                              actor_staff_id=actor_staff_id, actor_account_id=actor_account_id, referral=referral)
@@ -152,9 +152,10 @@ async def _by_other_members_card(gateway: HisGateway, cipher: PersonalDataCipher
             return await _record(cipher, record, institution, institution, "his_card", actor_staff_id,
                                  actor_account_id)
     raise Forbidden(
-        f"该就诊卡属于{other.name}。只有该患者有涉及本院的转诊时，才能调阅{other.name}的 HIS；本院 HIS 中也未找到"
-        "该患者。请扫描患者的身份证号或本平台的患者二维码", code="CROSS_INSTITUTION_READ_REFUSED",
-        detail={"institution": other.code, "accepted": ["id_number", "patient_card", "referral_involving_you"]})
+        f"该就诊卡属于{other.name}。只有该患者有涉及本院的转诊或会诊时，才能调阅{other.name}的 HIS；本院 HIS 中也"
+        "未找到该患者。请扫描患者的身份证号或本平台的患者二维码", code="CROSS_INSTITUTION_READ_REFUSED",
+        detail={"institution": other.code,
+                "accepted": ["id_number", "patient_card", "referral_involving_you", "consultation_involving_you"]})
 
 
 async def _lookup(gateway: HisGateway, institution: Institution, text: str) -> PatientRecord | None:

@@ -174,6 +174,26 @@ async def test_another_members_card_is_read_there_only_when_a_referral_involves_
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "PATIENT_NOT_FOUND"
 
 
+async def test_a_consultation_about_the_patient_also_opens_the_other_members_his(client):
+    from tests.consult_support import request_consultation
+
+    session = await doctor(client, "SUBEI")
+    person = his_person(client, "BAOYING")
+    desk = Desk(client)
+    own = await (await scan(client, await login_demo(client, "BAOYING", "doctor"), person["mrn"])).json()
+    assert (await scan(client, session, person["card_code"])).status == 403  # nothing involves SUBEI yet
+    # BAOYING asks SUBEI's cardiology pool for a cloud consultation about the patient: that involves SUBEI.
+    consultation = await desk.ok(await request_consultation(desk, patient=own, source="BAOYING"), 201)
+    resp = await scan(client, session, person["card_code"])
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["his"]["institution"]["code"] == "BAOYING"
+    [event] = await AuditEvent.filter(action="his.cross_institution_read")
+    assert event.detail == {"his": "BAOYING", "purpose": "scan", "consultation": consultation["code"]}
+    # A third member the consultation does not involve still reads nothing there.
+    resp = await scan(client, await doctor(client, "GAOYOU"), person["card_code"])
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "CROSS_INSTITUTION_READ_REFUSED"
+
+
 async def test_another_members_card_resolves_through_the_doctors_own_his_by_identity(client):
     session = await doctor(client, "GAOYOU")
     person = his_person(client, "BAOYING")
