@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from console.page import PREFIX, redirect, render, user_of
-from console.referrals import _form_model, _own_departments
+from console.referrals import form_model, own_departments
 from consults import commands
 from consults.access import visible_consultation
 from consults.queries import box_query
@@ -37,7 +37,7 @@ async def worklist(request: web.Request) -> web.Response:
     boxes = await _boxes(user)
     params = {k: v for k, v in request.query.items() if v != "" and k != "msg"}
     params.setdefault("box", boxes[0])
-    query = _form_model(ListQuery, params)
+    query = form_model(ListQuery, params)
     rows = await box_query(user.principal, query.box)
     if query.status:
         rows = rows.filter(status__in=query.status.split(","))
@@ -56,7 +56,7 @@ async def detail(request: web.Request) -> web.Response:
                   forms=[a for a in view["allowed_actions"] if a in FORM_ACTIONS],
                   others=[ACTION_NAMES[Action(a)] for a in view["allowed_actions"] if a not in FORM_ACTIONS],
                   reasons=DECLINE_REASONS, recommendations=RECOMMENDATIONS,
-                  departments=await _own_departments(user.principal.institution_id))
+                  departments=await own_departments(user.principal.institution_id))
 
 
 @routes.post("/consultations/{id}/{action}")
@@ -66,20 +66,20 @@ async def act(request: web.Request) -> web.Response:
     form = await request.post()
     base = {"version": form.get("version") or None, "comment": form.get("comment", "")}
     if action == "accept":
-        body = _form_model(TransitionIn, base)
+        body = form_model(TransitionIn, base)
         await commands.accept(principal, cid, expected_version=body.version)
     elif action == "decline":
-        body = _form_model(DeclineIn, base | {"reason_code": form.get("reason_code", "")})
+        body = form_model(DeclineIn, base | {"reason_code": form.get("reason_code", "")})
         await commands.decline(principal, cid, expected_version=body.version, reason_code=body.reason_code,
                                comment=body.comment)
     elif action == "conclude":
         opinion = {"recommendation": form.get("recommendation", ""), "advice": form.get("advice", ""),
                    "suggested_department_id": form.get("suggested_department_id") or None}
-        body = _form_model(ConcludeIn, base | {"opinion": opinion})
+        body = form_model(ConcludeIn, base | {"opinion": opinion})
         await commands.conclude(principal, cid, expected_version=body.version, opinion=commands.Opinion(
             body.opinion.recommendation, body.opinion.advice, body.opinion.suggested_department_id))
     elif action == "cancel":
-        body = _form_model(TransitionIn, base)
+        body = form_model(TransitionIn, base)
         await commands.cancel(principal, cid, expected_version=body.version, comment=body.comment)
     else:
         raise web.HTTPNotFound()

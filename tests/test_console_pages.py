@@ -260,3 +260,27 @@ async def test_an_expert_accepts_and_concludes_a_consultation_from_the_console(c
     await console_login(client, "GAOYOU", "doctor")
     assert (await client.get(page_path)).status == 404
     assert page_path not in await (await client.get("/console/consultations")).text()
+
+
+async def test_a_consultation_is_declined_with_a_coded_reason_or_cancelled_from_the_console(client):
+    desk = await Desk.open(client)
+    declined = await desk.ok(await request_consultation(desk), 201)
+    cancelled = await desk.ok(await request_consultation(desk), 201)
+
+    csrf = await console_login(client, "SUBEI", "expert")
+    path = f"/console/consultations/{declined['id']}"
+    assert 'name="reason_code"' in await (await client.get(path)).text()
+    resp = await client.post(f"{path}/decline", data={"csrf_token": csrf, "reason_code": "other", "comment": ""})
+    assert resp.status == 422 and "请填写说明" in await resp.text()  # the command's rule, not a copy of it
+    resp = await client.post(f"{path}/decline", data={"csrf_token": csrf, "reason_code": "out_of_scope",
+                                                      "comment": "建议改约神经内科"})
+    page = await resp.text()
+    assert resp.status == 200 and "已婉拒" in page and "不属于本专业范围" in page and "建议改约神经内科" in page
+
+    csrf = await console_login(client, "DONGGUAN", "doctor")
+    path = f"/console/consultations/{cancelled['id']}"
+    assert 'action="' + path + '/cancel"' in await (await client.get(path)).text()
+    resp = await client.post(f"{path}/cancel", data={"csrf_token": csrf, "version": "1", "comment": "患者已好转"})
+    assert resp.status == 200 and "已取消" in await resp.text()
+    body = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{cancelled['id']}"))
+    assert body["status"] == "cancelled" and body["timeline"][-1]["comment"] == "患者已好转"
