@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from console import admin, desk, home, login, referrals, stats
+from console import admin, consultations, desk, home, login, referrals, stats
 from console.page import PREFIX, STATIC_HASHES, TEMPLATES, console_middleware, environment, static_file, static_hashes
 
 
@@ -17,7 +17,7 @@ def setup(app: web.Application) -> None:
     console[TEMPLATES] = environment(hashes)
     router = web.RouteTableDef()
     router.get("/static/{name:.+}")(static_file)
-    for module in (login, home, referrals, desk, admin, stats):
+    for module in (login, home, referrals, consultations, desk, admin, stats):
         console.router.add_routes(module.routes)
     console.router.add_routes(router)
     app.add_subapp(PREFIX, console)

@@ -15,6 +15,7 @@ TILES = [
     ("/referrals?box=incoming", "转入", "转入本院的转诊单与入院安排",
      (Role.DOCTOR, Role.APPROVER, Role.EXPERT, Role.ADMISSION_CLERK, Role.ADMIN)),
     ("/referrals?box=outgoing", "转出", "本院发起的转诊单", (Role.DOCTOR, Role.APPROVER, Role.EXPERT, Role.ADMIN)),
+    ("/consultations", "会诊", "云会诊：待我接诊、我参与的、我发起的", (Role.DOCTOR, Role.EXPERT, Role.APPROVER)),
     ("/desk", "住院处", "今日、明日预约入院，扫码办理入院", (Role.ADMISSION_CLERK,)),
     ("/admin/beds", "预留床位", "按月查看、发布各科室每日预留转诊床位", (Role.ADMIN, Role.APPROVER)),
     ("/stats", "统计", "表1 等待时长、各阶段、表2 满意度，图表与导出", (Role.ADMIN, Role.CONSORTIUM_ADMIN)),

@@ -211,6 +211,8 @@ def nav_for(user: ConsoleUser) -> list[tuple[str, str]]:
     items = [(f"{PREFIX}/", "首页")]
     if user.has(Role.DOCTOR, Role.APPROVER, Role.EXPERT, Role.ADMISSION_CLERK, Role.ADMIN):
         items.append((f"{PREFIX}/referrals", "转诊工作台"))
+    if user.has(Role.DOCTOR, Role.EXPERT, Role.APPROVER):
+        items.append((f"{PREFIX}/consultations", "会诊工作台"))
     if user.has(Role.ADMISSION_CLERK):
         items.append((f"{PREFIX}/desk", "住院处"))
     if user.has(Role.ADMIN, Role.APPROVER):

@@ -26,7 +26,7 @@ BOX_NAMES = {"to_approve": "待审批", "incoming": "转入", "outgoing": "转�
 FORM_ACTIONS = ("submit", "approve", "reject", "cancel", "reschedule", "complete")
 
 
-def _form_model(model: type[BaseModel], data: dict) -> BaseModel:
+def form_model(model: type[BaseModel], data: dict) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -41,7 +41,7 @@ async def worklist(request: web.Request) -> web.Response:
     boxes = [b for b in BOX_NAMES if b != "to_approve" or approver]
     params = {k: v for k, v in request.query.items() if v != "" and k != "msg"}
     params.setdefault("box", boxes[0])
-    query = _form_model(ListQuery, params)
+    query = form_model(ListQuery, params)
     filters = Filters(status=query.status.split(",") if query.status else None, direction=query.direction,
                       date_from=query.date_from, date_to=query.date_to, q=query.q)
     rows, cursor = await newest_first(apply_filters(await box_query(principal, query.box), filters),
@@ -52,7 +52,7 @@ async def worklist(request: web.Request) -> web.Response:
                   statuses=list(STATUS_NAMES.items()))
 
 
-async def _own_departments(institution_id: int) -> list[Department]:
+async def own_departments(institution_id: int) -> list[Department]:
     return await Department.filter(institution_id=institution_id, deleted_at=None, is_active=True)
 
 
@@ -65,7 +65,7 @@ async def detail(request: web.Request) -> web.Response:
     return render(request, "referral.html", r=view, forms=[a for a in view["allowed_actions"] if a in FORM_ACTIONS],
                   others=[ACTION_NAMES[Action(a)] for a in view["allowed_actions"]
                           if a not in FORM_ACTIONS and a != "edit"],
-                  reasons=REJECTION_REASONS, departments=await _own_departments(user.principal.institution_id),
+                  reasons=REJECTION_REASONS, departments=await own_departments(user.principal.institution_id),
                   target_side=user.principal.institution_id == target.id)
 
 
@@ -89,26 +89,26 @@ async def act(request: web.Request) -> web.Response:
     form = await request.post()
     base = {"version": form.get("version") or None, "comment": form.get("comment", "")}
     if action == "approve":
-        body = _form_model(ApproveIn, base | {"admission": _admission(form)})
+        body = form_model(ApproveIn, base | {"admission": _admission(form)})
         await commands.approve(principal, rid, expected_version=body.version, comment=body.comment,
                                admission=_as_admission(body))
     elif action == "reschedule":
-        body = _form_model(RescheduleIn, base | {"admission": _admission(form)})
+        body = form_model(RescheduleIn, base | {"admission": _admission(form)})
         await commands.reschedule(principal, rid, expected_version=body.version, comment=body.comment,
                                   admission=_as_admission(body))
     elif action == "reject":
-        body = _form_model(RejectIn, base | {"reason_code": form.get("reason_code", "")})
+        body = form_model(RejectIn, base | {"reason_code": form.get("reason_code", "")})
         await commands.reject(principal, rid, expected_version=body.version, reason_code=body.reason_code,
                               comment=body.comment)
     elif action == "cancel":
-        body = _form_model(TransitionIn, base)
+        body = form_model(TransitionIn, base)
         await commands.cancel(principal, rid, expected_version=body.version, comment=body.comment)
     elif action == "submit":
-        body = _form_model(TransitionIn, base)
+        body = form_model(TransitionIn, base)
         await commands.submit(principal, rid, expected_version=body.version)
     elif action == "complete":
         summary = {k: form.get(k, "") for k in ("diagnosis", "treatment", "results", "recommendations", "mrn")}
-        body = _form_model(CompleteIn, {"version": base["version"], "summary": summary})
+        body = form_model(CompleteIn, {"version": base["version"], "summary": summary})
         await commands.complete(principal, rid, expected_version=body.version, summary=body.summary)
     else:
         raise web.HTTPNotFound()

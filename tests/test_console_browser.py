@@ -17,6 +17,7 @@ from security import audit
 from stats.history import generate
 from tests.console_browser import ARGS, CHROMIUM, Shots, require_browser
 from tests.console_support import seed_baselines
+from tests.consult_support import request_consultation
 from tests.referral_support import Desk, department, institution, tomorrow
 from tests.support import bearer, login, login_code, login_demo, read_qr, seeded
 from timeutil import china_today
@@ -174,6 +175,32 @@ async def test_an_approver_approves_a_referral_from_the_desktop(client, browser,
     assert t.errors == []
 
 
+async def test_an_expert_accepts_and_concludes_a_consultation_from_the_desktop(client, browser, backend):
+    desk = await Desk.open(client)
+    asked = await desk.ok(await request_consultation(desk), 201)
+    shots = Shots(f"{backend}-expert")
+    t = await tab(browser, client)
+    await demo_login(t, "demo_subei_expert")
+    await t.open("/console/consultations?box=pool")
+    await shots(t.page, "consultations")
+    async with t.page.expect_navigation():
+        await t.page.click(f"text={asked['code']}")
+    await t.check_labels()
+    await t.submit("form[action$='/accept'] button[type=submit]")
+    assert "操作已完成" in await t.page.inner_text(".flash") and "会诊中" in await t.page.inner_text("h1")
+    await t.check_labels()
+    await t.page.select_option("#o-rec", "refer_up")
+    await t.page.fill("#o-advice", "建议上转行冠脉造影，转入前停用抗凝药物")
+    await shots(t.page, "consultation-accepted")
+    await t.submit("#conclude-form button[type=submit]")
+    assert "已出具会诊意见" in await t.page.inner_text("h1")
+    assert "建议上转行冠脉造影" in await t.page.inner_text("#opinion")
+    await shots(t.page, "consultation-concluded")
+    body = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{asked['id']}"))
+    assert body["status"] == "concluded" and body["opinion"]["recommendation"] == "refer_up"
+    assert t.errors == []
+
+
 async def _staff_of(openid: str) -> Staff:
     account = await WeChatAccount.get(openid=openid)
     return await Staff.get(id=account.staff_id)
@@ -240,9 +267,9 @@ def only_the_app(base: str, outside: list[str]):
     return handle
 
 
-PAGES = ["/console/", "/console/referrals?box=incoming", "/console/desk", "/console/admin/beds",
-         "/console/admin/staff", "/console/admin/departments", "/console/admin/policy", "/console/admin/jobs",
-         "/console/admin/audit", "/console/stats"]
+PAGES = ["/console/", "/console/referrals?box=incoming", "/console/consultations", "/console/desk",
+         "/console/admin/beds", "/console/admin/staff", "/console/admin/departments", "/console/admin/policy",
+         "/console/admin/jobs", "/console/admin/audit", "/console/stats"]
 
 
 async def test_every_page_renders_with_only_the_app_reachable(client, browser, backend):

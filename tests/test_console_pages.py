@@ -9,12 +9,14 @@ from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
-from models import AuditEvent, Department, OutboxJob, Referral, Slip, Staff
+from models import AuditEvent, Consultation, Department, OutboxJob, Referral, Slip, Staff
 from referrals.state_machine import Status
 from security import audit
+from security.masking import mask_name
 from slips.noshow import expire_if_due
 from stats.history import generate
 from tests.console_support import console_login, csrf_of, seed_baselines
+from tests.consult_support import QUESTION, request_consultation, scanned_patient
 from tests.referral_support import Desk, department, institution, tomorrow
 from timeutil import china_today
 
@@ -206,3 +208,79 @@ async def test_the_statistics_page_shows_the_stats_figures_and_exports_them(clie
     await console_login(client, "SUBEI", "consortium_admin")
     page = await (await client.get("/console/stats")).text()
     assert "转诊统计 · 医联体" in page and 'id="s-inst"' in page
+
+
+async def test_an_expert_accepts_and_concludes_a_consultation_from_the_console(client):
+    desk = await Desk.open(client)
+    patient = await scanned_patient(desk)
+    asked = await desk.ok(await request_consultation(desk, patient=patient), 201)
+    cid, page_path = asked["id"], f"/console/consultations/{asked['id']}"
+
+    csrf = await console_login(client, "SUBEI", "expert")
+    assert "/console/consultations" in await (await client.get("/console/")).text()  # in the navigation
+    pool = await (await client.get("/console/consultations?box=pool")).text()
+    assert page_path in pool and QUESTION[:20] in pool
+    page = await (await client.get(page_path)).text()
+    full_name = (await Consultation.get(public_id=cid)).patient_name
+    assert mask_name(full_name) in page and full_name not in page  # masked as the API masks it
+    assert 'action="' + page_path + '/accept"' in page and "/conclude" not in page
+
+    # Without the CSRF token nothing happens.
+    resp = await client.post(f"{page_path}/accept", data={"version": "1"})
+    assert resp.status == 403 and "安全校验码" in await resp.text()
+    assert (await desk.ok(await desk.get(("SUBEI", "expert"), f"/api/v1/consultations/{cid}")))["status"] == "requested"
+
+    resp = await client.post(f"{page_path}/accept", data={"csrf_token": csrf, "version": str(asked["version"])},
+                             allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    page = await (await client.get(page_path)).text()
+    assert "会诊中" in page and "conclude-form" in page and "接诊</strong>" in page  # timeline
+    version = (await desk.ok(await desk.get(("SUBEI", "expert"), f"/api/v1/consultations/{cid}")))["version"]
+
+    bad = await client.post(f"{page_path}/conclude", data={"csrf_token": csrf, "version": str(version),
+                                                           "recommendation": "nonsense", "advice": "x"})
+    assert bad.status == 422 and "会诊意见类型" in await bad.text()
+    cardiology = (await department("SUBEI", "CARD")).public_id
+    resp = await client.post(f"{page_path}/conclude", data={
+        "csrf_token": csrf, "version": str(version), "recommendation": "refer_up",
+        "advice": "建议上转行冠脉造影", "suggested_department_id": str(cardiology)})
+    assert resp.status == 200 and "已出具会诊意见" in await resp.text()
+
+    # The requester reads the opinion, in the console and through the API alike.
+    api = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{cid}"))
+    assert api["status"] == "concluded" and api["opinion"]["advice"] == "建议上转行冠脉造影"
+    await console_login(client, "DONGGUAN", "doctor")
+    outgoing = await (await client.get("/console/consultations")).text()
+    assert page_path in outgoing and "已出具会诊意见" in outgoing
+    page = await (await client.get(page_path)).text()
+    assert 'id="opinion"' in page and "建议上转行冠脉造影" in page and "建议上转" in page and "心血管内科" in page
+    assert "出具会诊意见</strong>" in page and "可执行的操作" in page and "/cancel" not in page
+
+    # Another institution's doctor does not even learn that it exists.
+    await console_login(client, "GAOYOU", "doctor")
+    assert (await client.get(page_path)).status == 404
+    assert page_path not in await (await client.get("/console/consultations")).text()
+
+
+async def test_a_consultation_is_declined_with_a_coded_reason_or_cancelled_from_the_console(client):
+    desk = await Desk.open(client)
+    declined = await desk.ok(await request_consultation(desk), 201)
+    cancelled = await desk.ok(await request_consultation(desk), 201)
+
+    csrf = await console_login(client, "SUBEI", "expert")
+    path = f"/console/consultations/{declined['id']}"
+    assert 'name="reason_code"' in await (await client.get(path)).text()
+    resp = await client.post(f"{path}/decline", data={"csrf_token": csrf, "reason_code": "other", "comment": ""})
+    assert resp.status == 422 and "请填写说明" in await resp.text()  # the command's rule, not a copy of it
+    resp = await client.post(f"{path}/decline", data={"csrf_token": csrf, "reason_code": "out_of_scope",
+                                                      "comment": "建议改约神经内科"})
+    page = await resp.text()
+    assert resp.status == 200 and "已婉拒" in page and "不属于本专业范围" in page and "建议改约神经内科" in page
+
+    csrf = await console_login(client, "DONGGUAN", "doctor")
+    path = f"/console/consultations/{cancelled['id']}"
+    assert 'action="' + path + '/cancel"' in await (await client.get(path)).text()
+    resp = await client.post(f"{path}/cancel", data={"csrf_token": csrf, "version": "1", "comment": "患者已好转"})
+    assert resp.status == 200 and "已取消" in await resp.text()
+    body = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{cancelled['id']}"))
+    assert body["status"] == "cancelled" and body["timeline"][-1]["comment"] == "患者已好转"
