@@ -126,7 +126,10 @@ async def _records(client, desk, patient_id: str, staff: dict) -> dict[str, str]
     attachment, and another one completed (so the patient has a survey invitation); a department, another staff
     member, an inbox message and a job; a consultation the fuzzing staff member accepted from their pool, with
     an attachment, and its conversation with one; a started ward round of the scheduled referral with the member
-    taking part and an advice item to acknowledge."""
+    taking part and an advice item to acknowledge; a console login ticket (its first confirmation succeeds, the
+    rest are answered as used)."""
+    from appkeys import KV_STORE
+    from console.sessions import issue_ticket
     from models import Department, InboxMessage, Institution, OutboxJob, Patient, Slip, Staff, SurveyInvitation
     from referrals.state_machine import Status
     from tests.consult_support import request_consultation, schedule_round
@@ -165,6 +168,7 @@ async def _records(client, desk, patient_id: str, staff: dict) -> dict[str, str]
         "consultation": cid, "consultation_attachment": consultation_attachment,
         "conversation": conversation, "conversation_attachment": conversation_attachment,
         "round": rid, "n": "1", "respondent": "patient",
+        "ticket": (await issue_ticket(client.server.app[KV_STORE])).ticket,
         "survey": str((await SurveyInvitation.get(
             patient_id=(await Patient.get(public_id=patient_id)).id, occasion="completed")).public_id),
     }
