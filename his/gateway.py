@@ -371,9 +371,9 @@ class HisGateway(abc.ABC):
                            since: datetime | None = None) -> list[Report]:
         """The patient's DiagnosticReports issued at or after ``since``, newest first."""
 
+    @abc.abstractmethod
     async def check_connection(self, institution: InstitutionLike) -> list[ConnectionStep]:
         """Try the connection step by step (network, credentials, ``metadata``, one Patient search)."""
-        raise NotImplementedError
 
     @abc.abstractmethod
     async def list_observations(self, institution: InstitutionLike, patient_mrn: str) -> list[Measurement]:
