@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 
 from directory import cache
-from errors import Conflict
 from his.gateway import AdmissionRequest, Diagnosis, HisGateway, PatientDemographics
-from models import Patient, PatientIdentifier, Referral, Staff
+from models import Patient, Referral, Staff
 from models.referrals import HisSync
+from patients.identifiers import link_identifier
 from referrals.state_machine import Status
 from security.crypto import PersonalDataCipher
 
@@ -73,11 +73,7 @@ async def issue_certificate(gateway: HisGateway, cipher: PersonalDataCipher, ref
         referring_doctor=referrer.name if referrer else "", reason=str(clinical.get("referral_reason", ""))[:100],
         ward=referral.ward, bed=referral.bed))
 
-    existing = await PatientIdentifier.get_or_none(institution_id=target.id, system="mrn", value=mrn)
-    if existing is None:
-        await PatientIdentifier.create(patient=patient, institution=target, system="mrn", value=mrn)
-    elif existing.patient_id != patient.id:  # type: ignore[attr-defined]
-        raise Conflict("目标医院 HIS 返回的病历号在本平台已关联其他患者，请联系信息科核对",
-                       code="IDENTIFIER_CONFLICT")
+    await link_identifier(patient.id, target.id, "mrn", mrn,
+                          message="目标医院 HIS 返回的病历号在本平台已关联其他患者，请联系信息科核对")
     log.info("referral %s: admission certificate issued by %s", referral.code, target.code)
     return number

@@ -31,6 +31,7 @@ from errors import Conflict, Forbidden, InvalidInput, NotFound
 from his import profile
 from his.gateway import ClinicalSummary, HisGateway, HisNotFound, PatientRecord
 from models import Institution, Patient, PatientIdentifier
+from patients.identifiers import link_identifier
 from patients.involvement import audit_his_read, involving
 from qr.patient_card import CardTokenError, looks_like_card_token, verify_card
 from referrals.clinical import ICD10, Clinical, Diagnosis
@@ -225,14 +226,7 @@ async def _record(cipher: PersonalDataCipher, record: PatientRecord, his_institu
                     patient.verified_at = datetime.now(UTC)
                     await patient.save(update_fields=["verified_at", "updated_at"])
                 for system, value in numbers:
-                    existing = await PatientIdentifier.get_or_none(institution_id=his_institution.id, system=system,
-                                                                   value=value)
-                    if existing is None:
-                        await PatientIdentifier.create(patient=patient, institution=his_institution, system=system,
-                                                       value=value)
-                    elif existing.patient_id != patient.id:  # type: ignore[attr-defined]
-                        raise Conflict("该病历号在本平台已关联其他患者，请联系信息科核对 HIS 主索引",
-                                       code="IDENTIFIER_CONFLICT")
+                    await link_identifier(patient.id, his_institution.id, system, value)
                 await _audit(patient, institution, resolved_by, his_institution, created, actor_staff_id,
                              actor_account_id)
             break

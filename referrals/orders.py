@@ -18,6 +18,7 @@ from his.gateway import HisGateway, HisRejected, Order, Report
 from models import Institution, Patient, PatientIdentifier, Referral, ReferralOrder, Staff
 from outbox.jobs import enqueue
 from outbox.registry import JobContext, PermanentFailure, handler
+from patients.identifiers import link_identifier
 from patients.involvement import audit_his_read
 from referrals.access import sides_of, visible_referral
 from referrals.state_machine import Side, Status
@@ -66,8 +67,7 @@ async def mrn_at(gateway: HisGateway, cipher: PersonalDataCipher, institution: I
     if known:
         return known.value
     mrn = await gateway.register_patient(institution, patient_demographics(patient, cipher))
-    await PatientIdentifier.get_or_create(institution_id=institution.id, system="mrn", value=mrn,
-                                          defaults={"patient_id": patient.id})
+    await link_identifier(patient.id, institution.id, "mrn", mrn)
     return mrn
 
 
