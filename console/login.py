@@ -23,8 +23,9 @@ from console.page import (
     user_of,
 )
 from directory.seed import demo_accounts
-from errors import DomainError, InvalidInput
+from errors import DomainError, InvalidInput, TooManyRequests
 from his.launch import MAX_TOKEN, redeem_launch_token
+from kv.limits import within_limit
 from qr.render import render_svg
 
 routes = web.RouteTableDef()
@@ -46,9 +47,16 @@ def sandbox_mounted(request: web.Request) -> bool:
     return WECHAT_SANDBOX in request.config_dict
 
 
+# New login tickets per client address and minute: enough for a desk PC refreshing, too few to fill the store.
+TICKETS_PER_MINUTE = 30
+
+
 @routes.get("/login")
 async def login_page(request: web.Request) -> web.Response:
-    ticket = await sessions.issue_ticket(request.config_dict[KV_STORE])
+    kv = request.config_dict[KV_STORE]
+    if not await within_limit(kv, "console-ticket", request.remote or "-", limit=TICKETS_PER_MINUTE, window=60):
+        raise TooManyRequests("登录页面刷新过于频繁，请一分钟后再试", code="CONSOLE_LOGIN_RATE_LIMITED")
+    ticket = await sessions.issue_ticket(kv)
     qr = await asyncio.get_running_loop().run_in_executor(None, inline_svg, ticket.ticket)
     demo = await demo_accounts() if sandbox_mounted(request) else []
     settings = request.config_dict[SETTINGS]

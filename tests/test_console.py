@@ -5,11 +5,14 @@ domain functions as the API. The browser tests are in test_console_browser."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from appkeys import CIPHER, KV_STORE
+from console import login as login_pages
 from console import sessions
 from console.page import CSP, LOGIN_COOKIE, SESSION_COOKIE
 from his.simulator.launch import mint_launch_token
+from kv import limits
 from models import Staff
 from tests.console_support import as_other_browser, confirm, console_login, cookie, csrf_of, login_ticket
 from tests.referral_support import make_patient, patient_account
@@ -241,3 +244,19 @@ async def test_pages_need_the_role_the_api_needs_and_stay_in_the_institution(cli
                                    data={"csrf_token": token, "roles": "doctor", "is_active": "false"})
     assert resp.status == 404
     assert (await Staff.get(id=other.id)).is_active
+
+
+async def test_the_login_page_limits_new_tickets_per_address(client, monkeypatch):
+    """Each login page writes a ticket into the store: one address gets TICKETS_PER_MINUTE a minute, then a
+    Chinese 429 page and no ticket, and the next minute it may log in again."""
+    await seeded(client)
+    monkeypatch.setattr(login_pages, "TICKETS_PER_MINUTE", 3)
+    clock = SimpleNamespace(time=lambda: 1_800_000_000.0)  # one fixed window, wherever the real minute turns
+    monkeypatch.setattr(limits, "time", clock)
+    for _ in range(3):
+        assert (await client.get("/console/login")).status == 200
+    refused = await client.get("/console/login")
+    assert refused.status == 429 and "登录页面刷新过于频繁" in await refused.text()
+    assert LOGIN_COOKIE not in refused.cookies
+    clock.time = lambda: 1_800_000_060.0
+    assert (await client.get("/console/login")).status == 200
