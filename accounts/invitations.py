@@ -8,6 +8,7 @@ from accounts.principal import Principal
 from accounts.tokens import new_secret_token, token_hash
 from errors import InvalidInput, NotFound
 from models import Department, Invitation, Role
+from security.audit import audited
 
 
 async def create_invitation(admin: Principal, *, name: str, roles: list[str], department_id, ttl: int) -> tuple[
@@ -23,9 +24,13 @@ async def create_invitation(admin: Principal, *, name: str, roles: list[str], de
         if department is None:
             raise NotFound("本机构没有该科室", code="DEPARTMENT_NOT_FOUND")
     token = new_secret_token("inv")
-    invitation = await Invitation.create(
-        institution_id=admin.institution_id, department=department, created_by_id=admin.staff_id,
-        name=name.strip(), roles=sorted(set(roles)), token_hash=token_hash(token),
-        expires_at=datetime.now(UTC) + timedelta(seconds=ttl))
+    async with audited("admin.invitation_created", "invitation", "", actor_staff_id=admin.staff_id,
+                       institution_id=admin.institution_id) as detail:
+        invitation = await Invitation.create(
+            institution_id=admin.institution_id, department=department, created_by_id=admin.staff_id,
+            name=name.strip(), roles=sorted(set(roles)), token_hash=token_hash(token),
+            expires_at=datetime.now(UTC) + timedelta(seconds=ttl))
+        detail.update(target_id=invitation.public_id, roles=invitation.roles,
+                      department=department.code if department else None)
     return invitation, token
 

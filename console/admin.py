@@ -162,7 +162,8 @@ async def beds_publish(request: web.Request) -> web.Response:
     end = _valid_date(form.get("to") or form.get("from"))
     days = [{"date": d.isoformat(), "capacity": form.get("capacity", "")} for d in capacity.days_between(start, end)]
     body = _valid(CapacityIn, {"days": days})
-    await capacity.set_capacity(department.id, {d.date: d.capacity for d in body.days})
+    await capacity.set_capacity(department.id, {d.date: d.capacity for d in body.days},
+                                actor_staff_id=user.principal.staff_id)
     month = start.strftime("%Y-%m")
     label = start.isoformat() if start == end else f"{start.isoformat()} 至 {end.isoformat()}"
     return redirect(f"{PREFIX}/admin/beds?department={department.public_id}&month={month}",
@@ -194,7 +195,8 @@ async def policy_save(request: web.Request) -> web.Response:
         "approver_roles": form.getall("approver_roles", []),
         "deadline_hours": {k: form.get(f"deadline_{k}", "") for k in ("routine", "urgent", "emergency")},
         "slip_grace_hours": form.get("slip_grace_hours", ""), "what_to_bring": form.get("what_to_bring", "")})
-    await update_policy(user.principal.institution_id, body.model_dump(exclude_none=True))
+    await update_policy(user.principal.institution_id, body.model_dump(exclude_none=True),
+                        actor_staff_id=user.principal.staff_id)
     return redirect(PREFIX + "/admin/policy", "转诊策略已保存，对此后新建的转诊单生效")
 
 
@@ -219,7 +221,8 @@ async def job_retry(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:
         raise web.HTTPNotFound()
-    await outbox_admin.retry_job(int(raw), institution_id=user.principal.institution_id)
+    await outbox_admin.retry_job(int(raw), institution_id=user.principal.institution_id,
+                                 actor_staff_id=user.principal.staff_id)
     return redirect(PREFIX + "/admin/jobs", f"任务 {raw} 已重新排队")
 
 

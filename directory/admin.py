@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from accounts.principal import Principal
 from errors import Conflict, InvalidInput, NotFound
 from models import Department, Role, Staff, WeChatAccount
+from security.audit import audited
 
 VALID_ROLES = {role.value for role in Role}
 
@@ -26,8 +26,12 @@ async def own_department(admin: Principal, public_id: uuid.UUID) -> Department:
 async def create_department(admin: Principal, *, code: str, name: str, ward: str, phone: str) -> Department:
     admin.require_role(Role.ADMIN)
     try:
-        return await Department.create(institution_id=admin.institution_id, code=code, name=name, ward=ward,
-                                       phone=phone)
+        async with audited("admin.department_created", "department", "", actor_staff_id=admin.staff_id,
+                           institution_id=admin.institution_id) as detail:
+            department = await Department.create(institution_id=admin.institution_id, code=code, name=name,
+                                                 ward=ward, phone=phone)
+            detail.update(target_id=department.public_id, code=code)
+        return department
     except IntegrityError:
         raise Conflict("本机构已有相同编码的科室", code="DEPARTMENT_CODE_TAKEN") from None
 
@@ -35,8 +39,11 @@ async def create_department(admin: Principal, *, code: str, name: str, ward: str
 async def update_department(admin: Principal, public_id: uuid.UUID, changes: dict) -> Department:
     admin.require_role(Role.ADMIN)
     department = await own_department(admin, public_id)
-    department.update_from_dict(changes)
-    await department.save()
+    async with audited("admin.department_updated", "department", str(department.public_id),
+                       actor_staff_id=admin.staff_id, institution_id=admin.institution_id) as detail:
+        department.update_from_dict(changes)
+        await department.save()
+        detail["changed"] = sorted(changes)
     return department
 
 
@@ -51,6 +58,8 @@ async def update_staff(admin: Principal, public_id: uuid.UUID, *, roles: list[st
                        department_id: uuid.UUID | None, is_active: bool | None, title: str | None) -> Staff:
     admin.require_role(Role.ADMIN)
     staff = await own_staff(admin, public_id)
+    before = {"roles": list(staff.roles), "is_active": staff.is_active,
+              "department_id": staff.department_id, "title": staff.title}  # type: ignore[attr-defined]
     if roles is not None:
         if not roles or set(roles) - VALID_ROLES:
             raise InvalidInput("角色不正确", code="INVALID_ROLES")
@@ -65,7 +74,12 @@ async def update_staff(admin: Principal, public_id: uuid.UUID, *, roles: list[st
         staff.is_active = is_active
     if title is not None:
         staff.title = title
-    await staff.save()
+    after = {"roles": list(staff.roles), "is_active": staff.is_active,
+             "department_id": staff.department_id, "title": staff.title}  # type: ignore[attr-defined]
+    async with audited("admin.staff_updated", "staff", str(staff.public_id), actor_staff_id=admin.staff_id,
+                       institution_id=admin.institution_id) as detail:
+        await staff.save()
+        detail.update({key: {"from": before[key], "to": after[key]} for key in before if before[key] != after[key]})
     return staff
 
 
@@ -75,6 +89,7 @@ async def remove_staff(admin: Principal, public_id: uuid.UUID) -> None:
     staff = await own_staff(admin, public_id)
     if staff.id == admin.staff_id:
         raise Conflict("不能删除自己的账号", code="CANNOT_REMOVE_SELF")
-    async with in_transaction():
+    async with audited("admin.staff_removed", "staff", str(staff.public_id), actor_staff_id=admin.staff_id,
+                       institution_id=admin.institution_id):
         await Staff.filter(id=staff.id).update(deleted_at=datetime.now(UTC), is_active=False)
         await WeChatAccount.filter(staff_id=staff.id).update(staff_id=None)

@@ -22,6 +22,7 @@ from his.auth import TOKEN_MODES, assertion_algorithm
 from his.fhir import build_ssl_context
 from his.gateway import ConnectionStep, HisEndpoint, HisGateway, HisNotConfigured, InstitutionLike
 from models import Institution, Role
+from security.audit import audited
 from security.crypto import DecryptionError, PersonalDataCipher
 
 SECRET_CONTEXT = "his_secret"
@@ -155,8 +156,8 @@ _PLAIN = {"his_base_url": "base_url", "his_auth": "auth", "his_token_url": "toke
           "his_ca_bundle": "ca_bundle", "his_client_cert": "client_cert", "his_identifiers": "identifiers"}
 
 
-async def save_connection(cipher: PersonalDataCipher, institution: Institution,
-                          change: ConnectionChange) -> Institution:
+async def save_connection(cipher: PersonalDataCipher, institution: Institution, change: ConnectionChange, *,
+                          actor_staff_id: int | None = None) -> Institution:
     """Apply `change` to the institution's settings after checking the result as a whole; returns the row."""
     given = change.model_dump(exclude_unset=True)
     for column, name in _PLAIN.items():
@@ -176,7 +177,11 @@ async def save_connection(cipher: PersonalDataCipher, institution: Institution,
     check_settings(institution, secret, client_key)
     institution.his_secret_enc = cipher.encrypt(secret, SECRET_CONTEXT) if secret else ""
     institution.his_client_key = cipher.encrypt(client_key, CLIENT_KEY_CONTEXT) if client_key else ""
-    await institution.save(update_fields=[*_PLAIN, "his_client_key", "his_secret_enc", "updated_at"])
+    async with audited("admin.his_connection_changed", "institution", institution.code,
+                       actor_staff_id=actor_staff_id, institution_id=institution.id) as detail:
+        await institution.save(update_fields=[*_PLAIN, "his_client_key", "his_secret_enc", "updated_at"])
+        # The names of what was set, never a value: secrets, keys and even URLs stay out of the log.
+        detail["changed"] = sorted(name for name, value in given.items() if value is not None)
     return institution
 
 

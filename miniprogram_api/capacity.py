@@ -132,7 +132,8 @@ async def put_capacity(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     department = await _department_for(principal, request, write=True)
     body = await parse_body(request, CapacityIn)
-    await capacity.set_capacity(department.id, {d.date: d.capacity for d in body.days})
+    await capacity.set_capacity(department.id, {d.date: d.capacity for d in body.days},
+                                actor_staff_id=principal.staff_id)
     dates = sorted(d.date for d in body.days)
     days = await capacity.capacity_between(department.id, dates[0], dates[-1])
     return json_response({"department_id": str(department.public_id), "days": days})
@@ -151,5 +152,6 @@ async def put_policy(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_role(Role.ADMIN)
     body = await parse_body(request, PolicyIn)
-    policy = await update_policy(principal.institution_id, body.model_dump(exclude_none=True))
+    policy = await update_policy(principal.institution_id, body.model_dump(exclude_none=True),
+                                 actor_staff_id=principal.staff_id)
     return json_response(policy_view(policy))

@@ -40,7 +40,8 @@ async def show(request: web.Request) -> web.Response:
 async def change(request: web.Request) -> web.Response:
     institution = await _institution(request)
     body = await parse_body(request, connection.ConnectionChange)
-    saved = await connection.save_connection(request.app[CIPHER], institution, body)
+    actor = await authenticate(request)  # cached on the request by _institution
+    saved = await connection.save_connection(request.app[CIPHER], institution, body, actor_staff_id=actor.staff_id)
     return json_response(connection.connection_view(saved))
 
 

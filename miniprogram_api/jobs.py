@@ -73,6 +73,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def retry_job(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_role(Role.ADMIN)
-    job = await admin.retry_job(_job_id(request), institution_id=principal.institution_id)
+    job = await admin.retry_job(_job_id(request), institution_id=principal.institution_id,
+                                actor_staff_id=principal.staff_id)
     referrals = await admin.referrals_of([job])
     return json_response(JobOut.model_validate(admin.job_view(job, referrals.get(job.payload.get("referral_id")))))

@@ -19,6 +19,7 @@ from tortoise.queryset import QuerySet
 from errors import Conflict, NotFound
 from models import JobState, OutboxJob, Referral
 from outbox.wakeup import request_wake
+from security.audit import audited
 
 STATES = (JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.DEAD)
 
@@ -64,14 +65,19 @@ async def visible_job(job_id: int, *, institution_id: int | None = None) -> Outb
     return job
 
 
-async def retry_job(job_id: int, *, institution_id: int | None = None) -> OutboxJob:
+async def retry_job(job_id: int, *, institution_id: int | None = None,
+                    actor_staff_id: int | None = None) -> OutboxJob:
     """Send a dead job round again: attempts start over, due now, dispatchers woken."""
     job = await visible_job(job_id, institution_id=institution_id)
     now = datetime.now(UTC)
-    revived = await OutboxJob.filter(id=job.id, state=JobState.DEAD).update(
-        state=JobState.PENDING, attempts=0, next_attempt_at=now, lease_until=None, locked_by="", updated_at=now)
-    if not revived:
-        raise Conflict("只有已失败（dead）的任务可以重试", code="JOB_NOT_DEAD", detail={"state": job.state})
+    async with audited("admin.job_retried", "outbox_job", str(job.id), actor_staff_id=actor_staff_id,
+                       institution_id=institution_id) as detail:
+        revived = await OutboxJob.filter(id=job.id, state=JobState.DEAD).update(
+            state=JobState.PENDING, attempts=0, next_attempt_at=now, lease_until=None, locked_by="",
+            updated_at=now)
+        if not revived:  # raised inside: no audit event for a retry that did not happen
+            raise Conflict("只有已失败（dead）的任务可以重试", code="JOB_NOT_DEAD", detail={"state": job.state})
+        detail.update(kind=job.kind, attempts=job.attempts)
     # As it was sent round (a woken dispatcher may have claimed it by the time anyone reads it again).
     job.state, job.attempts, job.next_attempt_at, job.updated_at = JobState.PENDING, 0, now, now
     job.lease_until, job.locked_by = None, ""
@@ -82,8 +88,12 @@ async def retry_job(job_id: int, *, institution_id: int | None = None) -> Outbox
 async def retry_all_dead() -> int:
     """Every dead job round again (operators, after fixing what killed them)."""
     now = datetime.now(UTC)
-    count = await OutboxJob.filter(state=JobState.DEAD).update(
-        state=JobState.PENDING, attempts=0, next_attempt_at=now, lease_until=None, locked_by="", updated_at=now)
+    async with audited("admin.jobs_retried_all", "outbox_job", "*", actor_staff_id=None,
+                       institution_id=None) as detail:
+        count = await OutboxJob.filter(state=JobState.DEAD).update(
+            state=JobState.PENDING, attempts=0, next_attempt_at=now, lease_until=None, locked_by="",
+            updated_at=now)
+        detail["count"] = count
     if count:
         request_wake()
     return count

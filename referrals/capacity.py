@@ -6,13 +6,14 @@ import uuid
 from datetime import date, timedelta
 
 from tortoise.expressions import F
-from tortoise.transactions import in_transaction
 
 from accounts.principal import Principal
+from directory import cache
 from directory.admin import own_department
 from errors import Conflict, Forbidden, InvalidInput
 from models import CapacityDay, Department, Role
 from referrals.access import approver_here
+from security.audit import audited
 from timeutil import china_today
 
 MAX_RANGE_DAYS = 366
@@ -37,7 +38,7 @@ async def capacity_between(department_id: int, start: date, end: date) -> list[d
 PUBLISH_AHEAD_DAYS = 365  # beds are published for admissions from today (China) up to a year ahead
 
 
-async def set_capacity(department_id: int, days: dict[date, int]) -> None:
+async def set_capacity(department_id: int, days: dict[date, int], *, actor_staff_id: int | None = None) -> None:
     """Publish reserved beds per day, all days or none: a day outside the window or below what is already
     booked refuses the whole request, and nothing of it is written."""
     today = china_today()
@@ -49,7 +50,11 @@ async def set_capacity(department_id: int, days: dict[date, int]) -> None:
                            detail={"date": outside[0].isoformat()})
     if any(capacity < 0 for capacity in days.values()):
         raise InvalidInput("床位数不能为负数", code="INVALID_CAPACITY")
-    async with in_transaction():
+    department = await cache.department(department_id)
+    async with audited("admin.capacity_published", "department", str(department.public_id),
+                       actor_staff_id=actor_staff_id,
+                       institution_id=department.institution_id) as detail:  # type: ignore[attr-defined]
+        detail["beds"] = {day.isoformat(): capacity for day, capacity in sorted(days.items())}
         for day, capacity in sorted(days.items()):
             row, created = await CapacityDay.get_or_create(department_id=department_id, day=day,
                                                            defaults={"capacity": capacity})

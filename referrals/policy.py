@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from directory import cache
 from models import InstitutionPolicy
 from referrals.state_machine import Direction
+from security.audit import audited
 
 # What a patient brings to the admission desk, unless the institution says otherwise.
 DEFAULT_WHAT_TO_BRING = "身份证、医保卡（或医保电子凭证）、既往病历和检查报告、正在服用的药物"
@@ -46,9 +47,12 @@ def policy_view(policy: InstitutionPolicy) -> dict:
             "consult_opinion_is_review": policy.consult_opinion_is_review}
 
 
-async def update_policy(institution_id: int, changes: dict) -> InstitutionPolicy:
+async def update_policy(institution_id: int, changes: dict, *, actor_staff_id: int | None = None) -> InstitutionPolicy:
     """Applies to referrals created from now on; referrals under way keep the approval path they started with."""
-    policy, _ = await InstitutionPolicy.get_or_create(institution_id=institution_id)  # our own copy to change
-    policy.update_from_dict(changes)
-    await policy.save()
+    async with audited("admin.policy_updated", "institution_policy", str(institution_id),
+                       actor_staff_id=actor_staff_id, institution_id=institution_id) as detail:
+        policy, _ = await InstitutionPolicy.get_or_create(institution_id=institution_id)  # our own copy to change
+        policy.update_from_dict(changes)
+        await policy.save()
+        detail["changes"] = changes
     return policy

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tortoise import connections
 from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
 
 from models import AuditEvent
 
@@ -47,6 +50,20 @@ async def record(action: str, target_type: str, target_id: str, *, actor_staff_i
     fields = _fields(action, target_type, target_id, actor_staff_id, actor_account_id, institution_id, detail)
     at = datetime.now(UTC)
     return await AuditEvent.create(**fields, at=at, prev_hash=prev_hash, hash=_digest(prev_hash, _hashed(at, fields)))
+
+
+@asynccontextmanager
+async def audited(action: str, target_type: str, target_id: str, *, actor_staff_id: int | None,
+                  institution_id: int | None) -> AsyncIterator[dict]:
+    """An administrative change and its audit event in one transaction: both are written or neither. Yields the
+    event's detail for the block to fill (what changed, never a secret); `actor_staff_id` None means the
+    command line. The target id may be filled in by the block too (`detail.pop("target_id")`)."""
+    async with in_transaction():
+        detail: dict = {}
+        yield detail
+        target = str(detail.pop("target_id", target_id))
+        await record(action, target_type, target, actor_staff_id=actor_staff_id, institution_id=institution_id,
+                     detail={"via": "staff" if actor_staff_id is not None else "cli", **detail})
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from directory import cache
 from errors import Forbidden, NotFound
 from models import Baseline, Institution
 from referrals.state_machine import DIRECTION_NAMES
+from security.audit import audited
 from stats.query import Filters, Sql, scope_of
 from stats.report import COUNT, DAYS, SHARE, TEXT, Column, Table
 from stats.waiting import DAY
@@ -38,12 +39,16 @@ async def save_baselines(principal: Principal, institution_public_id, items: lis
     if scope is not None and institution_id != scope:
         raise Forbidden("只能填写本机构的基线数据", code="NOT_YOUR_INSTITUTION")
     saved = []
-    for item in items:
-        row, _ = await Baseline.update_or_create(
-            institution_id=institution_id, direction=item.direction,
-            defaults={"period": item.period, "mean_days": item.mean_days, "n": item.n,
-                      "source_note": item.source_note, "updated_by_staff_id": principal.staff_id})
-        saved.append(row)
+    async with audited("admin.baselines_saved", "institution", str(institution_id),
+                       actor_staff_id=principal.staff_id, institution_id=institution_id) as detail:
+        for item in items:
+            row, _ = await Baseline.update_or_create(
+                institution_id=institution_id, direction=item.direction,
+                defaults={"period": item.period, "mean_days": item.mean_days, "n": item.n,
+                          "source_note": item.source_note, "updated_by_staff_id": principal.staff_id})
+            saved.append(row)
+        detail["baselines"] = [{"direction": i.direction, "period": i.period, "mean_days": i.mean_days, "n": i.n}
+                               for i in items]
     return saved
 
 

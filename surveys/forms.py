@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 from errors import InvalidInput
 from models import SurveyForm
 from models.surveys import MAX_ITEMS
+from security.audit import audited
 
 RESPONDENTS = ("patient", "doctor")
 RESPONDENT_NAMES = {"patient": "患者", "doctor": "医生"}
@@ -74,9 +75,13 @@ async def current_form(respondent: str) -> SurveyForm:
 async def new_version(respondent: str, form: FormIn, staff_id: int | None) -> SurveyForm:
     check_items(form.items)
     current = await current_form(respondent)
-    return await SurveyForm.create(respondent=respondent, version=current.version + 1, title=form.title,
-                                   intro=form.intro, items=form.items, comment_prompt=form.comment_prompt,
-                                   created_by_staff_id=staff_id)
+    async with audited("admin.survey_form_published", "survey_form", respondent, actor_staff_id=staff_id,
+                       institution_id=None) as detail:
+        created = await SurveyForm.create(respondent=respondent, version=current.version + 1, title=form.title,
+                                          intro=form.intro, items=form.items, comment_prompt=form.comment_prompt,
+                                          created_by_staff_id=staff_id)
+        detail["version"] = created.version
+    return created
 
 
 def form_view(form: SurveyForm) -> dict:
