@@ -45,6 +45,8 @@ async def test_the_desk_checks_in_once_and_says_why_it_refuses(client):
     today = await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="SUBEI", day=china_today())
     token = await slip_token(desk, "SUBEI", today["id"])
     csrf = await console_login(client, "SUBEI", "admission_clerk")
+    page = await (await client.get(f"/console/referrals/{today['id']}")).text()
+    assert form_ids(page) == set() and "入院登记请在“住院处”页面扫描" in page  # the desk does the check-in
 
     page = await (await client.get("/console/desk")).text()
     assert today["patient"]["name"] in page and "今日预约入院" in page
