@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -93,6 +94,26 @@ def redirect(location: str, message: str = "", *, bad: bool = False) -> web.Resp
     if message:
         location += ("&" if "?" in location else "?") + "msg=" + quote(message) + ("&tone=bad" if bad else "")
     return web.Response(status=303, headers={"Location": location})
+
+
+@dataclass(frozen=True)
+class ActionForm:
+    """How one action's form looks in the detail page's action block (templates/_actions.html)."""
+
+    button: str
+    title: str = ""
+    confirm: str = ""  # asked in the browser before the form is sent
+    danger: bool = False
+
+
+async def acted(request: web.Request, act: Callable[[], Awaitable[web.Response]],
+                page: Callable[..., Awaitable[web.Response]]) -> web.Response:
+    """Run a detail page's action form; a domain error (the record changed meanwhile, a refused step, a bad
+    field) shows the detail page again, as it now stands, with the command's own message on top."""
+    try:
+        return await act()
+    except DomainError as exc:
+        return await page(request, status=exc.status, flash=exc.message, flash_bad=True)
 
 
 def user_of(request: web.Request, *roles: str) -> ConsoleUser:

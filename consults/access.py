@@ -77,3 +77,11 @@ async def party_staff(consultation: Consultation) -> list[int]:
     members = await ConsultationMember.filter(consultation_id=consultation.id).values_list("staff_id", flat=True)
     ids = [consultation.requester_id, consultation.expert_id, *members]  # type: ignore[attr-defined]
     return sorted({i for i in ids if i is not None})
+
+
+async def invitable_experts(consultation: Consultation) -> list[Staff]:
+    """The consortium's active experts not yet taking part: whom an accepted consultation can invite."""
+    taken = set(await party_staff(consultation))
+    staff = await Staff.filter(is_active=True, deleted_at=None).exclude(id__in=list(taken) or [0]).order_by(
+        "institution_id", "department_id", "id")
+    return [s for s in staff if s.has_role("expert")]

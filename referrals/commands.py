@@ -449,8 +449,10 @@ async def expire(referral_id: int) -> Referral:
 
 
 async def resubmit(principal: Principal, cipher: PersonalDataCipher, public_id, *, submit_now: bool = False,
-                   clinical: Clinical | None = None) -> Referral:
-    """A rejected referral comes back as a new one linked to the old; the old one records the link."""
+                   clinical: Clinical | None = None, expected_version: int | None = None) -> Referral:
+    """A rejected referral comes back as a new one linked to the old; the old one records the link. With
+    `expected_version` (the console's form, which has no idempotency key) a second send of the same form is a 409,
+    not a second new referral."""
     old = await visible_referral(principal, public_id)
     patient = await Patient.get(id=old.patient_id)  # type: ignore[attr-defined]
     target = await cache.institution(old.target_institution_id)  # type: ignore[attr-defined]
@@ -468,5 +470,5 @@ async def resubmit(principal: Principal, cipher: PersonalDataCipher, public_id, 
         created.append(new)
         return Step({}, data={"new_referral": new.code, "new_referral_id": str(new.public_id)})
 
-    await _transition(principal, old.id, Action.RESUBMIT, expected_version=None, prepare=prepare)
+    await _transition(principal, old.id, Action.RESUBMIT, expected_version=expected_version, prepare=prepare)
     return created[0]

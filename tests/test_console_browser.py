@@ -1,5 +1,6 @@
 """The console in a real browser (Debian's Chromium driven by Playwright): the QR login confirmed through the API,
-an admin inviting a doctor and publishing beds, an approver approving, a clerk checking a patient in by typing a
+an admin inviting a doctor and publishing beds, an approver approving and another redirecting, a doctor editing a
+draft (and told when it changed meanwhile), an expert inviting colleagues, a clerk checking a patient in by typing a
 slip token into the scan field (and the second scan), and every page rendering with the network cut off from
 everything but the app. Screenshots of each page land in var/screenshots/ (printed at the end of the run)."""
 
@@ -198,6 +199,93 @@ async def test_an_expert_accepts_and_concludes_a_consultation_from_the_desktop(c
     await shots(t.page, "consultation-concluded")
     body = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{asked['id']}"))
     assert body["status"] == "concluded" and body["opinion"]["recommendation"] == "refer_up"
+    assert t.errors == []
+
+
+async def test_a_target_approver_redirects_a_referral_from_the_desktop(client, browser, backend):
+    desk = await Desk.open(client)
+    referral = await desk.drive(Status.PENDING_TARGET, source="DONGGUAN", target="SUBEI")
+    gaoyou, medicine = await institution("GAOYOU"), await department("GAOYOU", "MED")
+    shots = Shots(f"{backend}-redirect")
+    t = await tab(browser, client)
+    await demo_login(t, "demo_subei_approver")
+    await t.open(f"/console/referrals/{referral['id']}")
+    await shots(t.page, "detail")
+    await t.page.select_option("#d-target", f"{gaoyou.public_id}:{medicine.public_id}")
+    await t.page.fill("#d-comment", "本院床位已满，改转县医院内科")
+    t.page.once("dialog", lambda dialog: dialog.accept())  # the form asks before it goes
+    await t.submit("#redirect-form button[type=submit]")
+    assert "操作已完成" in await t.page.inner_text(".flash")
+    assert "改转其他机构" in await t.page.inner_text(".timeline")
+    assert "redirect-form" not in await t.page.content()  # SUBEI has passed it on: no step left here
+    await shots(t.page, "redirected")
+    body = await desk.detail(("GAOYOU", "approver"), referral["id"])
+    assert body["status"] == "pending_target" and body["target_institution"]["code"] == "GAOYOU"
+    assert body["timeline"][-1]["comment"] == "本院床位已满，改转县医院内科"
+    assert t.errors == []
+
+
+async def test_the_referring_doctor_edits_a_draft_from_the_desktop(client, browser, backend):
+    desk = await Desk.open(client)
+    draft = await desk.drive(Status.DRAFT, source="DONGGUAN", target="SUBEI")
+    path = f"/console/referrals/{draft['id']}"
+    shots = Shots(f"{backend}-edit")
+    t = await tab(browser, client)
+    await demo_login(t, "demo_dongguan_doctor")
+    await t.open(path)
+    await shots(t.page, "draft")
+    # Meanwhile the same doctor changes the draft in the mini-program: the page's form is now out of date.
+    resp = await client.patch(f"/api/v1/referrals/{draft['id']}", json={"urgency": "emergency"},
+                              headers=await desk.headers(("DONGGUAN", "doctor")))
+    assert resp.status == 200, await resp.text()
+    await t.page.fill("#e-complaint", "胸痛2天，含服硝酸甘油不缓解")
+    await t.submit("#edit-form button[type=submit]")
+    assert "转诊单已被他人处理" in await t.page.inner_text(".flash.bad")
+    assert await t.page.input_value("#e-urgency") == "emergency"  # the form shows the draft as it now is
+    await shots(t.page, "changed-meanwhile")
+    # The refused step's own page (a 409, as the API answers) is all the browser complained about.
+    assert sorted(t.errors) == [f"409: {t.base}{path}/edit", "console: Failed to load resource: the server "
+                                "responded with a status of 409 (Conflict)"]
+    t.errors.clear()
+
+    await t.page.select_option("#e-urgency", "urgent")
+    await t.page.fill("#e-complaint", "胸痛2天，含服硝酸甘油不缓解")
+    await t.page.fill("#e-reason", "需上级医院急诊冠脉造影")
+    await t.page.fill("#e-phone", "13900001111")
+    await t.submit("#edit-form button[type=submit]")
+    assert "操作已完成" in await t.page.inner_text(".flash")
+    assert "胸痛2天，含服硝酸甘油不缓解" in await t.page.locator("dl.facts").nth(1).inner_text()  # 病情摘要
+    await shots(t.page, "edited")
+    body = await desk.detail(("DONGGUAN", "doctor"), draft["id"])
+    assert body["urgency"] == "urgent" and body["clinical"]["referral_reason"] == "需上级医院急诊冠脉造影"
+    assert body["clinical"]["diagnoses"] == draft["clinical"]["diagnoses"] and body["contact_phone"].endswith("1111")
+
+    await t.submit("#submit-form button[type=submit]")
+    assert "待" in await t.page.inner_text("h1") and "edit-form" not in await t.page.content()
+    assert t.errors == []
+
+
+async def test_an_expert_invites_colleagues_to_a_consultation_from_the_desktop(client, browser, backend):
+    desk = await Desk.open(client)
+    asked = await desk.ok(await request_consultation(desk), 201)
+    resp = await client.post(f"/api/v1/consultations/{asked['id']}/accept", json={},
+                             headers=await desk.headers(("SUBEI", "expert")))
+    assert resp.status == 200, await resp.text()
+    colleagues = [await _staff_of("demo_gaoyou_expert"), await _staff_of("demo_baoying_expert")]
+    shots = Shots(f"{backend}-invite")
+    t = await tab(browser, client)
+    await demo_login(t, "demo_subei_expert")
+    await t.open(f"/console/consultations/{asked['id']}")
+    await shots(t.page, "accepted")
+    await t.page.select_option("#i-experts", [str(s.public_id) for s in colleagues])
+    await t.submit("#invite-form button[type=submit]")
+    assert "操作已完成" in await t.page.inner_text(".flash")
+    facts = await t.page.inner_text(".facts")
+    assert all(s.name in facts for s in colleagues)  # 受邀专家
+    assert "邀请专家" in await t.page.inner_text(".timeline")
+    await shots(t.page, "invited")
+    body = await desk.ok(await desk.get(("GAOYOU", "expert"), f"/api/v1/consultations/{asked['id']}"))
+    assert sorted(s["name"] for s in body["invited"]) == sorted(s.name for s in colleagues)
     assert t.errors == []
 
 

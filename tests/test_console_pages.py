@@ -5,6 +5,7 @@ staff, departments, policy, beds, jobs and audit pages, scoped to the admin's in
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 from tortoise.transactions import in_transaction
@@ -17,6 +18,7 @@ from slips.noshow import expire_if_due
 from stats.history import generate
 from tests.console_support import console_login, csrf_of, seed_baselines
 from tests.consult_support import QUESTION, request_consultation, scanned_patient
+from tests.consult_support import act as consult_act
 from tests.referral_support import Desk, department, institution, tomorrow
 from timeutil import china_today
 
@@ -43,6 +45,8 @@ async def test_the_desk_checks_in_once_and_says_why_it_refuses(client):
     today = await desk.drive(Status.SCHEDULED, source="DONGGUAN", target="SUBEI", day=china_today())
     token = await slip_token(desk, "SUBEI", today["id"])
     csrf = await console_login(client, "SUBEI", "admission_clerk")
+    page = await (await client.get(f"/console/referrals/{today['id']}")).text()
+    assert form_ids(page) == set() and "入院登记请在“住院处”页面扫描" in page  # the desk does the check-in
 
     page = await (await client.get("/console/desk")).text()
     assert today["patient"]["name"] in page and "今日预约入院" in page
@@ -286,3 +290,171 @@ async def test_a_consultation_is_declined_with_a_coded_reason_or_cancelled_from_
     assert resp.status == 200 and "已取消" in await resp.text()
     body = await desk.ok(await desk.get(("DONGGUAN", "doctor"), f"/api/v1/consultations/{cancelled['id']}"))
     assert body["status"] == "cancelled" and body["timeline"][-1]["comment"] == "患者已好转"
+
+
+def form_ids(html: str) -> set[str]:
+    """The action forms a detail page offers, by their ids ("approve-form" → "approve")."""
+    return set(re.findall(r'<form class="stack" method="post" action="[^"]+" id="([a-z_]+)-form"', html))
+
+
+def flash(html: str) -> str:
+    return html.split('<p class="flash bad" role="status">', 1)[1].split("</p>", 1)[0]
+
+
+async def test_a_target_approver_redirects_a_referral_from_the_console(client):
+    desk = await Desk.open(client)
+    referral = await desk.drive(Status.PENDING_TARGET, source="DONGGUAN", target="SUBEI")
+    rid, path = referral["id"], f"/console/referrals/{referral['id']}"
+    gaoyou_med = f"{(await institution('GAOYOU')).public_id}:{(await department('GAOYOU', 'MED')).public_id}"
+
+    await console_login(client, "DONGGUAN", "doctor")  # the referrer may cancel, not redirect
+    assert form_ids(await (await client.get(path)).text()) == {"cancel"}
+    await console_login(client, "SUBEI", "doctor")  # the target's doctor takes no step at all
+    assert form_ids(await (await client.get(path)).text()) == set()
+
+    csrf = await console_login(client, "SUBEI", "approver")
+    page = await (await client.get(path)).text()
+    assert form_ids(page) == {"approve", "reject", "redirect"}
+    choices = page.split('id="d-target"', 1)[1].split("</select>", 1)[0]
+    assert f'value="{gaoyou_med}"' in choices and "高邮市人民医院 / 内科" in choices
+    assert "江苏省苏北人民医院" not in choices and "东关街道" not in choices  # neither end of the referral
+    assert 'for="d-target"' in page and 'for="d-comment"' in page
+
+    resp = await client.post(f"{path}/redirect", data={"version": str(referral["version"]), "target": gaoyou_med})
+    assert resp.status == 403 and "安全校验码" in await resp.text()
+    resp = await client.post(f"{path}/redirect", data={"csrf_token": csrf, "version": str(referral["version"] - 1),
+                                                       "target": gaoyou_med})
+    page = await resp.text()
+    assert resp.status == 409 and "转诊单已被他人处理" in flash(page)  # the command's words, on the detail page
+    assert referral["code"] in page and "redirect-form" in page
+    resp = await client.post(f"{path}/redirect", data={"csrf_token": csrf, "version": str(referral["version"]),
+                                                       "target": ""})
+    assert resp.status == 422 and "提交的内容有误" in flash(await resp.text())
+
+    resp = await client.post(f"{path}/redirect", data={"csrf_token": csrf, "version": str(referral["version"]),
+                                                       "target": gaoyou_med, "comment": "本院床位已满，改转县医院"},
+                             allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    body = await desk.detail(("GAOYOU", "approver"), rid)
+    assert body["status"] == "pending_target" and body["target_institution"]["code"] == "GAOYOU"
+    assert body["target_department"]["code"] == "MED" and body["timeline"][-1]["action"] == "redirect"
+    assert body["timeline"][-1]["comment"] == "本院床位已满，改转县医院"
+    page = await (await client.get(path)).text()  # SUBEI still reads what it decided, and has no step left
+    assert "改转其他机构</strong>" in page and form_ids(page) == set()
+    await console_login(client, "GAOYOU", "approver")  # now the new target decides
+    assert form_ids(await (await client.get(path)).text()) == {"approve", "reject", "redirect"}
+
+
+async def test_the_referring_doctor_edits_a_draft_from_the_console(client):
+    desk = await Desk.open(client)
+    draft = await desk.drive(Status.DRAFT, source="DONGGUAN", target="SUBEI")
+    rid, path = draft["id"], f"/console/referrals/{draft['id']}"
+    await console_login(client, "DONGGUAN", "approver")  # sees the draft, but only its author edits it
+    page = await (await client.get(path)).text()
+    assert draft["code"] in page and form_ids(page) == set()
+
+    csrf = await console_login(client, "DONGGUAN", "doctor")
+    page = await (await client.get(path)).text()
+    assert form_ids(page) == {"edit", "submit", "cancel"}
+    assert 'value="反复胸闷胸痛1周，加重1天"' in page and "I20.0 不稳定型心绞痛" in page  # pre-filled
+    fields = {"csrf_token": csrf, "version": str(draft["version"]), "urgency": "urgent",
+              "target": f"{(await institution('GAOYOU')).public_id}:{(await department('GAOYOU', 'MED')).public_id}",
+              "contact_phone": "13900001111", "diagnoses": "I20.0 不稳定型心绞痛\r\nI10 高血压",
+              "chief_complaint": "胸痛2天", "present_illness": "", "past_history": "", "allergies": "",
+              "treatment": "", "recent_results": "", "referral_reason": "县医院可行冠脉CT", "precautions": ""}
+
+    resp = await client.post(f"{path}/edit", data=fields | {"diagnoses": "XYZ 不存在的诊断"})
+    assert resp.status == 422 and "ICD-10 编码格式不正确" in flash(await resp.text())
+    resp = await client.post(f"{path}/edit", data=fields, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    body = await desk.detail(("DONGGUAN", "doctor"), rid)
+    assert body["urgency"] == "urgent" and body["target_institution"]["code"] == "GAOYOU"
+    assert body["clinical"]["chief_complaint"] == "胸痛2天"
+    assert body["clinical"]["referral_reason"] == "县医院可行冠脉CT"
+    assert [d["code"] for d in body["clinical"]["diagnoses"]] == ["I20.0", "I10"]
+    assert body["contact_phone"].endswith("1111") and body["timeline"][-1]["action"] == "edit"
+
+    resp = await client.post(f"{path}/edit", data=fields)  # the form as it was before the edit: a stale version
+    assert resp.status == 409 and "转诊单已被他人处理" in flash(await resp.text())
+    resp = await client.post(f"{path}/edit", data=fields | {"version": str(body["version"]), "contact_phone": "",
+                                                            "target": "", "chief_complaint": "胸痛3天"},
+                             allow_redirects=False)
+    assert resp.status == 303
+    again = await desk.detail(("DONGGUAN", "doctor"), rid)  # a blank phone and target leave both as they were
+    assert again["contact_phone"] == body["contact_phone"] and again["target_institution"]["code"] == "GAOYOU"
+    assert again["clinical"]["chief_complaint"] == "胸痛3天"
+
+    resp = await client.post(f"{path}/submit", data={"csrf_token": csrf, "version": str(again["version"])},
+                             allow_redirects=False)
+    assert resp.status == 303
+    page = await (await client.get(path)).text()
+    assert "edit-form" not in page and form_ids(page) == {"cancel"}  # submitted: no longer a draft to edit
+
+
+async def test_a_rejected_referral_is_edited_and_sent_again_from_the_console(client):
+    desk = await Desk.open(client)
+    rejected = await desk.drive(Status.REJECTED, source="DONGGUAN", target="SUBEI")
+    path = f"/console/referrals/{rejected['id']}"
+    await console_login(client, "SUBEI", "approver")
+    assert "resubmit-form" not in await (await client.get(path)).text()
+
+    csrf = await console_login(client, "DONGGUAN", "doctor")
+    page = await (await client.get(path)).text()
+    assert form_ids(page) == {"resubmit"} and "需上级医院行冠脉造影评估" in page
+    fields = {"csrf_token": csrf, "version": str(rejected["version"]), "diagnoses": "I20.0 不稳定型心绞痛",
+              "chief_complaint": "反复胸闷胸痛1周", "referral_reason": "补充心电图后再次申请", "submit": "true"}
+    resp = await client.post(f"{path}/resubmit", data=fields | {"chief_complaint": ""})
+    assert resp.status == 422 and "提交前请填写：主诉" in flash(await resp.text())
+    resp = await client.post(f"{path}/resubmit", data=fields, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    new_path = resp.headers["Location"].split("?", 1)[0]
+    new = await desk.detail(("DONGGUAN", "doctor"), new_path.rsplit("/", 1)[1])
+    assert new["previous_id"] == rejected["id"] and new["status"] in ("pending_source", "pending_target")
+    assert new["clinical"]["referral_reason"] == "补充心电图后再次申请"
+    assert new["code"] in await (await client.get(resp.headers["Location"])).text()
+    # The same form sent twice (a double click) makes no second referral.
+    resp = await client.post(f"{path}/resubmit", data=fields)
+    assert resp.status == 409 and "转诊单已被他人处理" in flash(await resp.text())
+    assert await Referral.filter(previous__public_id=rejected["id"]).count() == 1
+
+
+async def test_experts_are_invited_to_an_accepted_consultation_from_the_console(client):
+    desk = await Desk.open(client)
+    asked = await desk.ok(await request_consultation(desk), 201)
+    cid, path = asked["id"], f"/console/consultations/{asked['id']}"
+    await console_login(client, "DONGGUAN", "doctor")
+    assert form_ids(await (await client.get(path)).text()) == {"cancel"}  # nobody to invite before an expert accepts
+
+    accepted = await desk.ok(await consult_act(desk, ("SUBEI", "expert"), cid, "accept"))
+    gaoyou_expert = await Staff.get(account__openid="demo_gaoyou_expert")
+    baoying_expert = await Staff.get(account__openid="demo_baoying_expert")
+    csrf = await console_login(client, "SUBEI", "expert")
+    page = await (await client.get(path)).text()
+    assert form_ids(page) == {"invite", "conclude"}
+    offered = page.split('id="i-experts"', 1)[1].split("</select>", 1)[0]
+    subei_expert = await Staff.get(account__openid="demo_subei_expert")
+    assert str(gaoyou_expert.public_id) in offered and "高邮市人民医院 / 内科" in offered
+    assert str(subei_expert.public_id) not in offered  # already taking part
+    assert 'for="i-experts"' in page
+
+    invite = {"version": str(accepted["version"]), "expert_ids": [str(gaoyou_expert.public_id)]}
+    resp = await client.post(f"{path}/invite", data=invite)
+    assert resp.status == 403 and "安全校验码" in await resp.text()
+    resp = await client.post(f"{path}/invite", data={"csrf_token": csrf, "version": str(accepted["version"])})
+    assert resp.status == 422 and "提交的内容有误" in flash(await resp.text())
+    resp = await client.post(f"{path}/invite", data=invite | {"csrf_token": csrf, "version": "1"})
+    assert resp.status == 409 and flash(await resp.text())  # accepted since: the version moved on
+
+    resp = await client.post(f"{path}/invite", allow_redirects=False, data={
+        "csrf_token": csrf, "version": str(accepted["version"]),
+        "expert_ids": [str(gaoyou_expert.public_id), str(baoying_expert.public_id)]})
+    assert resp.status == 303, await resp.text()
+    body = await desk.ok(await desk.get(("GAOYOU", "expert"), f"/api/v1/consultations/{cid}"))
+    assert sorted(s["name"] for s in body["invited"]) == sorted([gaoyou_expert.name, baoying_expert.name])
+    assert body["timeline"][-1]["action"] == "invite"
+    page = await (await client.get(path)).text()
+    offered = page.split('id="i-experts"', 1)[1].split("</select>", 1)[0]
+    assert str(gaoyou_expert.public_id) not in offered and "邀请专家（多学科会诊）</strong>" in page  # in the timeline
+
+    csrf = await console_login(client, "DONGGUAN", "doctor")  # the requester may invite too, as the API allows
+    assert form_ids(await (await client.get(path)).text()) == {"invite", "cancel"}
