@@ -6,9 +6,12 @@ other process's hub delivers it to its sockets. Redis going away therefore never
 stored and acked, the publish is dropped, and what the other processes missed reaches their sockets when their
 subscription is back (each socket catches up from its last delivered `seq`) or when the client reconnects.
 
-Per socket and conversation the hub keeps the last `seq` it delivered. A message that arrives with a gap after
-it (two processes' publishes crossing, a dropped publish) makes the socket read the gap from the database
-first, so each socket sees every message once and in order."""
+Per socket and conversation the hub keeps the last `seq` it delivered. A message that arrives with a gap before
+it is held back for a moment: usually the missing one is only on its way from the other process (two senders
+of one conversation on different processes, their publishes crossing) and then both go out in order. Only a
+gap still open after HOLD seconds (a dropped publish, Redis away) makes the socket read it from the database.
+Either way each socket sees every message once and in order; reading every crossing from the database instead
+costs a query per socket and gap, which under load slowed the stores down and so made more gaps."""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ SEND_QUEUE = 2000  # frames waiting for one socket; a client that far behind is 
 PUBLISH_BATCH = 200
 CATCH_UP_PAGE = 500
 TOO_SLOW = 4008  # WebSocket close code: the client fell too far behind
+HOLD = 1.0  # seconds a message that arrived ahead of its predecessor waits for it before the database is read
 
 
 def presence_key(staff_id: int) -> str:
@@ -54,6 +58,10 @@ class Client:
     seen: dict[int, int] = field(default_factory=dict)  # conversation id -> last seq delivered
     wanted: dict[int, int] = field(default_factory=dict)  # newest seq heard of while catching up
     catching: set[int] = field(default_factory=set)
+    # Messages that arrived ahead of a missing predecessor (conversation id -> seq -> frame), and the timers
+    # after which the gap is read from the database.
+    held: dict[int, dict[int, str]] = field(default_factory=dict)
+    gap_timers: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
     # The newest seq of each conversation when the socket opened: what came before is the client's to ask for.
     base: dict[int, int] = field(default_factory=dict)
     synced: set[int] = field(default_factory=set)
@@ -137,6 +145,8 @@ class Hub:
             self.spawn(self._mark_absent(client.staff_id), "chat-presence")
         for task in client.tasks:
             task.cancel()
+        for timer in client.gap_timers.values():
+            timer.cancel()
 
     def connected(self) -> int:
         return sum(len(group) for group in self.clients.values())
@@ -173,8 +183,35 @@ class Hub:
         if seq == last + 1:
             client.seen[conversation_id] = seq
             client.put(frame)
+            held = client.held.get(conversation_id)
+            if held:
+                self._release(client, conversation_id, held)
         elif seq > last + 1:
-            self.catch_up(client, conversation_id, wanted=seq)
+            client.held.setdefault(conversation_id, {})[seq] = frame
+            if conversation_id not in client.gap_timers:
+                client.gap_timers[conversation_id] = asyncio.get_running_loop().call_later(
+                    HOLD, self._gap_still_open, client, conversation_id)
+
+    def _release(self, client: Client, conversation_id: int, held: dict[int, str]) -> None:
+        """Send the held messages that now follow without a gap; keep waiting for the rest."""
+        seq = client.seen[conversation_id]
+        while seq + 1 in held:
+            seq += 1
+            client.put(held.pop(seq))
+        client.seen[conversation_id] = seq
+        for stale in [s for s in held if s <= seq]:  # delivered meanwhile through another path
+            del held[stale]
+        if not held:
+            del client.held[conversation_id]
+            timer = client.gap_timers.pop(conversation_id, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _gap_still_open(self, client: Client, conversation_id: int) -> None:
+        client.gap_timers.pop(conversation_id, None)
+        held = client.held.get(conversation_id)
+        if held and not client.closed:
+            self.catch_up(client, conversation_id, wanted=max(held))
 
     def resume(self, client: Client, conversation_id: int, last: int, newest: int) -> None:
         """The client says it has a conversation up to `last` (after a reconnect): send it what follows."""
@@ -213,6 +250,13 @@ class Hub:
         client.wanted[conversation_id] = max(client.wanted.get(conversation_id, 0), wanted)
         if conversation_id in client.catching:
             return
+        # Whatever was held back is stored (published after its commit): the database read brings it in order.
+        held = client.held.pop(conversation_id, None)
+        if held:
+            client.wanted[conversation_id] = max(client.wanted[conversation_id], max(held))
+        timer = client.gap_timers.pop(conversation_id, None)
+        if timer is not None:
+            timer.cancel()
         client.catching.add(conversation_id)
         self._spawn_for(client, self._catch_up(client, conversation_id))
 

@@ -1,15 +1,22 @@
 """Messages of a conversation: stored before they are delivered, numbered without gaps, deduplicated by the
 sender's client_msg_id; history pages, read marks and unread counts.
 
-The number: one conditional `UPDATE conversation SET last_seq = last_seq + 1 ... RETURNING` and the INSERT of
-the message in one transaction. The UPDATE holds the conversation's row lock until the commit, so two senders
-take consecutive numbers and commit in that order; a failed INSERT rolls the number back with it."""
+The number: one conditional `UPDATE conversation SET last_seq = last_seq + n ... RETURNING` and the INSERT of
+the messages in one transaction. The UPDATE holds the conversation's row lock until the commit, so two senders
+take consecutive numbers and commit in that order; a failed INSERT rolls the numbers back with it.
+
+On PostgreSQL a process stores one conversation's messages one statement at a time (`Coalescer`): what arrives
+for the conversation while a statement is under way goes, in arrival order, into the next one. Several senders
+of one conversation therefore do not each hold a database connection while they queue on its row lock (under
+load those waits took the whole pool and the stores fell behind the sends), and a burst costs one commit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +30,9 @@ from chat.content_check import check_before_delivery
 from directory import cache
 from errors import InvalidInput, NotFound
 from models import ChatAttachment, ChatMessage, CheckState, Conversation, ConversationParticipant, MessageType
+from models.outbox import JobState
 from outbox.jobs import NewJob, enqueue_all
+from outbox.wakeup import request_wake
 from wechat.client import WeChatClient
 
 RECHECK_KIND = "chat.recheck"
@@ -114,11 +123,13 @@ async def send(conversation: Conversation, sender_id: int, draft: Draft, *, wech
     message = ChatMessage(conversation_id=conversation.id, sender_id=sender_id, client_msg_id=draft.client_msg_id,
                           type=draft.type, body=body, check_state=state, created_at=now)
     try:
-        if jobs or state == CheckState.PENDING or not _is_postgres():
+        if state == CheckState.PENDING or not _is_postgres():
             staff_ids = await _store_with_jobs(message, jobs)
         else:
-            staff_ids = await _store_alone(message)
-    except IntegrityError:
+            staff_ids = await _coalescer().store(message, jobs)
+    except (IntegrityError, NotStored) as exc:
+        if isinstance(exc, NotStored) and not exc.member:
+            raise not_found() from None
         # This client_msg_id was stored before (a retry, or two sockets racing): the first message is the answer.
         earlier = await ChatMessage.get_or_none(conversation_id=conversation.id, sender_id=sender_id,
                                                 client_msg_id=draft.client_msg_id)
@@ -134,33 +145,159 @@ def _is_postgres() -> bool:
     return connections.get("default").capabilities.dialect == "postgres"
 
 
-# Membership, number, row and recipients in one statement (one round trip, its own transaction): the UPDATE only
-# happens for a current participant, its row lock orders concurrent senders, and a failed INSERT (a duplicate
-# client_msg_id) undoes it.
-STORE = """
-WITH next AS (
-    UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1
-    WHERE id = $2 AND EXISTS (SELECT 1 FROM conversation_participant
-                              WHERE conversation_id = $2 AND staff_id = $3 AND left_at IS NULL)
-    RETURNING last_seq),
+class NotStored(Exception):
+    """The store skipped a message: its sender is no participant, or its client_msg_id was stored before."""
+
+    def __init__(self, member: bool) -> None:
+        self.member = member
+        super().__init__("not a participant" if not member else "client_msg_id stored before")
+
+
+# Membership, numbers, rows, the jobs they call for and the recipients in one statement (one round trip, its own
+# transaction) for messages of one conversation, in the given order: only messages of current participants with
+# a client_msg_id not stored yet take a number; the UPDATE's row lock orders concurrent statements; a failed
+# INSERT (a client_msg_id another process stored meanwhile) undoes them all.
+STORE_MANY = """
+WITH input AS (
+    SELECT t.*, EXISTS (SELECT 1 FROM conversation_participant
+                        WHERE conversation_id = $1 AND staff_id = t.sender_id AND left_at IS NULL) AS member
+    FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+         WITH ORDINALITY AS t(sender_id, client_msg_id, type, body, check_state, created_at, n)),
+fresh AS (
+    SELECT input.*, row_number() OVER (ORDER BY n) AS r FROM input
+    WHERE member AND NOT EXISTS (SELECT 1 FROM chat_message m WHERE m.conversation_id = $1
+                                 AND m.sender_id = input.sender_id AND m.client_msg_id = input.client_msg_id)),
+next AS (
+    UPDATE conversation SET last_seq = last_seq + (SELECT count(*) FROM fresh), updated_at = $8
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM fresh)
+    RETURNING last_seq - (SELECT count(*) FROM fresh) AS base),
 stored AS (
     INSERT INTO chat_message (conversation_id, seq, sender_id, client_msg_id, type, body, check_state, created_at)
-    SELECT $2, next.last_seq, $3, $4, $5, $6::jsonb, $7, $1 FROM next
-    RETURNING id, seq)
-SELECT stored.id, stored.seq, ARRAY(SELECT staff_id FROM conversation_participant
-                                    WHERE conversation_id = $2 AND left_at IS NULL) AS staff_ids
-FROM stored
+    SELECT $1, next.base + fresh.r, fresh.sender_id, fresh.client_msg_id, fresh.type, fresh.body::jsonb,
+           fresh.check_state, fresh.created_at
+    FROM fresh, next
+    RETURNING id, seq, sender_id, client_msg_id),
+jobs AS (
+    INSERT INTO outbox_job (kind, payload, dedupe_key, state, attempts, next_attempt_at, locked_by, last_error,
+                            created_at, updated_at)
+    SELECT j.kind, j.payload::jsonb, j.dedupe_key, $9, 0, j.run_at, '', '', $8, $8
+    FROM unnest($10::text[], $11::text[], $12::text[], $13::timestamptz[]) AS j(kind, payload, dedupe_key, run_at)
+    WHERE EXISTS (SELECT 1 FROM stored)
+    ON CONFLICT (dedupe_key) DO NOTHING)
+SELECT input.n, input.member, stored.id, stored.seq,
+       ARRAY(SELECT staff_id FROM conversation_participant
+             WHERE conversation_id = $1 AND left_at IS NULL) AS staff_ids
+FROM input LEFT JOIN stored ON stored.sender_id = input.sender_id AND stored.client_msg_id = input.client_msg_id
+ORDER BY input.n
 """
+STORE_BATCH = 100  # messages per statement
 
 
-async def _store_alone(message: ChatMessage) -> list[int]:
-    rows = await connections.get("default").execute_query_dict(STORE, [
-        message.created_at, message.conversation_id, message.sender_id,  # type: ignore[attr-defined]
-        message.client_msg_id, message.type, json.dumps(message.body, ensure_ascii=False), message.check_state])
-    if not rows:
-        raise not_found()
-    message.id, message.seq = int(rows[0]["id"]), int(rows[0]["seq"])
-    return list(rows[0]["staff_ids"])
+@dataclass(eq=False)
+class _Waiting:
+    message: ChatMessage
+    jobs: list[NewJob]
+    done: asyncio.Future
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.message.sender_id, self.message.client_msg_id  # type: ignore[attr-defined]
+
+
+class Coalescer:
+    """One process's stores (PostgreSQL): at most one statement per conversation under way; the messages that
+    arrive meanwhile wait, in order, and go together into the next."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, list[_Waiting]] = {}
+        self.writers: dict[int, asyncio.Task] = {}
+
+    async def store(self, message: ChatMessage, jobs: list[NewJob]) -> list[int]:
+        """Store `message` (and `jobs` with it); the current participants. Raises NotStored, IntegrityError."""
+        conversation_id = message.conversation_id  # type: ignore[attr-defined]
+        item = _Waiting(message, jobs, asyncio.get_running_loop().create_future())
+        self.waiting.setdefault(conversation_id, []).append(item)
+        if conversation_id not in self.writers:
+            self.writers[conversation_id] = asyncio.ensure_future(self._write(conversation_id))
+        return await asyncio.shield(item.done)  # a cancelled sender does not take the others' store with it
+
+    async def _write(self, conversation_id: int) -> None:
+        try:
+            while queue := self.waiting.get(conversation_id):
+                batch, rest, keys = [], [], set()
+                for item in queue:
+                    # One client_msg_id twice (a retry racing its original) waits for the next statement, which
+                    # finds the first one stored.
+                    if len(batch) < STORE_BATCH and item.key not in keys:
+                        keys.add(item.key)
+                        batch.append(item)
+                    else:
+                        rest.append(item)
+                if rest:
+                    self.waiting[conversation_id] = rest
+                else:
+                    del self.waiting[conversation_id]
+                await self._store(conversation_id, batch)
+        finally:
+            del self.writers[conversation_id]
+
+    async def _store(self, conversation_id: int, batch: list[_Waiting]) -> None:
+        try:
+            rows = await _store_many(conversation_id, batch)
+        except IntegrityError as exc:
+            if len(batch) == 1:
+                _settle(batch[0].done, error=exc)
+                return
+            for item in batch:  # another process stored one of these client_msg_ids meanwhile: one at a time
+                await self._store(conversation_id, [item])
+            return
+        except Exception as exc:
+            for item in batch:
+                _settle(item.done, error=exc)
+            return
+        for item, row in zip(batch, rows, strict=True):
+            if row["id"] is None:
+                _settle(item.done, error=NotStored(bool(row["member"])))
+            else:
+                item.message.id, item.message.seq = int(row["id"]), int(row["seq"])
+                _settle(item.done, result=list(row["staff_ids"]))
+
+
+def _settle(done: asyncio.Future, *, result: object = None, error: BaseException | None = None) -> None:
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
+
+
+async def _store_many(conversation_id: int, batch: list[_Waiting]) -> list[dict]:
+    messages = [item.message for item in batch]
+    jobs = list({job.dedupe_key: job for item in batch for job in item.jobs}.values())
+    now = datetime.now(UTC)
+    rows = await connections.get("default").execute_query_dict(STORE_MANY, [
+        conversation_id, [m.sender_id for m in messages],  # type: ignore[attr-defined]
+        [m.client_msg_id for m in messages], [m.type for m in messages],
+        [json.dumps(m.body, ensure_ascii=False) for m in messages], [m.check_state for m in messages],
+        [m.created_at for m in messages], now, JobState.PENDING,
+        [j.kind for j in jobs], [json.dumps(j.payload, ensure_ascii=False) for j in jobs],
+        [j.dedupe_key for j in jobs], [(j.run_at or now).astimezone(UTC) for j in jobs]])
+    if any((j.run_at or now) <= now for j in jobs):
+        request_wake()
+    return rows
+
+
+_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
+
+
+def _coalescer() -> Coalescer:
+    """This process's (this event loop's) coalescer."""
+    loop = asyncio.get_running_loop()
+    coalescer = _coalescers.get(loop)
+    if coalescer is None:
+        coalescer = _coalescers[loop] = Coalescer()
+    return coalescer
 
 
 async def _store_with_jobs(message: ChatMessage, jobs: list[NewJob]) -> list[int]:

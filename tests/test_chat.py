@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from appkeys import WECHAT
+from chat import messages, realtime
+from chat.access import membership
+from errors import NotFound
+from models import ChatMessage, Conversation
 from tests.chat_support import COLLEAGUE, DOCTOR, EXPERT, OUTSIDER, chat, staff_id
 
 
@@ -174,3 +179,53 @@ async def test_bad_input_is_a_clear_4xx(client):
                              headers=headers)
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "ATTACHMENT_NOT_FOUND"
     assert (await c.history(DOCTOR))["last_seq"] == 0  # nothing refused took a number
+
+
+async def test_a_burst_from_several_sockets_is_numbered_without_gaps_and_reaches_every_socket_in_order(client):
+    """Senders who do not wait for their acks: every message takes the next number, each sender's in the order
+    it sent them, and every socket receives all of them once, in seq order."""
+    c = await chat(client)
+    doctor, expert = await c.socket(DOCTOR), await c.socket(EXPERT)
+    sent = {DOCTOR: [f"doctor-{n}" for n in range(15)], EXPERT: [f"expert-{n}" for n in range(15)]}
+    for n in range(15):
+        for who, socket in ((DOCTOR, doctor), (EXPERT, expert)):
+            await socket.send({"type": "send", "conversation_id": c.id, "message": {
+                "client_msg_id": sent[who][n], "type": "text", "text": f"会诊讨论 {sent[who][n]}"}})
+    for socket in (doctor, expert):
+        for _ in range(30):
+            await socket.until(lambda f: f["type"] == "message", timeout=30)
+        assert [m["seq"] for m in socket.messages()] == list(range(1, 31))
+        acks = [await socket.until(lambda f: f["type"] == "ack", timeout=30) for _ in range(15)]
+        assert [a["seq"] for a in acks] == sorted(a["seq"] for a in acks) and len({a["seq"] for a in acks}) == 15
+    page = await c.history(EXPERT, limit=50)
+    assert [m["seq"] for m in page["items"]] == list(range(1, 31)) and page["last_seq"] == 30
+    for who, ids in sent.items():
+        assert [m["client_msg_id"] for m in page["items"] if m["client_msg_id"] in set(ids)] == ids, who
+    await doctor.close(), await expert.close()
+
+
+async def test_a_burst_with_a_retry_and_an_outsider_stores_each_message_once(client, app):
+    """Sends to one conversation at the same moment (on PostgreSQL they share one statement): a client_msg_id
+    sent twice is stored once and both get it; an outsider's message takes no number; no seq is skipped."""
+    c = await chat(client)
+    doctor_id, expert_id, outsider_id = await staff_id(DOCTOR), await staff_id(EXPERT), await staff_id(OUTSIDER)
+    member = await membership(doctor_id, c.id)
+
+    def send(sender_id: int, client_msg_id: str):
+        return messages.send(member.conversation, sender_id, messages.Draft("text", client_msg_id, text=client_msg_id),
+                             wechat=app[WECHAT], openid="demo_dongguan_doctor", check_timeout=2, quiet=300,
+                             memo=app[realtime.NOTIFY_MEMO])
+
+    results = await asyncio.gather(send(doctor_id, "first"), send(expert_id, "second"), send(doctor_id, "first"),
+                                   send(outsider_id, "intruder"), send(doctor_id, "third"), return_exceptions=True)
+    first, second, retry, intruder, third = results
+    assert isinstance(intruder, NotFound) and intruder.code == "CONVERSATION_NOT_FOUND"
+    assert retry.message.seq == first.message.seq and [first.duplicate, retry.duplicate].count(True) == 1
+    assert sorted([first.message.seq, second.message.seq, third.message.seq]) == [1, 2, 3]
+    assert sorted(first.staff_ids) == sorted([doctor_id, expert_id])
+    stored = await ChatMessage.filter(conversation_id=member.conversation.id).order_by("seq").values_list(
+        "seq", "client_msg_id")
+    assert [seq for seq, _ in stored] == [1, 2, 3] and "intruder" not in {cmid for _, cmid in stored}
+    assert await Conversation.filter(id=member.conversation.id).values_list("last_seq", flat=True) == [3]
+    page = await c.history(DOCTOR)
+    assert [m["client_msg_id"] for m in page["items"]] == [cmid for _, cmid in stored]
