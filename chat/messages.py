@@ -8,7 +8,6 @@ take consecutive numbers and commit in that order; a failed INSERT rolls the num
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,8 @@ from directory import cache
 from errors import InvalidInput, NotFound
 from models import ChatAttachment, ChatMessage, CheckState, Conversation, ConversationParticipant, MessageType
 from outbox.jobs import NewJob, enqueue_all
+from sql_batch import dialect_sql as sql
+from sql_batch import is_postgres
 from wechat.client import WeChatClient
 
 RECHECK_KIND = "chat.recheck"
@@ -32,11 +33,6 @@ MAX_PAGE = 200
 WITHDRAWN_BODY = {"withdrawn": True, "text": "该消息因内容审核未通过已被撤回"}
 
 
-def sql(text: str) -> str:
-    """`$n` placeholders as the default connection's dialect writes them (SQLite: `?`, in order)."""
-    if connections.get("default").capabilities.dialect == "postgres":
-        return text
-    return re.sub(r"\$\d+", "?", text)
 
 
 NEXT_SEQ = "UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 RETURNING last_seq"
@@ -114,7 +110,7 @@ async def send(conversation: Conversation, sender_id: int, draft: Draft, *, wech
     message = ChatMessage(conversation_id=conversation.id, sender_id=sender_id, client_msg_id=draft.client_msg_id,
                           type=draft.type, body=body, check_state=state, created_at=now)
     try:
-        if jobs or state == CheckState.PENDING or not _is_postgres():
+        if jobs or state == CheckState.PENDING or not is_postgres():
             staff_ids = await _store_with_jobs(message, jobs)
         else:
             staff_ids = await _store_alone(message)
@@ -128,10 +124,6 @@ async def send(conversation: Conversation, sender_id: int, draft: Draft, *, wech
     memo.periods[conversation.id] = period
     conversation.last_seq = max(conversation.last_seq, message.seq)
     return Sent(message, await view(message, conversation), duplicate=False, staff_ids=staff_ids)
-
-
-def _is_postgres() -> bool:
-    return connections.get("default").capabilities.dialect == "postgres"
 
 
 # Membership, number, row and recipients in one statement (one round trip, its own transaction): the UPDATE only
