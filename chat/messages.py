@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -33,19 +32,14 @@ from models import ChatAttachment, ChatMessage, CheckState, Conversation, Conver
 from models.outbox import JobState
 from outbox.jobs import NewJob, enqueue_all
 from outbox.wakeup import request_wake
+from sql_batch import dialect_sql as sql
+from sql_batch import is_postgres
 from wechat.client import WeChatClient
 
 RECHECK_KIND = "chat.recheck"
 NOTIFY_KIND = "chat.notify"
 MAX_PAGE = 200
 WITHDRAWN_BODY = {"withdrawn": True, "text": "该消息因内容审核未通过已被撤回"}
-
-
-def sql(text: str) -> str:
-    """`$n` placeholders as the default connection's dialect writes them (SQLite: `?`, in order)."""
-    if connections.get("default").capabilities.dialect == "postgres":
-        return text
-    return re.sub(r"\$\d+", "?", text)
 
 
 NEXT_SEQ = "UPDATE conversation SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 RETURNING last_seq"
@@ -123,7 +117,7 @@ async def send(conversation: Conversation, sender_id: int, draft: Draft, *, wech
     message = ChatMessage(conversation_id=conversation.id, sender_id=sender_id, client_msg_id=draft.client_msg_id,
                           type=draft.type, body=body, check_state=state, created_at=now)
     try:
-        if state == CheckState.PENDING or not _is_postgres():
+        if state == CheckState.PENDING or not is_postgres():
             staff_ids = await _store_with_jobs(message, jobs)
         else:
             staff_ids = await _coalescer().store(message, jobs)
@@ -139,10 +133,6 @@ async def send(conversation: Conversation, sender_id: int, draft: Draft, *, wech
     memo.periods[conversation.id] = period
     conversation.last_seq = max(conversation.last_seq, message.seq)
     return Sent(message, await view(message, conversation), duplicate=False, staff_ids=staff_ids)
-
-
-def _is_postgres() -> bool:
-    return connections.get("default").capabilities.dialect == "postgres"
 
 
 class NotStored(Exception):

@@ -44,7 +44,8 @@ async def subscribed(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
 async def publish_all(notices: Sequence[Notice], referral: Referral | None, event_key: str,
                       jobs: Sequence[NewJob] = (), *, settings: Settings) -> int:
     """The notices of one event (an account is in one of them at most) and any other `jobs` it calls for:
-    one SELECT for the recipients' credits, one INSERT for every inbox message and one for every job.
+    one SELECT for the recipients' credits, then the inbox messages and the jobs in one statement on PostgreSQL
+    (one INSERT for the messages and one for the jobs elsewhere).
     Returns the recipients."""
     wanted = {(account_id, template_id(settings, notice.template))
               for notice in notices for account_id in notice.accounts}
@@ -62,8 +63,6 @@ async def publish_all(notices: Sequence[Notice], referral: Referral | None, even
                 sends.append(NewJob(SEND_KIND, {"account_id": account_id, "template": notice.template,
                                                 "data": data, "page": notice.page, "kind": notice.kind},
                                     send_dedupe_key(event_key, account_id)))
-    if inbox:
-        # A message a first run already wrote is left as it is.
-        await InboxMessage.bulk_create(inbox, ignore_conflicts=True)
-    await enqueue_all([*sends, *jobs])
+    # A message or job a first run already wrote is left as it is.
+    await enqueue_all([*sends, *jobs], along=inbox)
     return len(inbox)

@@ -3,31 +3,27 @@ doctor, and of everyone bound to the patient. Only people with a WeChat account 
 
 from __future__ import annotations
 
-from models import PatientBinding, Referral, Staff, WeChatAccount
+from models import PatientBinding, Referral, WeChatAccount
 from referrals.policy import policy_of
 
 
-async def _accounts_of_staff(staff_ids: list[int]) -> list[int]:
-    if not staff_ids:
-        return []
-    return list(await WeChatAccount.filter(staff_id__in=staff_ids).order_by("id").values_list("id", flat=True))
-
-
-async def _staff_with_roles(institution_id: int, roles: set[str]) -> list[int]:
+async def _accounts_with_roles(institution_id: int, roles: set[str]) -> list[int]:
+    """The WeChat accounts of the institution's active staff holding one of `roles`: one query, joined."""
     # Roles are a JSON list; an institution has tens of staff, so filtering here is simpler than per-database JSON.
-    staff = await Staff.filter(institution_id=institution_id, is_active=True, deleted_at=None).only("id", "roles")
-    return [s.id for s in staff if roles.intersection(s.roles or [])]
+    rows = await WeChatAccount.filter(staff__institution_id=institution_id, staff__is_active=True,
+                                      staff__deleted_at=None).order_by("id").values_list("id", "staff__roles")
+    return [account_id for account_id, staff_roles in rows if roles.intersection(staff_roles or [])]
 
 
 async def approver_accounts(institution_id: int) -> list[int]:
     """Every approver of the institution: whoever holds one of the roles its policy lets approve
     (the same rule as referrals.access.approver_here)."""
     policy = await policy_of(institution_id)
-    return await _accounts_of_staff(await _staff_with_roles(institution_id, set(policy.approver_roles or [])))
+    return await _accounts_with_roles(institution_id, set(policy.approver_roles or []))
 
 
 async def admin_accounts(institution_id: int) -> list[int]:
-    return await _accounts_of_staff(await _staff_with_roles(institution_id, {"admin"}))
+    return await _accounts_with_roles(institution_id, {"admin"})
 
 
 async def referrer_accounts(referral: Referral) -> list[int]:

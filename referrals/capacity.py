@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, timedelta
 
+from tortoise import connections
 from tortoise.expressions import F
 
 from accounts.principal import Principal
@@ -14,6 +15,7 @@ from errors import Conflict, Forbidden, InvalidInput
 from models import CapacityDay, Department, Role
 from referrals.access import approver_here
 from security.audit import audited
+from sql_batch import dialect_sql
 from timeutil import china_today
 
 MAX_RANGE_DAYS = 366
@@ -67,17 +69,24 @@ async def set_capacity(department_id: int, days: dict[date, int], *, actor_staff
                                code="CAPACITY_BELOW_BOOKED", detail={"date": day.isoformat(), "booked": booked})
 
 
+# One statement (both databases return rows from an UPDATE): the day's row is only read when no bed was free,
+# to say why.
+BOOK = ("UPDATE capacity_day SET booked = booked + 1 WHERE department_id = $1 AND day = $2 AND booked < capacity "
+        "RETURNING *")
+
+
 async def book(department_id: int, day: date) -> CapacityDay:
-    """Take one reserved bed; a conditional UPDATE, so concurrent approvers can never overbook."""
+    """Take one reserved bed; a conditional UPDATE, so concurrent approvers can never overbook. Returns the
+    day's row as booked."""
+    taken = await connections.get("default").execute_query_dict(dialect_sql(BOOK), [department_id, day])
+    if taken:
+        return CapacityDay._init_from_db(**taken[0])
     row = await CapacityDay.get_or_none(department_id=department_id, day=day)
     if row is None or row.capacity == 0:
         raise Conflict(f"{day.isoformat()} 该科室未预留转诊床位", code="NO_RESERVED_BEDS",
                        detail={"date": day.isoformat()})
-    taken = await CapacityDay.filter(id=row.id, booked__lt=F("capacity")).update(booked=F("booked") + 1)
-    if not taken:
-        raise Conflict(f"{day.isoformat()} 预留床位已满，请选择其他日期", code="BEDS_FULL",
-                       detail={"date": day.isoformat(), "capacity": row.capacity})
-    return row
+    raise Conflict(f"{day.isoformat()} 预留床位已满，请选择其他日期", code="BEDS_FULL",
+                   detail={"date": day.isoformat(), "capacity": row.capacity})
 
 
 async def release(capacity_day_id: int | None) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from tortoise.exceptions import IntegrityError
@@ -16,7 +17,7 @@ from accounts.principal import Principal
 from directory import cache
 from errors import Conflict, Forbidden, InvalidInput, NotFound
 from models import Department, HisSync, Institution, Patient, Referral, Urgency
-from outbox.jobs import enqueue
+from outbox.jobs import NewJob, enqueue
 from referrals import capacity
 from referrals.access import effective_roles, sides_of, visible_referral
 from referrals.clinical import REJECTION_REASONS, Clinical, ReturnSummary
@@ -35,6 +36,7 @@ from referrals.state_machine import (
 from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, chain_head, new_event, record_step
 from security.crypto import PersonalDataCipher
 from slips import lifecycle as slip_lifecycle
+from sql_batch import is_postgres
 from stats import facts
 from timeutil import china_today
 
@@ -70,15 +72,21 @@ class Step:
     changes: dict
     comment: str = ""
     data: dict | None = None
+    jobs: list[NewJob] = field(default_factory=list)  # written with the transition (in its statement on PostgreSQL)
 
 
 async def _transition(principal: Principal | None, referral: Referral | int, action: Action, *,
                       expected_version: int | None,
                       prepare: Callable[[Referral], Awaitable[Step]] | None = None,
-                      after: Callable[[Referral, Step], Awaitable[None]] | None = None) -> Referral:
+                      after: Callable[[Referral, Step], Awaitable[None]] | None = None,
+                      alone: bool = False) -> Referral:
     """The one way a referral changes state: check the table, bump the version conditionally (so of two
-    concurrent actors exactly one wins), apply the step's changes, append the event, write jobs."""
-    async with in_transaction():
+    concurrent actors exactly one wins), apply the step's changes, append the event, write jobs.
+
+    `alone`: the step writes nothing but the transition itself (its `prepare` and `after` only read). On
+    PostgreSQL the transition is then one statement (referrals.timeline.record_step) and needs no transaction:
+    BEGIN and COMMIT would be two more round trips for nothing."""
+    async with nullcontext() if alone and is_postgres() else in_transaction():
         if not isinstance(referral, Referral):
             referral = await Referral.get(id=referral)
         # A referral the caller just read (to check they may see it) is not read again: the UPDATE below is
@@ -104,13 +112,14 @@ async def _transition(principal: Principal | None, referral: Referral | int, act
         event = await new_event(referral, seq=version + 1, action=str(action), from_status=str(from_status),
                                 to_status=str(row.to), actor=await _actor(principal, row.role),
                                 comment=step.comment, data=step.data)
-        if not await record_step(referral, event, {"status": row.to, "updated_at": _now(), **step.changes}):
+        notify = NewJob("notify.referral_event", {"referral_id": referral.id, "seq": event.seq, "action": str(action)},
+                        f"notify:{referral.id}:{event.seq}")
+        if not await record_step(referral, event, {"status": row.to, "updated_at": _now(), **step.changes},
+                                 [*step.jobs, notify]):
             current = await Referral.get(id=referral.id)
             raise _state_conflict(current, "CONCURRENT_UPDATE", "转诊单刚刚已被他人处理，请刷新后查看最新状态")
         if after:
             await after(referral, step)
-        await enqueue("notify.referral_event", {"referral_id": referral.id, "seq": event.seq, "action": str(action)},
-                      dedupe_key=f"notify:{referral.id}:{event.seq}")
     return referral
 
 
@@ -243,7 +252,7 @@ async def edit_draft(principal: Principal, cipher: PersonalDataCipher, public_id
         return Step(changes, data={"fields": sorted(changes)})
 
     return await _transition(principal, referral, Action.EDIT, expected_version=expected_version,
-                             prepare=prepare)
+                             prepare=prepare, alone=True)
 
 
 async def submit(principal: Principal, public_id, *, expected_version: int | None) -> Referral:
@@ -257,7 +266,7 @@ async def _submit(principal: Principal, referral: Referral, expected_version: in
         return Step({"submitted_at": now, "stage_started_at": now, **facts.submitted(now)})
 
     return await _transition(principal, referral, Action.SUBMIT, expected_version=expected_version,
-                             prepare=prepare)
+                             prepare=prepare, alone=True)
 
 
 @dataclass
@@ -310,18 +319,19 @@ async def approve(principal: Principal, public_id, *, expected_version: int | No
         if current.status == Status.PENDING_SOURCE:
             return Step({"stage_started_at": now, **decided, **facts.source_approved(current, now)}, comment=comment)
         changes, data = await _book_admission(current, admission)
+        # Register the patient and create the electronic admission certificate in the target HIS.
+        admit = NewJob("his.admit", {"referral_id": current.id}, f"his-admit:{current.id}")
         return Step({"decided_at": now, "his_sync": HisSync.PENDING, **changes, **decided,
-                     **facts.accepted(current, now)}, comment=comment, data=data)
+                     **facts.accepted(current, now)}, comment=comment, data=data, jobs=[admit])
 
     async def after(current: Referral, step: Step) -> None:
         if current.status == Status.SCHEDULED:
-            # Register the patient and create the electronic admission certificate in the target HIS.
-            await enqueue("his.admit", {"referral_id": current.id}, dedupe_key=f"his-admit:{current.id}")
             # The patient's admission slip (QR), with its no-show timer.
             await slip_lifecycle.issue(current)
 
+    # A source approval only moves the referral on; a target approval also books the bed and issues the slip.
     return await _transition(principal, referral, Action.APPROVE, expected_version=expected_version,
-                             prepare=prepare, after=after)
+                             prepare=prepare, after=after, alone=referral.status == Status.PENDING_SOURCE)
 
 
 async def reschedule(principal: Principal, public_id, *, expected_version: int | None, admission: Admission,
@@ -360,7 +370,7 @@ async def reject(principal: Principal, public_id, *, expected_version: int | Non
                     data={"reason_code": reason_code, "reason": REJECTION_REASONS[reason_code]})
 
     return await _transition(principal, referral, Action.REJECT, expected_version=expected_version,
-                             prepare=prepare)
+                             prepare=prepare, alone=True)
 
 
 async def redirect(principal: Principal, public_id, *, expected_version: int | None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,6 +14,9 @@ from tortoise.models import Model
 
 from models import Consultation, ConsultationEvent, Referral, ReferralEvent
 from models.base import TimelineEvent
+from outbox.jobs import NewJob, enqueue_all, job_rows
+from outbox.wakeup import request_wake
+from sql_batch import Batch, is_postgres
 
 GENESIS = "0" * 64
 
@@ -115,15 +119,36 @@ async def new_event(referral: Model, *, seq: int, action: str, from_status: str,
         comment=comment, data=data, prev_hash=prev_hash, hash=digest)
 
 
-async def record_step(referral: Model, event: TimelineEvent, changes: dict) -> bool:
+async def record_step(referral: Model, event: TimelineEvent, changes: dict, jobs: Sequence[NewJob] = ()) -> bool:
     """Move the owner (a referral, a consultation) to `event`: its version becomes `event.seq` together with
     `changes` and the chain head, only if nobody moved it since it was read (a conditional UPDATE, so of two
-    concurrent writers exactly one wins). On success the event is saved and the owner holds the row as written;
-    False when another won."""
+    concurrent writers exactly one wins), and write `jobs` (outbox jobs, each once by its dedupe key) with it.
+    On success the event is saved and the owner holds the row as written; False when another won (and then
+    nothing is written).
+
+    On PostgreSQL the update, the event and the jobs are one statement (one round trip, atomic by itself: a
+    caller with nothing else to write needs no transaction around it); elsewhere three, in the caller's
+    transaction."""
     written = {"version": event.seq, "chain_head": chain_head(event), **changes}
-    if not await type(referral).filter(id=referral.pk, version=event.seq - 1).update(**written):
-        return False
-    await event.save()
+    if is_postgres():
+        batch = Batch()
+        batch.update("moved", referral, written, {"id": referral.pk, "version": event.seq - 1})
+        batch.insert("event", event, only_with="moved", returning="id")
+        rows, due = job_rows(jobs)
+        for n, row in enumerate(rows):
+            # A taken dedupe key leaves the first job as it is (as enqueue_all's INSERT does).
+            batch.insert(f"job{n}", row, only_with="moved", ignore_conflicts=True)
+        found = await batch.run('SELECT "id" FROM event')
+        if not found:
+            return False
+        event.pk, event._saved_in_db = found[0]["id"], True
+        if due:
+            request_wake()
+    else:
+        if not await type(referral).filter(id=referral.pk, version=event.seq - 1).update(**written):
+            return False
+        await event.save()
+        await enqueue_all(jobs)
     for field, value in written.items():  # the row as just written, without reading it back
         setattr(referral, field, value)
     return True

@@ -35,6 +35,11 @@ def _respondent_staff(referral: Referral, event: ReferralEvent, occasion: str) -
     return None
 
 
+def invites_on(event: ReferralEvent) -> bool:
+    """Whether `invite_for_event` writes anything for this event (its caller then needs a transaction)."""
+    return bool(OCCASIONS.get(event.action))
+
+
 async def invite_for_event(referral: Referral, event: ReferralEvent, settings: Settings) -> int:
     """Write the invitations this event calls for and tell each person; returns how many were told."""
     occasions = OCCASIONS.get(event.action, [])
