@@ -19,9 +19,11 @@ from models import (
     Staff,
     SurveyForm,
     SurveyInvitation,
+    SurveyMonth,
     SurveyResponse,
 )
 from referrals.state_machine import direction_of
+from stats import rollup
 from stats.consults import consultations
 from stats.query import Filters
 from stats.satisfaction import period_label, satisfaction
@@ -270,6 +272,13 @@ async def compare_everything(filters: Filters) -> None:
         total = expected[0]["total"] if expected else {"n": 0, "mean_days": None}
         if filters.direction in (None, row["direction"]):
             assert row["platform"] == {"n": total["n"], "mean_days": total["mean_days"]}, (filters, row)
+    await compare_satisfaction(filters)
+
+
+async def compare_satisfaction(filters: Filters) -> None:
+    """Table 2 for `filters` against the brute force over the invitations and answers, and the monthly rollup it
+    reads against the same rows (asserts)."""
+    assert await rollup_rows() == await brute_rollup()
     for period in ("all", "month", "quarter"):
         groups = await brute_satisfaction(filters, period)
         rows = await satisfaction(filters, period)
@@ -285,3 +294,30 @@ async def compare_everything(filters: Filters) -> None:
             assert row["response_rate"] == round(group["answers"] / group["invitations"], 4)
             assert {i["key"]: i["mean"] for i in row["items"]} == {
                 k: round(sum(v) / len(v), 2) for k, v in group["scores"].items()}
+
+
+async def rollup_rows() -> dict[tuple, dict]:
+    return {tuple(r[k] for k in rollup.KEY): {k: r[k] for k in rollup.SUMS}
+            for r in await SurveyMonth.all().values(*rollup.KEY, *rollup.SUMS)}
+
+
+async def brute_rollup() -> dict[tuple, dict]:
+    """survey_month as it should be: per month and place, the invitations and their answers (from the answer
+    rows, not the copy on the invitation)."""
+    answers = {a.invitation_id: a for a in await SurveyResponse.all()}  # type: ignore[attr-defined]
+    groups: dict[tuple, dict] = {}
+    for i in await SurveyInvitation.all():
+        key = (i.invited_month, i.respondent, i.form_id, i.direction, i.source_institution_id,  # type: ignore[attr-defined]
+               i.target_institution_id, i.source_department_id or 0, i.target_department_id or 0)
+        group = groups.setdefault(key, dict.fromkeys(rollup.SUMS, 0))
+        group["invitations"] += 1
+        answer = answers.get(i.id)
+        if answer is None:
+            continue
+        group["answers"] += 1
+        group["satisfied"] += int(answer.satisfied)
+        for n in range(1, 9):
+            score = getattr(answer, f"s{n}")
+            group[f"sum{n}"] += score or 0
+            group[f"n{n}"] += score is not None
+    return groups
