@@ -108,11 +108,42 @@ class Baseline(Model):
         unique_together = (("institution", "direction"),)
 
 
+class ReferralMonth(Model):
+    """The summary's and Table 1's rollup: the submitted referrals of one China month and one place
+    (direction, source and target institution and department, 0 for no department) in one status with one
+    rejection reason, and the counters the summary adds up. Kept by each transition in its transaction
+    (stats/rollup.py), rebuilt in bulk by seed-history, the figures of whole months are read from here."""
+
+    id = fields.IntField(primary_key=True)
+    submitted_month = fields.IntField()  # yyyymm
+    direction = fields.CharField(max_length=8)
+    source_institution_id = fields.IntField()
+    target_institution_id = fields.IntField()
+    source_department_id = fields.IntField()  # 0: none
+    target_department_id = fields.IntField()  # 0: none
+    status = fields.CharField(max_length=16)
+    rejection_code = fields.CharField(max_length=32)
+    n = fields.IntField(default=0)
+    accepted = fields.IntField(default=0)
+    redirected = fields.IntField(default=0)
+    redirects = fields.IntField(default=0)
+    decisions = fields.IntField(default=0)
+    late_decisions = fields.IntField(default=0)
+    late_referrals = fields.IntField(default=0)
+    n_total = fields.IntField(default=0)  # referrals admitted, with their waits
+    sum_total = fields.BigIntField(default=0)  # seconds
+
+    class Meta:
+        table = "referral_month"
+        unique_together = (("submitted_month", "direction", "source_institution_id", "target_institution_id",
+                            "source_department_id", "target_department_id", "status", "rejection_code"),)
+
+
 class SurveyMonth(Model):
     """Table 2's rollup: the invitations of one China month and one place (respondent, questionnaire,
     direction, source and target institution and department, 0 for no department), with their answers'
     counts and sums. Kept in the same transaction as the invitation or answer that changes it
-    (stats/rollup.py), rebuilt in bulk by seed-history; the figures of whole months are read from here."""
+    (stats/rollup.py), rebuilt in bulk by seed-history, the figures of whole months are read from here."""
 
     id = fields.IntField(primary_key=True)
     invited_month = fields.IntField()  # yyyymm

@@ -35,7 +35,7 @@ from referrals.state_machine import (
 from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, chain_head, new_event, record_step
 from security.crypto import PersonalDataCipher
 from slips import lifecycle as slip_lifecycle
-from stats import facts
+from stats import facts, rollup
 from timeutil import china_today
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud at a desk
@@ -101,12 +101,14 @@ async def _transition(principal: Principal | None, referral: Referral | int, act
                             detail={"status": str(referral.status)}) from None
         step = await prepare(referral) if prepare else Step({})
         from_status, version = referral.status, referral.version
+        counted = rollup.referral_part(referral)  # what the row adds to the figures' rollup before the step
         event = await new_event(referral, seq=version + 1, action=str(action), from_status=str(from_status),
                                 to_status=str(row.to), actor=await _actor(principal, row.role),
                                 comment=step.comment, data=step.data)
         if not await record_step(referral, event, {"status": row.to, "updated_at": _now(), **step.changes}):
             current = await Referral.get(id=referral.id)
             raise _state_conflict(current, "CONCURRENT_UPDATE", "转诊单刚刚已被他人处理，请刷新后查看最新状态")
+        await rollup.move(rollup.REFERRALS, counted, rollup.referral_part(referral))
         if after:
             await after(referral, step)
         await enqueue("notify.referral_event", {"referral_id": referral.id, "seq": event.seq, "action": str(action)},

@@ -4,13 +4,9 @@ MIN_ANSWERS answers shows no figures (too few to mean anything, and too close to
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import date, timedelta
-
 from models import SurveyForm
 from stats import rollup
-from stats.facts import month_of
-from stats.query import Filters, Sql
+from stats.query import Filters
 from stats.report import COUNT, SCORE, SHARE, TEXT, Column, Table, share
 from surveys.forms import RESPONDENT_NAMES, RESPONDENTS
 
@@ -27,67 +23,10 @@ def period_label(period: str, value: int) -> str:
     return "全部"
 
 
-def split_range(start: date | None, end: date | None) -> tuple[tuple[int | None, int | None] | None,
-                                                            list[tuple[date | None, date | None]]]:
-    """A range of China days as whole months (first, last yyyymm; None: open; None for no whole month) and
-    the day ranges left at its ends, so that months + days cover the range exactly once."""
-    def first(day: date) -> bool:
-        return day.day == 1
-
-    def last(day: date) -> bool:
-        return (day + timedelta(days=1)).day == 1
-
-    if start is not None and end is not None and (start.year, start.month) == (end.year, end.month) \
-            and not (first(start) and last(end)):
-        return None, [(start, end)]
-    days: list[tuple[date | None, date | None]] = []
-    low = high = None
-    if start is not None:
-        low = month_of(start)
-        if not first(start):
-            month_end = (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-            days.append((start, month_end))
-            low = month_of(month_end + timedelta(days=1))
-    if end is not None:
-        high = month_of(end)
-        if not last(end):
-            days.append((end.replace(day=1), end))
-            high = month_of(end.replace(day=1) - timedelta(days=1))
-    if low is not None and high is not None and low > high:
-        return None, days
-    return (low, high), days
-
-
-async def _rows(filters: Filters, period: str) -> list[dict]:
-    """Per respondent, period and questionnaire: invitations, answers, satisfied and each item's sum and count.
-    Whole months come from the rollup (stats/rollup.py), the days of a cut month from the invitation rows,
-    which carry their answer's figures (one scan, no join)."""
-    rows: list[dict] = []
-    months, days = split_range(filters.start, filters.end)
-    places = replace(filters, start=None, end=None)
-    if months is not None:
-        sql = Sql()
-        clauses = places.where(sql, day="invited_month", alias="i")
-        if months[0] is not None:
-            clauses.append(f"i.invited_month >= {sql.p(months[0])}")
-        if months[1] is not None:
-            clauses.append(f"i.invited_month <= {sql.p(months[1])}")
-        sums = ", ".join(f"SUM(i.{c}) AS {c}" for c in rollup.SUMS)
-        rows += await sql.rows(f"SELECT i.respondent AS respondent, {PERIODS[period]} AS period, i.form_id AS form_id, "
-                               f"{sums} FROM survey_month i WHERE {' AND '.join(clauses)} "
-                               f"GROUP BY i.respondent, {PERIODS[period]}, i.form_id")
-    for start, end in days:
-        sql = Sql()
-        where = " AND ".join(replace(places, start=start, end=end).where(sql, day="invited_day", alias="i"))
-        sums = ", ".join(f"{expr} AS {c}" for expr, c in zip(rollup.ROW_SUMS, rollup.SUMS, strict=True))
-        rows += await sql.rows(f"SELECT i.respondent AS respondent, {PERIODS[period]} AS period, i.form_id AS form_id, "
-                               f"{sums} FROM survey_invitation i WHERE {where} "
-                               f"GROUP BY i.respondent, {PERIODS[period]}, i.form_id")
-    return rows
-
-
 async def satisfaction(filters: Filters, period: str) -> list[dict]:
-    rows = await _rows(filters, period)
+    # Whole months from the rollup, cut months from the invitations, which carry their answer's figures.
+    rows = await rollup.read(rollup.SURVEYS, filters, {"respondent": "i.respondent", "period": PERIODS[period],
+                                                       "form_id": "i.form_id"}, list(rollup.SURVEYS.sums))
     forms = {f.id: f for f in await SurveyForm.filter(id__in={r["form_id"] for r in rows if r["answers"]})}
     groups: dict[tuple, dict] = {}
     for row in rows:

@@ -78,7 +78,10 @@ async def answer(principal: Principal, public_id: uuid.UUID, scores: dict[str, i
         if not await SurveyInvitation.filter(id=invitation.id, answered_at=None).update(
                 answered_at=now, satisfied=satisfied, **columns):
             raise Conflict("该问卷已提交，感谢您的评价", code="SURVEY_ANSWERED")
-        await rollup.answered(invitation, list(columns.values()), satisfied)
+        before = rollup.invitation_part(invitation)
+        for field, value in {"answered_at": now, "satisfied": satisfied, **columns}.items():
+            setattr(invitation, field, value)
+        await rollup.move(rollup.SURVEYS, before, rollup.invitation_part(invitation))
         return await SurveyResponse.create(invitation_id=invitation.id, form_id=form.id, **columns,
                                            satisfied=satisfied, comment=comment[:500],
                                            account_id=principal.account_id)

@@ -67,7 +67,7 @@ async def invite_for_event(referral: Referral, event: ReferralEvent, settings: S
         for row in rows:
             if row.occasion not in written:
                 await row.save()
-                await rollup.invited(row)
+                await rollup.move(rollup.SURVEYS, None, rollup.invitation_part(row))
     invitations = await SurveyInvitation.filter(referral_id=referral.id,
                                                 occasion__in=[o for o, _ in occasions], answered_at=None)
     facts = await Facts.of(referral)

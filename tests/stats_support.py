@@ -16,6 +16,7 @@ from models import (
     Department,
     Institution,
     Referral,
+    ReferralMonth,
     Staff,
     SurveyForm,
     SurveyInvitation,
@@ -259,6 +260,7 @@ async def compare_everything(filters: Filters) -> None:
         figures = [{k: item[k] for k in ("key", "submitted", "total", "source_approval", "target_approval", "bed")}
                    for item in await waiting_times(filters, group_by)]
         assert figures == await brute_waiting(filters, group_by), (filters, group_by)
+    assert await rollup_rows(ReferralMonth, rollup.REFERRALS) == await brute_referral_rollup()
     brute = await brute_summary(filters)
     names = {i.id: i.name for i in await Institution.all()}
     flat = _flat_summary(await summary(filters))
@@ -296,9 +298,9 @@ async def compare_satisfaction(filters: Filters) -> None:
                 k: round(sum(v) / len(v), 2) for k, v in group["scores"].items()}
 
 
-async def rollup_rows() -> dict[tuple, dict]:
-    return {tuple(r[k] for k in rollup.KEY): {k: r[k] for k in rollup.SUMS}
-            for r in await SurveyMonth.all().values(*rollup.KEY, *rollup.SUMS)}
+async def rollup_rows(model=SurveyMonth, spec=rollup.SURVEYS) -> dict[tuple, dict]:
+    return {tuple(r[k] for k in spec.key): {k: r[k] for k in spec.sums}
+            for r in await model.all().values(*spec.key, *spec.sums) if any(r[k] for k in spec.sums)}
 
 
 async def brute_rollup() -> dict[tuple, dict]:
@@ -309,7 +311,7 @@ async def brute_rollup() -> dict[tuple, dict]:
     for i in await SurveyInvitation.all():
         key = (i.invited_month, i.respondent, i.form_id, i.direction, i.source_institution_id,  # type: ignore[attr-defined]
                i.target_institution_id, i.source_department_id or 0, i.target_department_id or 0)
-        group = groups.setdefault(key, dict.fromkeys(rollup.SUMS, 0))
+        group = groups.setdefault(key, dict.fromkeys(rollup.SURVEYS.sums, 0))
         group["invitations"] += 1
         answer = answers.get(i.id)
         if answer is None:
@@ -320,4 +322,28 @@ async def brute_rollup() -> dict[tuple, dict]:
             score = getattr(answer, f"s{n}")
             group[f"sum{n}"] += score or 0
             group[f"n{n}"] += score is not None
+    return groups
+
+
+async def brute_referral_rollup() -> dict[tuple, dict]:
+    """referral_month as it should be: per month of submission, place, status and reason, the submitted
+    referrals and their counters."""
+    groups: dict[tuple, dict] = {}
+    for r in await referral_rows():
+        if r["submitted_at"] is None:
+            continue
+        key = (month(china_day(r["submitted_at"])), r["direction"], r["source_institution_id"],
+               r["target_institution_id"], r["source_department_id"] or 0, r["target_department_id"] or 0,
+               r["status"], r["rejection_code"])
+        group = groups.setdefault(key, dict.fromkeys(rollup.REFERRALS.sums, 0))
+        lengths = stages(r)
+        group["n"] += 1
+        group["accepted"] += lengths["target_approval"] is not None
+        group["redirected"] += r["redirects"] > 0
+        group["redirects"] += r["redirects"]
+        group["decisions"] += r["decisions"]
+        group["late_decisions"] += r["late_decisions"]
+        group["late_referrals"] += r["late_decisions"] > 0
+        group["n_total"] += lengths["total"] is not None
+        group["sum_total"] += lengths["total"] or 0
     return groups

@@ -19,7 +19,7 @@ from models import Institution, Referral
 from referrals.state_machine import Status
 from stats.history import generate
 from stats.query import Filters
-from stats.satisfaction import split_range
+from stats.rollup import split_range
 from tests.referral_support import Desk, department, make_patient, patient_account
 from tests.stats_support import compare_everything
 

@@ -200,7 +200,7 @@ async def test_table2_from_the_rollup_equals_brute_force_for_live_answers(client
     assert await SurveyInvitation.filter(referral_id=referral.id).count() == 4
     assert await SurveyMonth.all().count() > 0
     counted = await rollup_rows()
-    await rollup.rebuild()
+    await rollup.rebuild(rollup.SURVEYS)
     assert await rollup_rows() == counted
     today, subei = china_today(), await Institution.get(code="SUBEI")
     for filters in (Filters(), Filters(start=today, end=today), Filters(start=today - timedelta(days=40), end=today),
