@@ -113,7 +113,8 @@ async def move(rollup: Rollup, before: Part | None, after: Part | None) -> None:
             row = deltas.setdefault(part[0], dict.fromkeys(rollup.sums, 0))
             for column, value in part[1].items():
                 row[column] += sign * value
-    changed = [(key, sums) for key, sums in deltas.items() if any(sums.values())]
+    # In key order: two writers moving referrals between the same two rows lock them in one order, no deadlock.
+    changed = sorted((key, sums) for key, sums in deltas.items() if any(sums.values()))
     if not changed:
         return
     connection = connections.get("default")
