@@ -24,9 +24,11 @@ STATEMENTS = {
     # was 6: the account is read with its staff, last_login_at kept to 10 minutes; +1 since each login stores its
     # new WeChat session_key (it signs the user's VoIP room joins, issue 11)
     "wx-login": (4, 4),
-    "create+submit": (14, 14),
-    "approve (source)": (7, 7),
-    "approve (target, booking)": (13, 13),
+    # +1 each (issue 12): a submission or approval moves the referral's contribution in the figures' monthly
+    # rollup, one upsert in the transition's transaction (stats/rollup.py)
+    "create+submit": (15, 15),
+    "approve (source)": (8, 8),
+    "approve (target, booking)": (14, 14),
     "detail": (4, 4),
 }
 QUERY_LOGGER = "tortoise.db_client"
