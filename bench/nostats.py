@@ -2,8 +2,9 @@
 `bench lifecycle` to measure what that work costs a transition. Only the bench runs this.
 
 Taken out: the figure columns each transition writes (stats.facts: the submitted day, the stage lengths, the
-decision counters, and the deadline lookup behind them) and the survey invitations the admission and
-completion jobs write (surveys.invitations). Everything else is the real app."""
+decision counters, and the deadline lookup behind them), the monthly rollup each transition keeps
+(stats.rollup.move) and the survey invitations the admission and completion jobs write (surveys.invitations).
+Everything else is the real app."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 def without_stats() -> None:
     from referrals import commands
-    from stats import facts
+    from stats import facts, rollup
 
     async def no_decision(current, now) -> dict:
         return {}
@@ -26,6 +27,12 @@ def without_stats() -> None:
     for name in ("submitted", "source_approved", "accepted", "admitted"):
         setattr(facts, name, nothing)
     facts.decided = no_decision
+
+    async def no_rollup(*args) -> None:
+        return None
+
+    rollup.move = no_rollup
+    assert commands.rollup is rollup
     assert commands.facts is facts
     import notifications.handlers
 

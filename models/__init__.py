@@ -48,7 +48,7 @@ from models.referrals import (
     Urgency,
 )
 from models.slips import SigningKey, Slip, SlipState
-from models.surveys import Baseline, SurveyForm, SurveyInvitation, SurveyResponse
+from models.surveys import Baseline, ReferralMonth, SurveyForm, SurveyInvitation, SurveyMonth, SurveyResponse
 
 M = TypeVar("M", bound=Model)
 
@@ -75,5 +75,5 @@ __all__ = [
     "WardRoundItem", "WardRoundMember",
     "ChatAttachment", "ChatMessage", "CheckState", "Conversation", "ConversationKind", "ConversationParticipant",
     "MessageType",
-    "Baseline", "SurveyForm", "SurveyInvitation", "SurveyResponse",
+    "Baseline", "ReferralMonth", "SurveyForm", "SurveyInvitation", "SurveyMonth", "SurveyResponse",
 ]

@@ -49,6 +49,17 @@ class SurveyInvitation(Record):
     invited_day = fields.DateField()  # China day
     invited_month = fields.IntField()  # yyyymm
     answered_at = fields.DatetimeField(null=True)
+    # The answer's figures, written with answered_at in the answer's transaction, so that Table 2 over a few
+    # days is one scan of this table (no join with the answers); the answer row stays the record.
+    satisfied = fields.BooleanField(null=True)
+    s1 = fields.SmallIntField(null=True)
+    s2 = fields.SmallIntField(null=True)
+    s3 = fields.SmallIntField(null=True)
+    s4 = fields.SmallIntField(null=True)
+    s5 = fields.SmallIntField(null=True)
+    s6 = fields.SmallIntField(null=True)
+    s7 = fields.SmallIntField(null=True)
+    s8 = fields.SmallIntField(null=True)
 
     class Meta:
         table = "survey_invitation"
@@ -95,3 +106,75 @@ class Baseline(Model):
     class Meta:
         table = "baseline"
         unique_together = (("institution", "direction"),)
+
+
+class ReferralMonth(Model):
+    """The summary's and Table 1's rollup: the submitted referrals of one China month and one place
+    (direction, source and target institution and department, 0 for no department) in one status with one
+    rejection reason, and the counters the summary adds up. Kept by each transition in its transaction
+    (stats/rollup.py), rebuilt in bulk by seed-history, the figures of whole months are read from here."""
+
+    id = fields.IntField(primary_key=True)
+    submitted_month = fields.IntField()  # yyyymm
+    direction = fields.CharField(max_length=8)
+    source_institution_id = fields.IntField()
+    target_institution_id = fields.IntField()
+    source_department_id = fields.IntField()  # 0: none
+    target_department_id = fields.IntField()  # 0: none
+    status = fields.CharField(max_length=16)
+    rejection_code = fields.CharField(max_length=32)
+    n = fields.IntField(default=0)
+    accepted = fields.IntField(default=0)
+    redirected = fields.IntField(default=0)
+    redirects = fields.IntField(default=0)
+    decisions = fields.IntField(default=0)
+    late_decisions = fields.IntField(default=0)
+    late_referrals = fields.IntField(default=0)
+    n_total = fields.IntField(default=0)  # referrals admitted, with their waits
+    sum_total = fields.BigIntField(default=0)  # seconds
+
+    class Meta:
+        table = "referral_month"
+        unique_together = (("submitted_month", "direction", "source_institution_id", "target_institution_id",
+                            "source_department_id", "target_department_id", "status", "rejection_code"),)
+
+
+class SurveyMonth(Model):
+    """Table 2's rollup: the invitations of one China month and one place (respondent, questionnaire,
+    direction, source and target institution and department, 0 for no department), with their answers'
+    counts and sums. Kept in the same transaction as the invitation or answer that changes it
+    (stats/rollup.py), rebuilt in bulk by seed-history, the figures of whole months are read from here."""
+
+    id = fields.IntField(primary_key=True)
+    invited_month = fields.IntField()  # yyyymm
+    respondent = fields.CharField(max_length=8)
+    form_id = fields.IntField()
+    direction = fields.CharField(max_length=8)
+    source_institution_id = fields.IntField()
+    target_institution_id = fields.IntField()
+    source_department_id = fields.IntField()  # 0: none
+    target_department_id = fields.IntField()  # 0: none
+    invitations = fields.IntField(default=0)
+    answers = fields.IntField(default=0)
+    satisfied = fields.IntField(default=0)
+    sum1 = fields.IntField(default=0)
+    sum2 = fields.IntField(default=0)
+    sum3 = fields.IntField(default=0)
+    sum4 = fields.IntField(default=0)
+    sum5 = fields.IntField(default=0)
+    sum6 = fields.IntField(default=0)
+    sum7 = fields.IntField(default=0)
+    sum8 = fields.IntField(default=0)
+    n1 = fields.IntField(default=0)
+    n2 = fields.IntField(default=0)
+    n3 = fields.IntField(default=0)
+    n4 = fields.IntField(default=0)
+    n5 = fields.IntField(default=0)
+    n6 = fields.IntField(default=0)
+    n7 = fields.IntField(default=0)
+    n8 = fields.IntField(default=0)
+
+    class Meta:
+        table = "survey_month"
+        unique_together = (("invited_month", "respondent", "form_id", "direction", "source_institution_id",
+                            "target_institution_id", "source_department_id", "target_department_id"),)

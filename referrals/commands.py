@@ -3,6 +3,7 @@ appends a timeline event and writes its side effects as outbox jobs; none calls 
 
 from __future__ import annotations
 
+import copy
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -36,8 +37,8 @@ from referrals.state_machine import (
 from referrals.timeline import SYSTEM_ACTOR, Actor, append_event, chain_head, new_event, record_step
 from security.crypto import PersonalDataCipher
 from slips import lifecycle as slip_lifecycle
-from sql_batch import is_postgres
-from stats import facts
+from sql_batch import Batch, is_postgres
+from stats import facts, rollup
 from timeutil import china_today
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud at a desk
@@ -114,13 +115,28 @@ async def _transition(principal: Principal | None, referral: Referral | int, act
                                 comment=step.comment, data=step.data)
         notify = NewJob("notify.referral_event", {"referral_id": referral.id, "seq": event.seq, "action": str(action)},
                         f"notify:{referral.id}:{event.seq}")
-        if not await record_step(referral, event, {"status": row.to, "updated_at": _now(), **step.changes},
-                                 [*step.jobs, notify]):
+        changes = {"status": row.to, "updated_at": _now(), **step.changes}
+        # The referral's move in the figures' rollup goes with the step itself (on PostgreSQL in its one statement,
+        # so a step without a transaction stays atomic).
+        counted, counts = rollup.referral_part(referral), rollup.referral_part(_as_written(referral, changes))
+
+        async def move_in_rollup(batch: Batch | None) -> None:
+            await rollup.move(rollup.REFERRALS, counted, counts, batch=batch, only_with="moved")
+
+        if not await record_step(referral, event, changes, [*step.jobs, notify], also=move_in_rollup):
             current = await Referral.get(id=referral.id)
             raise _state_conflict(current, "CONCURRENT_UPDATE", "转诊单刚刚已被他人处理，请刷新后查看最新状态")
         if after:
             await after(referral, step)
     return referral
+
+
+def _as_written(referral: Referral, changes: dict) -> Referral:
+    """The referral as the step will leave it (a copy: the row itself changes only once the write succeeded)."""
+    written = copy.copy(referral)
+    for name, value in changes.items():
+        setattr(written, name, value)
+    return written
 
 
 async def _target(institution_id: uuid.UUID, department_id: uuid.UUID) -> tuple[Institution, Department]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -119,7 +119,8 @@ async def new_event(referral: Model, *, seq: int, action: str, from_status: str,
         comment=comment, data=data, prev_hash=prev_hash, hash=digest)
 
 
-async def record_step(referral: Model, event: TimelineEvent, changes: dict, jobs: Sequence[NewJob] = ()) -> bool:
+async def record_step(referral: Model, event: TimelineEvent, changes: dict, jobs: Sequence[NewJob] = (), *,
+                      also: Callable[[Batch | None], Awaitable[None]] | None = None) -> bool:
     """Move the owner (a referral, a consultation) to `event`: its version becomes `event.seq` together with
     `changes` and the chain head, only if nobody moved it since it was read (a conditional UPDATE, so of two
     concurrent writers exactly one wins), and write `jobs` (outbox jobs, each once by its dedupe key) with it.
@@ -128,7 +129,8 @@ async def record_step(referral: Model, event: TimelineEvent, changes: dict, jobs
 
     On PostgreSQL the update, the event and the jobs are one statement (one round trip, atomic by itself: a
     caller with nothing else to write needs no transaction around it); elsewhere three, in the caller's
-    transaction."""
+    transaction. `also` writes what else goes with the step: on PostgreSQL it adds CTEs to that statement
+    (conditional on the CTE "moved"), elsewhere (called with None) it runs its statements after the update."""
     written = {"version": event.seq, "chain_head": chain_head(event), **changes}
     if is_postgres():
         batch = Batch()
@@ -138,6 +140,8 @@ async def record_step(referral: Model, event: TimelineEvent, changes: dict, jobs
         for n, row in enumerate(rows):
             # A taken dedupe key leaves the first job as it is (as enqueue_all's INSERT does).
             batch.insert(f"job{n}", row, only_with="moved", ignore_conflicts=True)
+        if also is not None:
+            await also(batch)
         found = await batch.run('SELECT "id" FROM event')
         if not found:
             return False
@@ -149,6 +153,8 @@ async def record_step(referral: Model, event: TimelineEvent, changes: dict, jobs
             return False
         await event.save()
         await enqueue_all(jobs)
+        if also is not None:
+            await also(None)
     for field, value in written.items():  # the row as just written, without reading it back
         setattr(referral, field, value)
     return True

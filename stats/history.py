@@ -31,6 +31,7 @@ from referrals.clinical import REJECTION_REASONS
 from referrals.state_machine import direction_of
 from security.crypto import PersonalDataCipher
 from security.idcard import make_id_number
+from stats import rollup
 from stats.facts import month_of
 from surveys.forms import current_form
 from timeutil import CHINA_TZ
@@ -55,7 +56,8 @@ REFERRAL_COLUMNS = (
 INVITATION_COLUMNS = (
     "id", "public_id", "created_at", "updated_at", "form_id", "referral_id", "occasion", "respondent",
     "patient_id", "staff_id", "direction", "source_institution_id", "target_institution_id", "source_department_id",
-    "target_department_id", "invited_day", "invited_month", "answered_at")
+    "target_department_id", "invited_day", "invited_month", "answered_at", "satisfied", "s1", "s2", "s3", "s4", "s5",
+    "s6", "s7", "s8")
 RESPONSE_COLUMNS = ("id", "invitation_id", "form_id", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "satisfied",
                     "comment", "account_id", "created_at")
 # Score weights 1..5: patients are a little happier than doctors, as in the paper's Table 2 (92 %, 89 %).
@@ -267,20 +269,22 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
             answered_at = invited_at + timedelta(hours=rng.uniform(1, 72)) if answered else None
             iid = invitation_id
             invitation_id += 1
-            batch_invitations.append((
-                iid, writer.public_id(ids), invited_at, answered_at or invited_at, forms[respondent].id, rid, occasion,
-                respondent, patient_id if respondent == "patient" else None, staff_id, direction,
-                source.institution.id, target.institution.id, None, target_department.id, day, month_of(day),
-                answered_at))
-            counts["invitations"] += 1
+            scores, satisfied = [None] * 8, None
             if answered:
                 weights = SCORE_WEIGHTS[respondent]
                 scores = [rng.choices((1, 2, 3, 4, 5), weights=weights)[0] for _ in range(form_items[respondent])]
                 scores += [None] * (8 - len(scores))
-                batch_responses.append((response_id, iid, forms[respondent].id, *scores, scores[0] >= 4, "", None,
+                satisfied = scores[0] >= 4
+                batch_responses.append((response_id, iid, forms[respondent].id, *scores, satisfied, "", None,
                                         answered_at))
                 response_id += 1
                 counts["answers"] += 1
+            batch_invitations.append((
+                iid, writer.public_id(ids), invited_at, answered_at or invited_at, forms[respondent].id, rid, occasion,
+                respondent, patient_id if respondent == "patient" else None, staff_id, direction,
+                source.institution.id, target.institution.id, None, target_department.id, day, month_of(day),
+                answered_at, satisfied, *scores))
+            counts["invitations"] += 1
         if len(batch_referrals) >= BATCH:
             await flush()
             if progress:
@@ -289,6 +293,8 @@ async def generate(cipher: PersonalDataCipher, *, referrals: int, years: float, 
     await _beds(writer, beds)
     for table in ("referral", "survey_invitation", "survey_response"):
         await writer.fix_sequence(table)
+    for table in (rollup.REFERRALS, rollup.SURVEYS):
+        await rollup.rebuild(table)  # one statement over the rows just written
     counts["referrals"] = sum(counts[s] for s in ("completed", "rejected", "cancelled", "expired"))
     counts["seconds"] = round(time.monotonic() - started, 1)
     if progress:

@@ -9,22 +9,26 @@ from collections.abc import Awaitable, Callable
 from directory import cache
 from referrals.clinical import REJECTION_REASONS
 from referrals.state_machine import STATUS_NAMES, Status
+from stats import rollup
 from stats.consults import consultations
 from stats.query import Filters, Sql
 from stats.report import COUNT, SHARE, TEXT, Column, Table, share
 
 
 async def _status_rows(filters: Filters) -> list[dict]:
-    """One scan: per status and rejection reason, the counts every section adds up."""
-    sql = Sql()
-    where = " AND ".join(filters.where(sql))
-    rows = await sql.rows(
-        "SELECT status, rejection_code, COUNT(*) AS n, COUNT(wait_target_s) AS accepted, "
-        "SUM(CASE WHEN redirects > 0 THEN 1 ELSE 0 END) AS redirected, SUM(redirects) AS redirects, "
-        "SUM(decisions) AS decisions, SUM(late_decisions) AS late_decisions, "
-        "SUM(CASE WHEN late_decisions > 0 THEN 1 ELSE 0 END) AS late_referrals "
-        f"FROM referral WHERE {where} GROUP BY status, rejection_code")
-    return [{k: (v if k in ("status", "rejection_code") else int(v or 0)) for k, v in row.items()} for row in rows]
+    """Per status and rejection reason, the counts every section adds up: whole months from the rollup
+    (stats/rollup.py), cut months from the referral rows."""
+    rows = await rollup.read(rollup.REFERRALS, filters, {"status": "i.status", "rejection_code": "i.rejection_code"},
+                             ["n", "accepted", "redirected", "redirects", "decisions", "late_decisions",
+                              "late_referrals"])
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        total = merged.setdefault((row["status"], row["rejection_code"]), dict.fromkeys(row, 0) | {
+            "status": row["status"], "rejection_code": row["rejection_code"]})
+        for key, value in row.items():
+            if key not in ("status", "rejection_code"):
+                total[key] += value
+    return list(merged.values())
 
 
 def _flow(rows: list[dict]) -> dict:

@@ -11,7 +11,8 @@ from errors import Forbidden, NotFound
 from models import Baseline, Institution
 from referrals.state_machine import DIRECTION_NAMES
 from security.audit import audited
-from stats.query import Filters, Sql, scope_of
+from stats import rollup
+from stats.query import Filters, scope_of
 from stats.report import COUNT, DAYS, SHARE, TEXT, Column, Table
 from stats.waiting import DAY
 
@@ -70,11 +71,12 @@ def _combine(rows: list[Baseline]) -> dict | None:
 
 
 async def table1(filters: Filters) -> list[dict]:
-    sql = Sql()
-    where = " AND ".join([*filters.where(sql), "direction IN ('up', 'down')"])
-    rows = await sql.rows("SELECT direction, COUNT(wait_total_s) AS n, SUM(wait_total_s) AS total "
-                          f"FROM referral WHERE {where} GROUP BY direction")
-    platform = {r["direction"]: r for r in rows}
+    # Whole months from the rollup (stats/rollup.py), cut months from the referral rows.
+    platform: dict[str, dict] = {}
+    for row in await rollup.read(rollup.REFERRALS, filters, {"direction": "i.direction"}, ["n_total", "sum_total"]):
+        total = platform.setdefault(row["direction"], {"n": 0, "total": 0})
+        total["n"] += row["n_total"]
+        total["total"] += row["sum_total"]
     institution = filters.institution_id if filters.institution_id is not None else filters.scope
     baselines = await baselines_of(institution)
     result = []

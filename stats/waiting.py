@@ -3,13 +3,12 @@ or department: n, mean, median and 90th percentile in fractional days.
 
 Means come from exact integer sums. Quantiles are PostgreSQL's percentile_cont (linear interpolation between
 the ranked values around p·(n - 1), in double precision): on PostgreSQL the database computes them in the
-same single scan as the sums; SQLite has no such aggregate, so one scan brings the stage lengths and they are
-ranked and interpolated here by the same formula."""
+same single scan as the sums; SQLite has no such aggregate, so it ranks each stage's lengths (a window function)
+and returns the values at the two ranks around p·(n - 1), interpolated here by the same formula."""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,31 +68,34 @@ def _figure(n: int, total: int | None, quantiles: dict[str, float]) -> Figure:
 
 
 async def _sqlite_groups(sql: Sql, where: str, group_by: list[str]) -> tuple[list[dict], dict[str, dict]]:
-    """SQLite has no percentile aggregate: one scan brings each referral's group and stage lengths (four small
-    integers a row), and the groups' counts, sums and quantiles are taken here."""
-    select = "".join(f"{GROUPS[k]} AS g{i}, " for i, k in enumerate(group_by))
-    rows = await sql.rows(f"SELECT {select}{', '.join(f'{c} AS {s}' for s, c in STAGES.items())} "
-                          f"FROM referral WHERE {where}")
-    submitted: Counter[tuple] = Counter()
-    values: dict[tuple, dict[str, list[int]]] = {}
-    for row in rows:
-        key = tuple(row[f"g{i}"] for i in range(len(group_by)))
-        submitted[key] += 1
-        stages = values.setdefault(key, {s: [] for s in STAGES})
-        for stage in STAGES:
-            if row[stage] is not None:
-                stages[stage].append(row[stage])
-    totals: list[dict] = []
+    """SQLite has no percentile aggregate: the database counts and sums by group in one statement, and per
+    stage ranks the lengths within each group (ROW_NUMBER over the group, by length) and returns only the
+    values at the ranks percentile_cont reads (floor and floor + 1 of p·(n - 1), computed in double precision
+    as here), so no row travels to Python and the sorting happens in SQLite's thread, not the event loop."""
+    exprs = [GROUPS[k] for k in group_by]
+    select = "".join(f"{e} AS g{i}, " for i, e in enumerate(exprs))
+    group = f" GROUP BY {', '.join(exprs)}" if exprs else ""
+    measures = ", ".join(f"COUNT({c}) AS n_{s}, SUM({c}) AS sum_{s}" for s, c in STAGES.items())
+    totals = await sql.rows(f"SELECT {select}COUNT(*) AS submitted, {measures} FROM referral WHERE {where}{group}")
+    partition = f"PARTITION BY {', '.join(exprs)} " if exprs else ""
+    keys = ", ".join(f"g{i}" for i in range(len(exprs)))
+    ranks = ", ".join(f"CAST({p} * (cnt - 1) AS INTEGER){offset}" for p in QUANTILES.values()
+                      for offset in ("", " + 1"))
     quantiles: dict[str, dict] = {stage: {} for stage in STAGES}
-    for key, stages in values.items():
-        total = {f"g{i}": v for i, v in enumerate(key)} | {"submitted": submitted[key]}
-        for stage in STAGES:
-            ranked = sorted(stages[stage])
-            total |= {f"n_{stage}": len(ranked), f"sum_{stage}": sum(ranked)}
-            if ranked:
-                quantiles[stage][key] = {name: percentile_cont(ranked.__getitem__, len(ranked), p)
-                                         for name, p in QUANTILES.items()}
-        totals.append(total)
+    for stage, column in STAGES.items():
+        rows = await sql.rows(
+            f"SELECT {keys + ', ' if keys else ''}v, rk, cnt FROM (SELECT {select}{column} AS v, "
+            f"ROW_NUMBER() OVER ({partition}ORDER BY {column}) - 1 AS rk, COUNT(*) OVER ({partition.strip()}) AS cnt "
+            f"FROM referral WHERE {where} AND {column} IS NOT NULL) WHERE rk IN ({ranks})")
+        ranked: dict[tuple, dict[int, int]] = {}
+        counts: dict[tuple, int] = {}
+        for row in rows:
+            key = tuple(row[f"g{i}"] for i in range(len(exprs)))
+            ranked.setdefault(key, {})[row["rk"]] = row["v"]
+            counts[key] = row["cnt"]
+        for key, values in ranked.items():
+            quantiles[stage][key] = {name: percentile_cont(values.__getitem__, counts[key], p)
+                                     for name, p in QUANTILES.items()}
     return totals, quantiles
 
 

@@ -13,6 +13,7 @@ from directory import cache
 from errors import Conflict, Forbidden, InvalidInput, NotFound
 from models import Referral, SurveyForm, SurveyInvitation, SurveyResponse
 from security.masking import mask_name
+from stats import rollup
 from surveys.forms import SATISFIED, form_view
 from surveys.invitations import OCCASION_NAMES
 
@@ -71,9 +72,16 @@ async def answer(principal: Principal, public_id: uuid.UUID, scores: dict[str, i
     now = datetime.now(UTC)
     async with in_transaction():
         # Conditional: of two answers sent at once exactly one is taken.
-        if not await SurveyInvitation.filter(id=invitation.id, answered_at=None).update(answered_at=now):
-            raise Conflict("该问卷已提交，感谢您的评价", code="SURVEY_ANSWERED")
         columns = {f"s{i}": scores[key] for i, key in enumerate(keys, start=1)}
+        satisfied = scores[keys[0]] >= SATISFIED
+        # The figures' copy of the answer rides on this conditional update; the rollup follows in this transaction.
+        if not await SurveyInvitation.filter(id=invitation.id, answered_at=None).update(
+                answered_at=now, satisfied=satisfied, **columns):
+            raise Conflict("该问卷已提交，感谢您的评价", code="SURVEY_ANSWERED")
+        before = rollup.invitation_part(invitation)
+        for field, value in {"answered_at": now, "satisfied": satisfied, **columns}.items():
+            setattr(invitation, field, value)
+        await rollup.move(rollup.SURVEYS, before, rollup.invitation_part(invitation))
         return await SurveyResponse.create(invitation_id=invitation.id, form_id=form.id, **columns,
-                                           satisfied=scores[keys[0]] >= SATISFIED, comment=comment[:500],
+                                           satisfied=satisfied, comment=comment[:500],
                                            account_id=principal.account_id)

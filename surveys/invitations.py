@@ -5,12 +5,15 @@ subscribe message (sent only where the person holds a credit, like every notific
 
 from __future__ import annotations
 
+from tortoise.transactions import in_transaction
+
 from models import Referral, ReferralEvent, SurveyInvitation, WeChatAccount
 from notifications import recipients
 from notifications.fanout import publish
 from notifications.rules import Facts, Notice, short
 from notifications.templates import PROGRESS
 from settings import Settings
+from stats import rollup
 from stats.facts import month_of
 from surveys.forms import current_form
 from timeutil import china_time
@@ -60,7 +63,16 @@ async def invite_for_event(referral: Referral, event: ReferralEvent, settings: S
             source_department_id=referral.source_department_id,  # type: ignore[attr-defined]
             target_department_id=referral.target_department_id,  # type: ignore[attr-defined]
             invited_day=day, invited_month=month_of(day)))
-    await SurveyInvitation.bulk_create(rows, ignore_conflicts=True)
+    async with in_transaction():
+        # Only the invitations not written yet (a job that runs twice asks nobody twice), each counted in Table
+        # 2's rollup with its insert. Two runs at once: the unique (referral, occasion) refuses the second
+        # insert, its transaction (rollup included) is undone and the job retried.
+        written = set(await SurveyInvitation.filter(referral_id=referral.id, occasion__in=[r.occasion for r in rows])
+                      .values_list("occasion", flat=True))
+        for row in rows:
+            if row.occasion not in written:
+                await row.save()
+                await rollup.move(rollup.SURVEYS, None, rollup.invitation_part(row))
     invitations = await SurveyInvitation.filter(referral_id=referral.id,
                                                 occasion__in=[o for o, _ in occasions], answered_at=None)
     facts = await Facts.of(referral)

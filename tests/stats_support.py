@@ -16,12 +16,15 @@ from models import (
     Department,
     Institution,
     Referral,
+    ReferralMonth,
     Staff,
     SurveyForm,
     SurveyInvitation,
+    SurveyMonth,
     SurveyResponse,
 )
 from referrals.state_machine import direction_of
+from stats import rollup
 from stats.consults import consultations
 from stats.query import Filters
 from stats.satisfaction import period_label, satisfaction
@@ -257,6 +260,7 @@ async def compare_everything(filters: Filters) -> None:
         figures = [{k: item[k] for k in ("key", "submitted", "total", "source_approval", "target_approval", "bed")}
                    for item in await waiting_times(filters, group_by)]
         assert figures == await brute_waiting(filters, group_by), (filters, group_by)
+    assert await rollup_rows(ReferralMonth, rollup.REFERRALS) == await brute_referral_rollup()
     brute = await brute_summary(filters)
     names = {i.id: i.name for i in await Institution.all()}
     flat = _flat_summary(await summary(filters))
@@ -270,6 +274,13 @@ async def compare_everything(filters: Filters) -> None:
         total = expected[0]["total"] if expected else {"n": 0, "mean_days": None}
         if filters.direction in (None, row["direction"]):
             assert row["platform"] == {"n": total["n"], "mean_days": total["mean_days"]}, (filters, row)
+    await compare_satisfaction(filters)
+
+
+async def compare_satisfaction(filters: Filters) -> None:
+    """Table 2 for `filters` against the brute force over the invitations and answers, and the monthly rollup it
+    reads against the same rows (asserts)."""
+    assert await rollup_rows() == await brute_rollup()
     for period in ("all", "month", "quarter"):
         groups = await brute_satisfaction(filters, period)
         rows = await satisfaction(filters, period)
@@ -285,3 +296,54 @@ async def compare_everything(filters: Filters) -> None:
             assert row["response_rate"] == round(group["answers"] / group["invitations"], 4)
             assert {i["key"]: i["mean"] for i in row["items"]} == {
                 k: round(sum(v) / len(v), 2) for k, v in group["scores"].items()}
+
+
+async def rollup_rows(model=SurveyMonth, spec=rollup.SURVEYS) -> dict[tuple, dict]:
+    return {tuple(r[k] for k in spec.key): {k: r[k] for k in spec.sums}
+            for r in await model.all().values(*spec.key, *spec.sums) if any(r[k] for k in spec.sums)}
+
+
+async def brute_rollup() -> dict[tuple, dict]:
+    """survey_month as it should be: per month and place, the invitations and their answers (from the answer
+    rows, not the copy on the invitation)."""
+    answers = {a.invitation_id: a for a in await SurveyResponse.all()}  # type: ignore[attr-defined]
+    groups: dict[tuple, dict] = {}
+    for i in await SurveyInvitation.all():
+        key = (i.invited_month, i.respondent, i.form_id, i.direction, i.source_institution_id,  # type: ignore[attr-defined]
+               i.target_institution_id, i.source_department_id or 0, i.target_department_id or 0)
+        group = groups.setdefault(key, dict.fromkeys(rollup.SURVEYS.sums, 0))
+        group["invitations"] += 1
+        answer = answers.get(i.id)
+        if answer is None:
+            continue
+        group["answers"] += 1
+        group["satisfied"] += int(answer.satisfied)
+        for n in range(1, 9):
+            score = getattr(answer, f"s{n}")
+            group[f"sum{n}"] += score or 0
+            group[f"n{n}"] += score is not None
+    return groups
+
+
+async def brute_referral_rollup() -> dict[tuple, dict]:
+    """referral_month as it should be: per month of submission, place, status and reason, the submitted
+    referrals and their counters."""
+    groups: dict[tuple, dict] = {}
+    for r in await referral_rows():
+        if r["submitted_at"] is None:
+            continue
+        key = (month(china_day(r["submitted_at"])), r["direction"], r["source_institution_id"],
+               r["target_institution_id"], r["source_department_id"] or 0, r["target_department_id"] or 0,
+               r["status"], r["rejection_code"])
+        group = groups.setdefault(key, dict.fromkeys(rollup.REFERRALS.sums, 0))
+        lengths = stages(r)
+        group["n"] += 1
+        group["accepted"] += lengths["target_approval"] is not None
+        group["redirected"] += r["redirects"] > 0
+        group["redirects"] += r["redirects"]
+        group["decisions"] += r["decisions"]
+        group["late_decisions"] += r["late_decisions"]
+        group["late_referrals"] += r["late_decisions"] > 0
+        group["n_total"] += lengths["total"] is not None
+        group["sum_total"] += lengths["total"] or 0
+    return groups

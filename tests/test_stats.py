@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from unittest.mock import patch
 from urllib.parse import unquote
 
+from hypothesis import given
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 
 from appkeys import CIPHER
@@ -16,6 +19,7 @@ from models import Institution, Referral
 from referrals.state_machine import Status
 from stats.history import generate
 from stats.query import Filters
+from stats.rollup import split_range
 from tests.referral_support import Desk, department, make_patient, patient_account
 from tests.stats_support import compare_everything
 
@@ -223,3 +227,23 @@ async def test_the_figure_routes_declare_their_downloads_beside_the_json(client)
                                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}, path
         assert "$ref" in content["application/json"]["schema"], path
         assert content["text/csv"]["schema"] == {"type": "string"}, path
+
+
+@given(start=st.one_of(st.none(), st.dates(min_value=date(2023, 1, 1), max_value=date(2026, 12, 31))),
+       length=st.integers(min_value=0, max_value=800), open_end=st.booleans())
+def test_a_range_splits_into_whole_months_and_days_that_cover_it_once(start, length, open_end):
+    # Table 2 reads whole months from its rollup and the rest from the rows: every day of the range exactly once.
+    end = None if open_end else (start or date(2024, 6, 15)) + timedelta(days=length)
+    months, days = split_range(start, end)
+    low, high = date(2022, 12, 1), date(2028, 1, 31)
+    covered = Counter()
+    day = low
+    while day <= high:
+        m = day.year * 100 + day.month
+        covered[day] += months is not None and (months[0] is None or m >= months[0]) and \
+            (months[1] is None or m <= months[1])
+        covered[day] += sum((a is None or day >= a) and (b is None or day <= b) for a, b in days)
+        day += timedelta(days=1)
+    for day, times in covered.items():
+        inside = (start is None or day >= start) and (end is None or day <= end)
+        assert times == int(inside), (start, end, day, months, days)

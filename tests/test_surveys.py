@@ -4,14 +4,32 @@ questionnaires, the bot's 评价, and Table 2's figures with small groups hidden
 
 from __future__ import annotations
 
-from models import InboxMessage, OutboxJob, Referral, SurveyForm, SurveyInvitation, WeChatAccount
+from datetime import timedelta
+
+from appkeys import SETTINGS
+from models import (
+    InboxMessage,
+    Institution,
+    OutboxJob,
+    Referral,
+    ReferralEvent,
+    SurveyForm,
+    SurveyInvitation,
+    SurveyMonth,
+    WeChatAccount,
+)
 from notifications.handlers import referral_event
 from outbox.registry import JobContext
 from referrals.state_machine import Status
+from stats import rollup
+from stats.query import Filters
+from surveys.invitations import invite_for_event
 from tests.notify_support import run_jobs
 from tests.referral_support import Desk, make_patient, patient_account
+from tests.stats_support import compare_satisfaction, rollup_rows
 from tests.support import bearer, login
 from tests.test_bot_commands import Chat
+from timeutil import china_today
 
 PATIENT_OPENID = "o_survey_patient"
 ALL_FIVES = {"overall": 5, "waiting": 4, "admission": 5, "information": 4, "care": 5}
@@ -164,3 +182,29 @@ async def test_table2_shows_shares_from_five_answers_and_hides_smaller_groups(cl
     body = await desk.ok(await desk.get(office, "/api/v1/stats/satisfaction", period="quarter"))
     assert sum(r["answers"] for r in body["items"] if r["respondent"] == "patient") == 6
     assert all("季度" in r["period"] for r in body["items"])
+
+
+async def test_table2_from_the_rollup_equals_brute_force_for_live_answers(client):
+    """Invitations and answers written by the real job and route keep Table 2's monthly rollup in step: it
+    equals its own rebuild and the brute force, a job run twice counts nobody twice, and every kind of range
+    (whole months from the rollup, cut months from the rows, both) gives the brute force's figures."""
+    desk = await Desk.open(client)
+    for n in range(3):
+        body, patient = await _completed(desk, f"o_survey_r{n}")
+        if n != 1:
+            await _answer_all(desk, client, patient, ALL_FIVES if n else ALL_FIVES | {"overall": 2})
+    await _answer_all(desk, client, await desk.session("DONGGUAN", "doctor"), DOCTOR_FOURS)
+    referral = await Referral.get(public_id=body["id"])
+    event = await ReferralEvent.filter(referral_id=referral.id, action="complete").first()
+    assert await invite_for_event(referral, event, client.server.app[SETTINGS]) >= 0  # the job again
+    assert await SurveyInvitation.filter(referral_id=referral.id).count() == 4
+    assert await SurveyMonth.all().count() > 0
+    counted = await rollup_rows()
+    await rollup.rebuild(rollup.SURVEYS)
+    assert await rollup_rows() == counted
+    today, subei = china_today(), await Institution.get(code="SUBEI")
+    for filters in (Filters(), Filters(start=today, end=today), Filters(start=today - timedelta(days=40), end=today),
+                    Filters(start=today.replace(day=1)), Filters(end=today + timedelta(days=3)),
+                    Filters(scope=subei.id, start=today - timedelta(days=400), direction="up"),
+                    Filters(start=today + timedelta(days=1))):
+        await compare_satisfaction(filters)
