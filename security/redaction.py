@@ -34,7 +34,10 @@ _PATTERN = re.compile(
     rf"""
     # Identifiers that are not personal data and must stay greppable: UUIDs and long hex digests.
     (?P<keep>(?<![0-9A-Za-z])(?:{_HEX}{{8}}(?:-{_HEX}{{4}}){{3}}-{_HEX}{{12}}|{_HEX}{{32,}})(?![0-9A-Za-z]))
-    | (?P<id_number>(?<!{_D})(?:{_D}{_SEP}?){{17}}(?:[XxＸｘ]|{_D}(?![0-9\uff10-\uff19XxＸｘ])))
+    # 17 digits and a check character. An X right after 18 digits without separators does not make them less of
+    # an ID number ("...0021X" is masked); with separators, "5 1101...002X" reads as "5" and the ID "1101...002X".
+    | (?P<id_number>(?<!{_D})(?:(?:{_D}{_SEP}?){{17}}(?:[XxＸｘ]|{_D}(?![0-9\uff10-\uff19XxＸｘ]))
+                               |{_D}{{18}}(?=[XxＸｘ])))
     | (?<!{_D})
       (?P<prefix>(?:\+86|0086|86)[ -]?)?
       (?P<mobile>[1１][3-9３-９]{_D}(?:{_D}{{8}}|{_SEP}{_D}{{4}}{_SEP}{_D}{{4}}))

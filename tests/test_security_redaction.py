@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import uuid
+from datetime import date
 
 import pytest
 from hypothesis import given
@@ -216,3 +217,10 @@ def test_filter_is_idempotent_across_two_handlers(capture):
     assert "ERROR missing 1101**********002X" in stream.getvalue()
     assert second.getvalue().startswith("missing 1101**********002X\nTraceback")
     assert ID not in stream.getvalue() + second.getvalue()
+
+
+def test_an_id_number_followed_by_an_x_is_still_hidden():
+    """Found by the property test above: 18 digits then an "X" (a typo, a field glued to a code) were left alone."""
+    number = make_id_number("320102", date(1958, 4, 12), 17)
+    assert not number.endswith("X")
+    assert number not in redact(f"身份证{number}X") and number not in redact(f"{number}x 住院")
